@@ -1,0 +1,24 @@
+"""The data-set registry: ``load_dataset(name, root=None, **kwargs)`` and ``list_datasets``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from nasprune.data.base import Dataset
+from nasprune.registry import Registry
+
+DATASETS: Registry[Callable[..., Dataset]] = Registry("data set")
+
+
+def register_dataset(name: str):
+    """Register a loader ``f(root=None, seed=0, **kwargs) -> Dataset``."""
+    return DATASETS.register(name)
+
+
+def load_dataset(name: str, root: str | None = None, seed: int = 0, **kwargs) -> Dataset:
+    """Load a registered data set as train / val / test splits (seeded, reproducible)."""
+    return DATASETS.get(name)(root=root, seed=seed, **kwargs)
+
+
+def list_datasets() -> list[str]:
+    return DATASETS.names()
