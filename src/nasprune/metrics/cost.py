@@ -1,0 +1,207 @@
+"""Compute cost of a model: MACs, FLOPs and parameter count.
+
+The convention (the search's analytic cost model matches it exactly):
+
+* MACs are multiply-accumulates of ``Conv1d/2d/3d`` (grouped and depthwise included:
+  ``out_channels · (in_channels / groups) · prod(kernel) · prod(output spatial)``),
+  ``ConvTranspose1d/2d/3d`` (``input elements · (out_channels / groups) · prod(kernel)``),
+  ``Linear`` (``in_features · out_features`` per output position, so leading dims such as a
+  sequence length multiply it) and ``nn.MultiheadAttention`` (the q/k/v in-projections, the
+  ``Q·Kᵀ`` and ``attention·V`` matmuls and the out-projection).
+* Biases, BatchNorm, activations, pooling, softmax and residual adds are NOT counted: they
+  are a small, architecture-independent share and counting them would make our numbers
+  disagree with the MACs the papers report (ResNet-20 ≈ 41 M).
+* Counted at batch size 1: only the first sample of each example input is run.
+* FLOPs = 2 × MACs (one multiply plus one add per MAC).
+* Params = the number of elements of all parameters (shared ones counted once).
+
+Counting runs one forward pass with hooks on the counted modules, in eval mode; the model's
+train/eval flags are restored afterwards and nothing else about the model is touched.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from nasprune.metrics.mode import eval_mode
+
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+@dataclass
+class LayerCost:
+    """MACs of one call of one module.
+
+    ``weight_macs`` pairs each weight tensor with the MACs it multiplies into (what shrinks
+    when that weight is sparse); ``free_macs`` are MACs between activations only (the two
+    attention matmuls), which weight sparsity does not remove.
+    """
+
+    name: str
+    kind: str
+    weight_macs: list[tuple[torch.Tensor, int]]
+    free_macs: int = 0
+
+    @property
+    def macs(self) -> int:
+        return sum(m for _, m in self.weight_macs) + self.free_macs
+
+    def sparse_macs(self) -> float:
+        """MACs with each weight's share scaled by its fraction of non-zero entries."""
+        total = float(self.free_macs)
+        for w, m in self.weight_macs:
+            total += m * _density(w)
+        return total
+
+
+def _density(w: torch.Tensor) -> float:
+    n = w.numel()
+    return float(torch.count_nonzero(w.detach()).item()) / n if n else 0.0
+
+
+def _first_sample(x: Any) -> Any:
+    """Cut every tensor in ``x`` (tensor, tuple/list, dict) down to its first batch entry."""
+    if isinstance(x, torch.Tensor):
+        return x[:1] if x.dim() > 0 else x
+    if isinstance(x, (list, tuple)):
+        return type(x)(_first_sample(v) for v in x)
+    if isinstance(x, dict):
+        return {k: _first_sample(v) for k, v in x.items()}
+    return x
+
+
+def _run(model: nn.Module, example_inputs: Any) -> Any:
+    x = _first_sample(example_inputs)
+    if isinstance(x, dict):
+        return model(**x)
+    if isinstance(x, (list, tuple)):
+        return model(*x)
+    return model(x)
+
+
+def _conv_cost(name: str, m: nn.Module, inputs: tuple, output: torch.Tensor) -> LayerCost:
+    k = math.prod(m.kernel_size)
+    if isinstance(m, _CONV_T):
+        # Every input element is scattered through (out / groups) · k weights.
+        macs = inputs[0].numel() * (m.out_channels // m.groups) * k
+    else:
+        macs = output.numel() * (m.in_channels // m.groups) * k
+    return LayerCost(name, type(m).__name__, [(m.weight, int(macs))])
+
+
+def _linear_cost(name: str, m: nn.Linear, output: torch.Tensor) -> LayerCost:
+    positions = output.numel() // m.out_features if m.out_features else 0
+    return LayerCost(name, "Linear", [(m.weight, positions * m.in_features * m.out_features)])
+
+
+def _mha_arg(args: tuple, kwargs: dict, i: int, key: str) -> torch.Tensor:
+    return args[i] if len(args) > i else kwargs[key]
+
+
+def _mha_cost(
+    name: str, m: nn.MultiheadAttention, args: tuple, kwargs: dict
+) -> LayerCost:
+    """Projections + ``Q·Kᵀ`` + ``attention·V``; batch and lengths read from the inputs."""
+    q = _mha_arg(args, kwargs, 0, "query")
+    k = _mha_arg(args, kwargs, 1, "key")
+    v = _mha_arg(args, kwargs, 2, "value")
+    e = m.embed_dim
+
+    def rows(t: torch.Tensor) -> int:  # batch · sequence length, whatever the layout
+        return t.numel() // t.shape[-1]
+
+    nq, nk, nv = rows(q), rows(k), rows(v)
+    batch = 1 if q.dim() == 2 else q.shape[0 if m.batch_first else 1]
+    lq, lk = nq // batch, nk // batch
+    if m._qkv_same_embed_dim:
+        w = m.in_proj_weight
+        wq, wk, wv = w[:e], w[e : 2 * e], w[2 * e :]
+    else:
+        wq, wk, wv = m.q_proj_weight, m.k_proj_weight, m.v_proj_weight
+    weight_macs = [
+        (wq, nq * m.embed_dim * e),
+        (wk, nk * m.kdim * e),
+        (wv, nv * m.vdim * e),
+        (m.out_proj.weight, nq * e * e),
+    ]
+    # Each head multiplies (lq × d)(d × lk) and (lq × lk)(lk × d), d = e / heads.
+    attention = 2 * batch * lq * lk * e
+    return LayerCost(name, "MultiheadAttention", weight_macs, attention)
+
+
+def layer_costs(model: nn.Module, example_inputs: Any) -> list[LayerCost]:
+    """One :class:`LayerCost` per call of a counted module, in call order (batch size 1).
+
+    The forward pass runs with autograd enabled on purpose: in eval mode without grad,
+    PyTorch's fused ``TransformerEncoderLayer`` fast path skips the submodule calls the
+    hooks need to see.
+    """
+    costs: list[LayerCost] = []
+    handles = []
+    inside_mha: set[int] = set()
+    for mha in model.modules():
+        if isinstance(mha, nn.MultiheadAttention):
+            # Its out_proj is used through F.multi_head_attention_forward; never count twice.
+            inside_mha.update(id(s) for s in mha.modules() if s is not mha)
+
+    for name, m in model.named_modules():
+        if id(m) in inside_mha:
+            continue
+        if isinstance(m, _CONV + _CONV_T):
+            handles.append(m.register_forward_hook(
+                lambda mod, inp, out, n=name: costs.append(_conv_cost(n, mod, inp, out))))
+        elif isinstance(m, nn.Linear):
+            handles.append(m.register_forward_hook(
+                lambda mod, inp, out, n=name: costs.append(_linear_cost(n, mod, out))))
+        elif isinstance(m, nn.MultiheadAttention):
+            handles.append(m.register_forward_hook(
+                lambda mod, args, kwargs, out, n=name: costs.append(
+                    _mha_cost(n, mod, args, kwargs)),
+                with_kwargs=True))
+    try:
+        with eval_mode(model), torch.enable_grad():
+            _run(model, example_inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return costs
+
+
+def layer_macs(model: nn.Module, example_inputs: Any) -> dict[str, int]:
+    """MACs per counted module name (summed over calls if a module runs more than once)."""
+    out: dict[str, int] = {}
+    for c in layer_costs(model, example_inputs):
+        out[c.name] = out.get(c.name, 0) + c.macs
+    return out
+
+
+def count_macs(model: nn.Module, example_inputs: Any) -> int:
+    """Multiply-accumulates of one forward pass at batch size 1 (see the module docstring)."""
+    return sum(c.macs for c in layer_costs(model, example_inputs))
+
+
+def count_flops(model: nn.Module, example_inputs: Any) -> int:
+    """FLOPs = 2 × MACs: each multiply-accumulate is one multiply and one add."""
+    return 2 * count_macs(model, example_inputs)
+
+
+def sparse_macs(model: nn.Module, example_inputs: Any) -> int:
+    """MACs left when zero weights are skipped.
+
+    Each layer's MACs are multiplied by the fraction of non-zero entries of its weight (for
+    attention, per projection weight; the two activation-by-activation matmuls stay dense).
+    This is what an ideal sparse kernel would execute after unstructured pruning; on a dense
+    model it equals :func:`count_macs`.
+    """
+    return int(round(sum(c.sparse_macs() for c in layer_costs(model, example_inputs))))
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of elements of all parameters (a shared parameter counts once)."""
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,98 @@
+"""Evaluate a classifier on one split of a :class:`~nasprune.data.base.Dataset`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nasprune.data.base import Dataset
+from nasprune.errors import NaspruneError
+from nasprune.metrics.classification import accuracy, classification_report
+from nasprune.metrics.latency import resolve_device
+from nasprune.metrics.mode import eval_mode
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Device of the model's first parameter or buffer (CPU for a tensor-free model)."""
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+@contextmanager
+def _on_device(model: nn.Module, device: str | torch.device | None) -> Iterator[torch.device]:
+    """Move the model to ``device`` for the block and back to where it was afterwards."""
+    home = model_device(model)
+    dev = home if device is None else resolve_device(device)
+    moved = dev != home
+    if moved:
+        model.to(dev)
+    try:
+        yield dev
+    finally:
+        if moved:
+            model.to(home)
+
+
+def predict(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: str | torch.device | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """All logits and targets of ``batches`` as CPU tensors ``(N, C)`` float32 and ``(N,)``.
+
+    Eval mode and ``torch.inference_mode``; ``device`` defaults to the model's own device,
+    and the model ends up where it started with its train/eval flags as they were.
+    """
+    logits, targets = [], []
+    with _on_device(model, device) as dev, eval_mode(model), torch.inference_mode():
+        for x, y in batches:
+            out = model(x.to(dev, non_blocking=True))
+            if not isinstance(out, torch.Tensor) or out.dim() != 2:
+                raise NaspruneError(
+                    "evaluate needs a model returning logits of shape (batch, classes), got "
+                    f"{type(out).__name__} {tuple(getattr(out, 'shape', ()))}")
+            logits.append(out.float().cpu())
+            targets.append(y.cpu())
+    if not logits:
+        raise NaspruneError("nothing to evaluate: the split is empty")
+    return torch.cat(logits), torch.cat(targets)
+
+
+def evaluate(
+    model: nn.Module,
+    data: Dataset,
+    split: str = "test",
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+) -> dict:
+    """Top-1/top-5 accuracy, macro precision/recall/F1, mean cross-entropy and confusion.
+
+    Returns ``{"top1", "top5", "precision", "recall", "f1", "loss", "n", "confusion"}``
+    (accuracies as fractions 0..1, ``confusion[true][pred]`` counts). The whole ``split``
+    is run in eval mode without gradients, in batches of ``batch_size`` from
+    ``data.loader``; ``device`` defaults to the model's own device.
+    """
+    dev = model_device(model) if device is None else resolve_device(device)
+    loader = data.loader(split, batch_size=batch_size, shuffle=False, augment=False, device=dev)
+    logits, targets = predict(model, loader, dev)
+    if logits.shape[1] != data.num_classes:
+        raise NaspruneError(
+            f"the model predicts {logits.shape[1]} classes but data set '{data.name}' has "
+            f"{data.num_classes}")
+    acc = accuracy(logits, targets, topk=(1, 5))
+    report = classification_report(logits.argmax(dim=1), targets, data.num_classes)
+    return {
+        "top1": acc[1],
+        "top5": acc[5],
+        "precision": report["precision"],
+        "recall": report["recall"],
+        "f1": report["f1"],
+        "loss": float(F.cross_entropy(logits, targets).item()),
+        "n": int(targets.numel()),
+        "confusion": report["confusion"],
+    }
