@@ -44,6 +44,59 @@ def command(fn):
     return fn
 
 
+# ---------------------------------------------------------------------------------------
+# evaluate: every metric of a saved checkpoint on a data split (owner: metrics)
+# ---------------------------------------------------------------------------------------
+
+
+@command
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="accuracy, precision/recall/F1, MACs/FLOPs, params, size (and latency) of a "
+        "checkpoint",
+    )
+    p.add_argument("--checkpoint", required=True, metavar="DIR",
+                   help="directory written by nasprune.save / `nasprune train`")
+    p.add_argument("--data", required=True, metavar="NAME", help="data set name, e.g. digits")
+    p.add_argument("--data-dir", default=None, metavar="DIR", help="where the data set lives")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--batch-size", type=int, default=256, metavar="N")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
+    p.add_argument("--latency", action="store_true",
+                   help="also measure latency (median/p90) at batch 1 and 64")
+    p.add_argument("--out", default=None, metavar="FILE.json",
+                   help="write all metrics as JSON here")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args) -> int:
+    from pathlib import Path
+
+    ckpt = Path(args.checkpoint)
+    if not ckpt.is_dir():
+        raise NaspruneError(f"checkpoint directory not found: {ckpt}")
+    if args.batch_size < 1:
+        raise NaspruneError(f"--batch-size must be at least 1, got {args.batch_size}")
+
+    from nasprune.checkpoint import load
+    from nasprune.data import load_dataset
+    from nasprune.metrics import format_summary, resolve_device, summarize, write_json
+
+    data = load_dataset(args.data, root=args.data_dir)
+    model = load(ckpt)
+    if args.device is not None:
+        model.to(resolve_device(args.device))
+    summary = {"checkpoint": str(ckpt), "model": (getattr(model, "nasprune_arch", None)
+                                                  or {}).get("name")}
+    summary.update(summarize(model, data, split=args.split, batch_size=args.batch_size,
+                             latency=args.latency))
+    print(f"{ckpt} ({summary['model'] or type(model).__name__}) on {format_summary(summary)}")
+    if args.out:
+        print(f"wrote {write_json(summary, args.out)}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
