@@ -1,0 +1,269 @@
+"""Gradual pruning: reach the target a little at a time, fine-tuning in between.
+
+Pruning everything at once removes what the network cannot recover from quickly;
+spreading it over steps (Zhu & Gupta 2017, "To prune, or not to prune") lets training
+re-distribute the work after each cut. Two procedures:
+
+* :func:`iterative_prune` — from a trained model: prune a step (structured: channels toward a
+  MACs target; unstructured: weights toward a sparsity), fine-tune, repeat.
+* :func:`prune_while_training` — from the start of training: the sparsity rises on a
+  schedule at the end of each epoch; *adaptive* holds it for an epoch when validation
+  accuracy fell by more than a tolerance after the last increase.
+
+Masks hold throughout: threshold-pruned weights stay zero (``fit`` re-applies the masks after
+every optimizer step) and structurally pruned layers keep their widths.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from nasprune.errors import NaspruneError
+from nasprune.registry import Registry
+
+SPARSITY_SCHEDULES: Registry[Callable[[int, int, float, float], float]] = Registry(
+    "sparsity schedule"
+)
+KINDS = ("structured", "unstructured")
+
+
+def _progress(step: int, total: int) -> float:
+    if isinstance(total, bool) or not isinstance(total, int) or total < 1:
+        raise NaspruneError(f"total steps must be a positive integer, got {total!r}")
+    return min(max(step / total, 0.0), 1.0)
+
+
+@SPARSITY_SCHEDULES.register("cubic")
+def cubic_schedule(step: int, total: int, initial: float, final: float) -> float:
+    """Zhu & Gupta's ``s_t = s_f + (s_i − s_f)(1 − t/n)³``: fast early, gentle near the end.
+
+    ``step`` is clamped to ``[0, total]``, so the value is ``initial`` at 0 and ``final`` from
+    ``total`` on.
+    """
+    return final + (initial - final) * (1.0 - _progress(step, total)) ** 3
+
+
+@SPARSITY_SCHEDULES.register("linear")
+def linear_schedule(step: int, total: int, initial: float, final: float) -> float:
+    """Equal increments from ``initial`` (step 0) to ``final`` (step ``total``)."""
+    return initial + (final - initial) * _progress(step, total)
+
+
+@dataclass
+class GradualResult:
+    """The pruned model and one record per pruning step (or per epoch while training)."""
+
+    model: nn.Module
+    history: list[dict[str, Any]] = field(default_factory=list)
+    fits: list[Any] = field(default_factory=list)  # the FitResult of each training call
+    seconds: float = 0.0
+
+
+def _check_fraction(name: str, value: Any, high_inclusive: bool = False) -> float:
+    ok = not isinstance(value, bool) and isinstance(value, (int, float))
+    if ok:
+        ok = 0.0 < value <= 1.0 if high_inclusive else 0.0 <= value < 1.0
+    if not ok:
+        interval = "(0, 1]" if high_inclusive else "[0, 1)"
+        raise NaspruneError(f"{name} must be in {interval}, got {value!r}")
+    return float(value)
+
+
+def _check_count(name: str, value: Any, low: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise NaspruneError(f"{name} must be an integer ≥ {low}, got {value!r}")
+    return value
+
+
+def prune_to_macs(
+    model: nn.Module,
+    example_inputs: Any,
+    macs: float,
+    criterion: str = "l1",
+    round_to: int | None = None,
+    ignored: Iterable[str | nn.Module] | None = None,
+    data=None,
+    max_ratio: float = 0.95,
+) -> nn.Module:
+    """Uniformly prune ``model`` so it has at most ``macs`` MACs (absolute count).
+
+    Bisects the one ratio shared by every group; the result is the least-pruned model under
+    the budget. Raises NaspruneError when even ``max_ratio`` leaves too many MACs.
+    """
+    from nasprune.metrics import count_macs
+    from nasprune.pruning import prune
+
+    if count_macs(model, example_inputs) <= macs:
+        return copy.deepcopy(model)
+
+    def cut(r: float) -> tuple[nn.Module, int]:
+        m = prune(model, example_inputs, r, criterion=criterion, round_to=round_to,
+                  ignored=ignored, data=data)
+        return m, count_macs(m, example_inputs)
+
+    best, best_macs = cut(max_ratio)
+    if best_macs > macs:
+        raise NaspruneError(f"cannot reach {macs:,.0f} MACs by uniform pruning: at ratio "
+                            f"{max_ratio} the model still has {best_macs:,} MACs")
+    lo, hi = 0.0, max_ratio
+    for _ in range(14):  # 0.95 / 2**14: finer than one channel of any realistic layer
+        mid = (lo + hi) / 2
+        m, m_macs = cut(mid)
+        if m_macs <= macs:
+            hi, best = mid, m
+        else:
+            lo = mid
+    return best
+
+
+def iterative_prune(
+    model: nn.Module,
+    data,
+    example_inputs: Any,
+    target: float,
+    kind: str = "structured",
+    steps: int = 4,
+    epochs_per_step: int = 1,
+    schedule: str = "cubic",
+    criterion: str = "l1",
+    round_to: int | None = None,
+    ignored: Iterable[str | nn.Module] | None = None,
+    scope: str = "global",
+    layers: Iterable[str | nn.Module] | None = None,
+    **fit_kwargs: Any,
+) -> GradualResult:
+    """Prune toward ``target`` in ``steps`` steps, fine-tuning ``epochs_per_step`` after each.
+
+    ``kind="structured"``: ``target`` is the fraction of MACs to keep (0.5 = half); step
+    ``i`` prunes the current model uniformly (``criterion``, ``round_to``, ``ignored``) to
+    ``1 − schedule(i, steps, 0, 1 − target)`` of the original MACs. ``kind="unstructured"``:
+    ``target`` is the weight sparsity; step ``i`` raises it to ``schedule(i, steps, 0,
+    target)`` with :func:`~nasprune.pruning.unstructured.threshold` (``scope``, ``layers``).
+    Fine-tuning is :func:`nasprune.finetune` with ``fit_kwargs`` (its seed advances per
+    step). The input model is untouched; ``result.model`` is the pruned one.
+    """
+    from nasprune.metrics import count_macs
+    from nasprune.pruning.unstructured import threshold
+    from nasprune.train import finetune
+
+    if kind not in KINDS:
+        raise NaspruneError(f"unknown pruning kind '{kind}': choose from {', '.join(KINDS)}")
+    if kind == "structured":
+        target = _check_fraction("target (fraction of MACs kept)", target, high_inclusive=True)
+    else:
+        target = _check_fraction("target (sparsity)", target)
+    steps = _check_count("steps", steps)
+    epochs_per_step = _check_count("epochs_per_step", epochs_per_step, low=0)
+    sched = SPARSITY_SCHEDULES.get(schedule)
+    start = time.perf_counter()
+    base_macs = count_macs(model, example_inputs)
+    current = copy.deepcopy(model)
+    result = GradualResult(current)
+    seed = fit_kwargs.pop("seed", 0)
+    for i in range(1, steps + 1):
+        record: dict[str, Any] = {"step": i}
+        if kind == "structured":
+            goal = 1.0 - sched(i, steps, 0.0, 1.0 - target)
+            current = prune_to_macs(current, example_inputs, goal * base_macs, criterion,
+                                    round_to, ignored, data)
+            record["target_macs"] = goal
+        else:
+            goal = sched(i, steps, 0.0, target)
+            report = threshold(current, sparsity=goal, scope=scope, layers=layers)
+            record["target_sparsity"] = goal
+            record["sparsity"] = report.sparsity
+        if epochs_per_step:
+            fit = finetune(current, data, epochs=epochs_per_step, seed=seed + i, **fit_kwargs)
+            result.fits.append(fit)
+            record["val_acc"] = fit.final_val_acc
+        record["macs"] = count_macs(current, example_inputs) / base_macs
+        result.history.append(record)
+    if kind == "structured":
+        prev = getattr(current, "nasprune_pruning", None)
+        current.nasprune_pruning = {  # type: ignore[attr-defined]
+            "method": "iterative",
+            "kind": kind,
+            "target_macs": target,
+            "steps": steps,
+            "schedule": schedule,
+            "criterion": criterion,
+            "round_to": round_to,
+            "last_step": prev,
+        }
+    result.model = current
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def prune_while_training(
+    model: nn.Module,
+    data,
+    target_sparsity: float,
+    epochs: int,
+    adaptive: bool = True,
+    tolerance: float = 0.02,
+    schedule: str = "cubic",
+    start_epoch: int = 1,
+    end_epoch: int | None = None,
+    scope: str = "global",
+    layers: Iterable[str | nn.Module] | None = None,
+    **fit_kwargs: Any,
+) -> GradualResult:
+    """Train ``model`` (in place, like ``fit``) while its weight sparsity rises to the target.
+
+    At the end of each epoch from ``start_epoch`` to ``end_epoch`` (default: the one before
+    the last, leaving a final epoch to recover at full sparsity) the sparsity advances one
+    step of ``schedule`` toward ``target_sparsity`` (Zhu & Gupta 2017). With ``adaptive``,
+    a step is held back for an epoch when validation accuracy is more than ``tolerance``
+    below its value before the previous increase — unless holding would miss the target by
+    ``end_epoch``, so the model always ends at ``target_sparsity``. ``fit_kwargs`` go to
+    :func:`nasprune.fit` (optimizer, lr, ...). History: one record per epoch with the
+    sparsity in force, val accuracy and whether the step was held.
+    """
+    from nasprune.pruning.unstructured import threshold
+    from nasprune.train import fit
+
+    target = _check_fraction("target_sparsity", target_sparsity)
+    epochs = _check_count("epochs", epochs)
+    start_epoch = _check_count("start_epoch", start_epoch)
+    if end_epoch is None:
+        end_epoch = max(start_epoch, epochs - 1)
+    end_epoch = _check_count("end_epoch", end_epoch)
+    if not (start_epoch <= end_epoch <= epochs):
+        raise NaspruneError(f"need start_epoch ≤ end_epoch ≤ epochs, got {start_epoch}, "
+                            f"{end_epoch}, {epochs}")
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or tolerance < 0:
+        raise NaspruneError(f"tolerance must be a number ≥ 0, got {tolerance!r}")
+    sched = SPARSITY_SCHEDULES.get(schedule)
+    events = end_epoch - start_epoch + 1
+    result = GradualResult(model)
+    state: dict[str, Any] = {"advances": 0, "ref": None, "sparsity": 0.0}
+
+    def step(epoch: int, m: nn.Module, record: dict) -> None:
+        val = record.get("val_acc")
+        entry = {"epoch": epoch, "sparsity": state["sparsity"], "val_acc": val, "held": False}
+        result.history.append(entry)
+        if not (start_epoch <= epoch <= end_epoch) or state["advances"] >= events:
+            return
+        spare = (end_epoch - epoch + 1) - (events - state["advances"])
+        if (adaptive and spare > 0 and val is not None and state["ref"] is not None
+                and val < state["ref"] - tolerance):
+            entry["held"] = True
+            return
+        state["advances"] += 1
+        state["ref"] = val
+        goal = sched(state["advances"], events, 0.0, target)
+        state["sparsity"] = threshold(m, sparsity=goal, scope=scope, layers=layers).sparsity
+        entry["pruned_to"] = state["sparsity"]
+
+    callbacks = list(fit_kwargs.pop("callbacks", None) or ()) + [step]
+    start = time.perf_counter()
+    result.fits.append(fit(model, data, epochs=epochs, callbacks=callbacks, **fit_kwargs))
+    result.seconds = time.perf_counter() - start
+    return result
