@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from nasprune.models import small  # noqa: F401  (registers)
+# Importing a family's module registers its models.
+from nasprune.models import alexnet, mobilenetv2, resnet18, resnet_cifar, small, vgg  # noqa: F401
 from nasprune.models.registry import MODELS, create_model, list_models, register_model
 
 __all__ = ["MODELS", "create_model", "list_models", "register_model"]

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from nasprune.models.registry import register_model
+from nasprune.models.weight_init import kaiming_init
 
 
 class SimpleCNN(nn.Module):
@@ -29,6 +30,7 @@ class SimpleCNN(nn.Module):
             nn.ReLU(inplace=True),
             nn.Linear(128, num_classes),
         )
+        kaiming_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
@@ -55,6 +57,7 @@ class LeNet5(nn.Module):
             nn.ReLU(inplace=True),
             nn.Linear(84, num_classes),
         )
+        kaiming_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
@@ -80,6 +83,7 @@ class DigitsCNN(nn.Module):
             nn.AdaptiveAvgPool2d(1),
         )
         self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(2 * w, num_classes))
+        kaiming_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
