@@ -2,33 +2,72 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from nasprune.data.base import Split
+from nasprune.errors import NaspruneError
 
 
-def _stratified_indices(y: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _check_fraction(fraction: float, what: str = "fraction") -> None:
+    if not 0.0 <= fraction < 1.0:
+        raise NaspruneError(f"{what} must be in [0, 1), got {fraction}")
+
+
+def _per_class_counts(counts: list[int], fraction: float, exact: bool) -> list[int]:
+    """How many samples of each class to hold out.
+
+    ``exact=False`` rounds each class on its own (the historical rule, kept so existing
+    splits stay identical); ``exact=True`` hands out ``round(N * fraction)`` in total by
+    largest remainder, so e.g. 60,000 MNIST images give exactly 10,000 validation images.
+    """
+    if not exact:
+        return [int(round(n * fraction)) for n in counts]
+    total = int(round(sum(counts) * fraction))
+    shares = [n * fraction for n in counts]
+    take = [math.floor(s) for s in shares]
+    # Largest fractional remainder first; ties go to the earlier class (deterministic).
+    order = sorted(range(len(counts)), key=lambda i: (-(shares[i] - take[i]), i))
+    for i in order[: max(0, total - sum(take))]:
+        take[i] += 1
+    return take
+
+
+def _stratified_indices(y: torch.Tensor, fraction: float, seed: int,
+                        exact: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Split indices so every class keeps the same share on both sides (seeded)."""
     g = torch.Generator().manual_seed(seed)
+    classes = torch.unique(y).tolist()
+    members = [torch.nonzero(y == c).flatten() for c in classes]
+    counts = _per_class_counts([len(m) for m in members], fraction, exact)
     take, keep = [], []
-    for c in torch.unique(y).tolist():
-        idx = torch.nonzero(y == c).flatten()
+    for idx, k in zip(members, counts, strict=True):
         idx = idx[torch.randperm(len(idx), generator=g)]
-        k = int(round(len(idx) * fraction))
         take.append(idx[:k])
         keep.append(idx[k:])
-    return torch.cat(keep).sort().values, torch.cat(take).sort().values
+    empty = torch.zeros(0, dtype=torch.long)
+    keep_all = torch.cat(keep).sort().values if keep else empty
+    take_all = torch.cat(take).sort().values if take else empty
+    return keep_all, take_all
 
 
-def holdout(pool: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+def holdout(pool: Split, fraction: float, seed: int, exact: bool = False) -> tuple[Split, Split]:
     """Split ``pool`` into (rest, held-out) with ``fraction`` of each class held out."""
-    rest, held = _stratified_indices(pool.y, fraction, seed)
+    _check_fraction(fraction)
+    rest, held = _stratified_indices(pool.y, fraction, seed, exact)
     return Split(pool.x[rest], pool.y[rest]), Split(pool.x[held], pool.y[held])
 
 
 def three_way_split(pool: Split, val_fraction: float, test_fraction: float,
-                    seed: int) -> tuple[Split, Split, Split]:
+                    seed: int, exact: bool = False) -> tuple[Split, Split, Split]:
     """Train / val / test from one pool; fractions are of the whole pool."""
-    rest, test = holdout(pool, test_fraction, seed)
-    train, val = holdout(rest, val_fraction / (1.0 - test_fraction), seed + 1)
+    _check_fraction(val_fraction, "val_fraction")
+    _check_fraction(test_fraction, "test_fraction")
+    if val_fraction + test_fraction >= 1.0:
+        raise NaspruneError(
+            f"val_fraction + test_fraction must be below 1, got {val_fraction} + {test_fraction}"
+        )
+    rest, test = holdout(pool, test_fraction, seed, exact)
+    train, val = holdout(rest, val_fraction / (1.0 - test_fraction), seed + 1, exact)
     return train, val, test
