@@ -11,7 +11,10 @@ The convention (the search's analytic cost model matches it exactly):
 * Biases, BatchNorm, activations, pooling, softmax and residual adds are NOT counted: they
   are a small, architecture-independent share and counting them would make our numbers
   disagree with the MACs the papers report (ResNet-20 ≈ 41 M).
-* Counted at batch size 1: only the first sample of each example input is run.
+* Counted at batch size 1: dim 0 of every example input tensor is taken as the batch and
+  only its first entry is run (as Torch-Pruning and ptflops also take dim 0 as the batch).
+  For inputs whose first dim is not the batch (sequence-first transformers), pass a batch-1
+  input and ``slice_batch=False``.
 * FLOPs = 2 × MACs (one multiply plus one add per MAC).
 * Params = the number of elements of all parameters (shared ones counted once).
 
@@ -76,8 +79,8 @@ def _first_sample(x: Any) -> Any:
     return x
 
 
-def _run(model: nn.Module, example_inputs: Any) -> Any:
-    x = _first_sample(example_inputs)
+def _run(model: nn.Module, example_inputs: Any, slice_batch: bool) -> Any:
+    x = _first_sample(example_inputs) if slice_batch else example_inputs
     if isinstance(x, dict):
         return model(**x)
     if isinstance(x, (list, tuple)):
@@ -135,7 +138,9 @@ def _mha_cost(
     return LayerCost(name, "MultiheadAttention", weight_macs, attention)
 
 
-def layer_costs(model: nn.Module, example_inputs: Any) -> list[LayerCost]:
+def layer_costs(
+    model: nn.Module, example_inputs: Any, slice_batch: bool = True
+) -> list[LayerCost]:
     """One :class:`LayerCost` per call of a counted module, in call order (batch size 1).
 
     The forward pass runs with autograd enabled on purpose: in eval mode without grad,
@@ -166,32 +171,32 @@ def layer_costs(model: nn.Module, example_inputs: Any) -> list[LayerCost]:
                 with_kwargs=True))
     try:
         with eval_mode(model), torch.enable_grad():
-            _run(model, example_inputs)
+            _run(model, example_inputs, slice_batch)
     finally:
         for h in handles:
             h.remove()
     return costs
 
 
-def layer_macs(model: nn.Module, example_inputs: Any) -> dict[str, int]:
+def layer_macs(model: nn.Module, example_inputs: Any, slice_batch: bool = True) -> dict[str, int]:
     """MACs per counted module name (summed over calls if a module runs more than once)."""
     out: dict[str, int] = {}
-    for c in layer_costs(model, example_inputs):
+    for c in layer_costs(model, example_inputs, slice_batch):
         out[c.name] = out.get(c.name, 0) + c.macs
     return out
 
 
-def count_macs(model: nn.Module, example_inputs: Any) -> int:
+def count_macs(model: nn.Module, example_inputs: Any, slice_batch: bool = True) -> int:
     """Multiply-accumulates of one forward pass at batch size 1 (see the module docstring)."""
-    return sum(c.macs for c in layer_costs(model, example_inputs))
+    return sum(c.macs for c in layer_costs(model, example_inputs, slice_batch))
 
 
-def count_flops(model: nn.Module, example_inputs: Any) -> int:
+def count_flops(model: nn.Module, example_inputs: Any, slice_batch: bool = True) -> int:
     """FLOPs = 2 × MACs: each multiply-accumulate is one multiply and one add."""
-    return 2 * count_macs(model, example_inputs)
+    return 2 * count_macs(model, example_inputs, slice_batch)
 
 
-def sparse_macs(model: nn.Module, example_inputs: Any) -> int:
+def sparse_macs(model: nn.Module, example_inputs: Any, slice_batch: bool = True) -> int:
     """MACs left when zero weights are skipped.
 
     Each layer's MACs are multiplied by the fraction of non-zero entries of its weight (for
@@ -199,7 +204,8 @@ def sparse_macs(model: nn.Module, example_inputs: Any) -> int:
     This is what an ideal sparse kernel would execute after unstructured pruning; on a dense
     model it equals :func:`count_macs`.
     """
-    return int(round(sum(c.sparse_macs() for c in layer_costs(model, example_inputs))))
+    costs = layer_costs(model, example_inputs, slice_batch)
+    return int(round(sum(c.sparse_macs() for c in costs)))
 
 
 def count_params(model: nn.Module) -> int:
