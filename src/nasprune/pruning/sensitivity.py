@@ -42,6 +42,7 @@ class SensitivityTable:
     channels: dict[str, int]
     macs: dict[str, list[int]] = field(default_factory=dict)
     base_macs: int = 0
+    divisors: dict[str, int] = field(default_factory=dict)  # ChannelGroup.divisor if > 1
     criterion: str = "l1"
     seconds: float = 0.0
 
@@ -98,6 +99,7 @@ class SensitivityTable:
             "channels": dict(self.channels),
             "macs": {g: list(v) for g, v in self.macs.items()},
             "base_macs": self.base_macs,
+            "divisors": dict(self.divisors),
             "criterion": self.criterion,
             "seconds": self.seconds,
         }
@@ -112,6 +114,7 @@ class SensitivityTable:
                 channels={g: int(v) for g, v in d["channels"].items()},
                 macs={g: [int(x) for x in v] for g, v in d.get("macs", {}).items()},
                 base_macs=int(d.get("base_macs", 0)),
+                divisors={g: int(v) for g, v in d.get("divisors", {}).items()},
                 criterion=str(d.get("criterion", "l1")),
                 seconds=float(d.get("seconds", 0.0)),
             )
@@ -218,6 +221,7 @@ def sensitivity(
         channels={g.name: g.channels for g in all_groups},
         macs=macs,
         base_macs=count_macs(model, example_inputs),
+        divisors={g.name: g.divisor for g in all_groups if getattr(g, "divisor", 1) > 1},
         criterion=criterion,
         seconds=time.perf_counter() - start,
     )
@@ -230,7 +234,8 @@ class _Cost:
                  round_to: int | None, min_channels: int, ignored: Any) -> None:
         from nasprune.pruning import kept_channels
 
-        self.kept = lambda g, r: kept_channels(table.channels[g], r, round_to, min_channels)
+        self.kept = lambda g, r: kept_channels(table.channels[g], r, round_to, min_channels,
+                                               table.divisors.get(g, 1))
         self.table = table
         self.round_to, self.min_channels, self.ignored = round_to, min_channels, ignored
         self.cache: dict[tuple[int, ...], float] = {}
