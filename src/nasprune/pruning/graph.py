@@ -8,6 +8,7 @@ the next layers' inputs, every layer joined by a residual add, slices of a conca
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -18,6 +19,7 @@ from torch import nn
 from nasprune.errors import NaspruneError
 
 PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 @dataclass
@@ -28,7 +30,14 @@ class ChannelGroup:
     channels: int
     out_layers: list[str]
     in_layers: list[str]
-    other_layers: list[str] = field(default_factory=list)  # BN, activations with params, ...
+    other_layers: list[str] = field(default_factory=list)  # BN, attention, PReLU, ...
+    # Kept channels must be a multiple of this: grouped convs keep every conv group equally
+    # wide and attention keeps every head equally wide. 1 for ordinary groups.
+    divisor: int = 1
+
+    def kept(self, ratio: float, round_to: int | None = None, min_channels: int = 1) -> int:
+        """Channels this group keeps at prune ratio ``ratio`` (``kept_channels`` + divisor)."""
+        return kept_channels(self.channels, ratio, round_to, min_channels, self.divisor)
 
     @property
     def layers(self) -> list[str]:
@@ -39,58 +48,134 @@ class ChannelGroup:
 
 
 def kept_channels(
-    channels: int, ratio: float, round_to: int | None = None, min_channels: int = 1
+    channels: int,
+    ratio: float,
+    round_to: int | None = None,
+    min_channels: int = 1,
+    divisor: int = 1,
 ) -> int:
     """How many of ``channels`` survive pruning a fraction ``ratio`` — the one rounding rule.
 
     The search's analytic cost model and the real surgery both call this, so the two agree.
+    Ratio 0 keeps every channel (rounding never prunes an untouched group). ``divisor``
+    (``ChannelGroup.divisor``) forces a multiple of the conv groups / attention heads.
     """
+    if ratio <= 0:
+        return channels
+    step = math.lcm(round_to or 1, divisor)
     keep = int(round(channels * (1.0 - ratio)))
-    if round_to and round_to > 1:
-        keep = round_to * max(1, int(round(keep / round_to)))
-    return max(min(keep, channels), min(min_channels, channels), 1)
+    if step > 1:
+        keep = step * max(1, int(round(keep / step)))
+    keep = max(min(keep, channels), min(min_channels, channels), 1)
+    if divisor > 1:  # min_channels may have broken the multiple: round up (channels is one)
+        keep = min(channels, -(-keep // divisor) * divisor)
+    return keep
 
 
 def _as_tuple(example_inputs: torch.Tensor | Sequence[torch.Tensor]) -> tuple:
     return (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
 
 
+def _tensors(out) -> list[torch.Tensor]:
+    """Every tensor in a (nested) model output."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, (list, tuple)):
+        return [t for o in out for t in _tensors(o)]
+    return []
+
+
 def last_layers(model: nn.Module, example_inputs) -> list[nn.Module]:
     """The layers that produce the model's output (the classifier): never pruned.
 
-    Found by running the model once and taking the last conv/linear that executed.
+    Found by running the model once: the last conv/linear that executed, plus any whose
+    output tensor is returned as is (extra heads). Raises NaspruneError when the model does
+    not run on ``example_inputs`` or returns no tensor.
     """
-    order: list[nn.Module] = []
+    return _probe(model, example_inputs)[0]
+
+
+def _probe(model: nn.Module, example_inputs) -> tuple[list[nn.Module], list[tuple[int, ...]]]:
+    """Run the model once: its output layers and the shapes of its output tensors."""
+    order: list[tuple[nn.Module, object]] = []
     hooks = [
-        m.register_forward_hook(lambda mod, i, o: order.append(mod))
+        m.register_forward_hook(lambda mod, i, o: order.append((mod, o)))
         for m in model.modules()
         if isinstance(m, PRUNABLE_TYPES)
     ]
     try:
         with torch.no_grad():
-            model(*_as_tuple(example_inputs))
+            out = model(*_as_tuple(example_inputs))
+    except Exception as exc:  # the user's forward can raise anything; name it once
+        raise NaspruneError(
+            f"model cannot be traced for pruning: its forward failed on the example input: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
     finally:
         for h in hooks:
             h.remove()
-    return order[-1:]
+    outputs = _tensors(out)
+    if not outputs:
+        raise NaspruneError(
+            f"model cannot be traced for pruning: it returned {type(out).__name__}, not a tensor"
+        )
+    out_ids = {id(t) for t in outputs}
+    heads = [m for m, o in order if isinstance(o, torch.Tensor) and id(o) in out_ids]
+    heads += [order[-1][0]] if order else []
+    return list(dict.fromkeys(heads)), [tuple(t.shape) for t in outputs]
 
 
-def build_graph(model: nn.Module, example_inputs) -> tp.DependencyGraph:
-    """Trace ``model`` once and build its dependency graph (model in eval mode while tracing)."""
+def output_shapes(model: nn.Module, example_inputs) -> list[tuple[int, ...]]:
+    """Shapes of every tensor the model returns (eval mode, no gradients)."""
     was_training = model.training
     model.eval()
     try:
-        return tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
-    except NaspruneError:
-        raise
-    except Exception as exc:  # tracing failures come in many types; name the cause once
-        raise NaspruneError(f"model cannot be traced for pruning: {type(exc).__name__}: {exc}")
+        with torch.no_grad():
+            return [tuple(t.shape) for t in _tensors(model(*_as_tuple(example_inputs)))]
     finally:
         model.train(was_training)
 
 
+def _forward_hooks(model: nn.Module) -> dict[nn.Module, set]:
+    return {m: set(m._forward_hooks) for m in model.modules()}
+
+
+def build_graph(model: nn.Module, example_inputs) -> tp.DependencyGraph:
+    """Trace ``model`` once and build its dependency graph (model in eval mode while tracing).
+
+    The layers producing the model's output are stored on the graph (``nasprune_heads``) so
+    ``iter_tp_groups`` never prunes them.
+    """
+    was_training = model.training
+    model.eval()
+    before = _forward_hooks(model)
+    try:
+        heads, shapes = _probe(model, example_inputs)
+        with torch.enable_grad():  # DepGraph traces through autograd
+            graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
+    except NaspruneError:
+        raise
+    except Exception as exc:  # tracing failures come in many types; name the cause once
+        # Torch-Pruning leaves its tracing hooks behind when the forward raises.
+        for m, keys in before.items():
+            for k in set(m._forward_hooks) - keys:
+                del m._forward_hooks[k]
+        raise NaspruneError(
+            f"model cannot be traced for pruning: {type(exc).__name__}: {exc}"
+        ) from exc
+    finally:
+        model.train(was_training)
+    graph.nasprune_heads = heads
+    graph.nasprune_output_shapes = shapes
+    return graph
+
+
 def resolve_ignored(model: nn.Module, ignored: Iterable[str | nn.Module] | None) -> list[nn.Module]:
     """Turn layer names or modules into modules; unknown names are a user error."""
+    if isinstance(ignored, (str, nn.Module)):
+        ignored = [ignored]
     named = dict(model.named_modules())
     out: list[nn.Module] = []
     for item in ignored or ():
@@ -99,8 +184,84 @@ def resolve_ignored(model: nn.Module, ignored: Iterable[str | nn.Module] | None)
         elif item in named:
             out.append(named[item])
         else:
-            raise NaspruneError(f"ignored layer '{item}' does not exist in the model")
+            from nasprune.registry import did_you_mean
+
+            hint = did_you_mean(str(item), [n for n in named if n])
+            raise NaspruneError(f"ignored layer '{item}' does not exist in the model: {hint}")
     return out
+
+
+@dataclass
+class Member:
+    """One layer's share of a group: which of its channels belong to which group channel.
+
+    ``role`` is "out" when the layer's output channels are removed (conv/linear rows,
+    BatchNorm/LayerNorm features, attention embedding dims, depthwise convs) and "in" when
+    its input channels are (the next conv/linear). ``idx[k]`` is a channel of the layer and
+    ``root[k]`` the group channel it belongs to (several for a flatten, offsets for a concat).
+    """
+
+    name: str
+    module: nn.Module
+    role: str
+    idx: torch.Tensor
+    root: torch.Tensor
+
+
+def members(model: nn.Module, graph: tp.DependencyGraph, tp_group) -> list[Member]:
+    """The layers of a Torch-Pruning group with their channel → group-channel maps."""
+    names = {m: n for n, m in model.named_modules()}
+    found: list[Member] = []
+    for item in tp_group.items:
+        mod = item.dep.target.module
+        root = item.root_idxs
+        if not isinstance(mod, nn.Module) or mod not in names or root is None:
+            continue
+        if any(r is None for r in root):
+            continue
+        role = "out" if graph.is_out_channel_pruning_fn(item.dep.handler) else "in"
+        found.append(Member(names[mod], mod, role, torch.as_tensor(list(item.idxs)),
+                            torch.as_tensor(list(root))))
+    return found
+
+
+def _grouped(conv: nn.Module) -> bool:
+    """A conv with groups > 1 that Torch-Pruning does not treat as depthwise."""
+    return isinstance(conv, CONV_TYPES) and conv.groups > 1 and not (
+        conv.groups == conv.out_channels and conv.in_channels == conv.out_channels
+    )
+
+
+def constraints(group_members: list[Member], channels: int) -> tuple[int, bool] | None:
+    """``(divisor, aligned)`` for a group, or None when it cannot be pruned exactly.
+
+    Grouped convs keep their conv groups equally wide (divisor = groups); when the group
+    feeds a grouped conv's *input*, the same offsets must go from every conv group (Torch-
+    Pruning slices its weight that way: ``aligned``). Attention keeps heads equally wide.
+    Both need the layer's channels to be the group's channels one to one.
+    """
+    divisor, aligned = 1, False
+    for m in group_members:
+        mod, split = m.module, 1
+        if isinstance(mod, CONV_TYPES) and mod.groups > 1:
+            if not _grouped(mod):
+                continue  # depthwise: in and out channels go together, no constraint
+            if mod.groups == mod.out_channels or getattr(mod, "transposed", False):
+                return None  # channel multipliers / grouped transposed convs: unsupported
+            split, aligned = mod.groups, aligned or m.role == "in"
+        elif isinstance(mod, nn.MultiheadAttention):
+            if not mod._qkv_same_embed_dim or mod.in_proj_weight is None:
+                return None
+            split = mod.num_heads
+        elif isinstance(mod, nn.GroupNorm):
+            split = mod.num_groups
+        if split > 1:
+            if not torch.equal(m.idx, m.root):
+                return None  # a concat/flatten between would scramble the blocks
+            divisor = math.lcm(divisor, split)
+    if divisor >= channels or channels % divisor:
+        return None
+    return divisor, aligned
 
 
 def iter_tp_groups(
@@ -109,31 +270,40 @@ def iter_tp_groups(
     example_inputs,
     ignored: Iterable[str | nn.Module] | None = None,
 ):
-    """Yield ``(ChannelGroup, tp_group)`` pairs for every prunable group of ``model``."""
+    """Yield ``(ChannelGroup, tp_group)`` pairs for every prunable group of ``model``.
+
+    Groups that touch the output layers or ``ignored`` layers, and groups that cannot be
+    pruned exactly (see ``constraints``), are left out.
+    """
     names = {m: n for n, m in model.named_modules()}
     position = {n: i for i, n in enumerate(names.values())}
-    skip = resolve_ignored(model, ignored) + last_layers(model, example_inputs)
+    heads = getattr(graph, "nasprune_heads", None)
+    if heads is None:
+        heads, shapes = _probe(model, example_inputs)
+    skip = resolve_ignored(model, ignored) + list(heads)
     for g in graph.get_all_groups(ignored_layers=skip, root_module_types=PRUNABLE_TYPES):
         root = g[0].dep.target.module
+        channels = int(graph.get_out_channels(root))
+        group_members = members(model, graph, g)
+        limits = constraints(group_members, channels)
+        if limits is None:
+            continue
         out_l, in_l, other = [], [], []
-        for dep, _ in g:
-            mod = dep.target.module
-            if not isinstance(mod, nn.Module) or mod not in names:
-                continue
-            name = names[mod]
-            if isinstance(mod, PRUNABLE_TYPES):
-                (out_l if graph.is_out_channel_pruning_fn(dep.handler) else in_l).append(name)
+        for m in group_members:
+            if isinstance(m.module, PRUNABLE_TYPES):
+                (out_l if m.role == "out" else in_l).append(m.name)
             else:
-                other.append(name)
+                other.append(m.name)
         dedup = lambda xs: list(dict.fromkeys(xs))  # noqa: E731
         out_l = sorted(dedup(out_l), key=position.__getitem__)
         info = ChannelGroup(
             # Named after its first layer in definition order: stable across runs and copies.
             name=out_l[0] if out_l else names[root],
-            channels=int(graph.get_out_channels(root)),
+            channels=channels,
             out_layers=out_l,
             in_layers=dedup(in_l),
             other_layers=dedup(other),
+            divisor=limits[0],
         )
         yield info, g
 

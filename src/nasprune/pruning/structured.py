@@ -1,0 +1,275 @@
+"""Structured pruning: physically remove the least important channels of every group.
+
+``prune`` copies the model, scores each dependency group's channels with a criterion,
+picks how many each group keeps with ``kept_channels`` (the rounding rule the search's
+cost model shares) and lets Torch-Pruning cut them from every coupled layer at once.
+``plan`` returns the same choice without cutting, so tests can mask exactly those channels.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import numbers
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from nasprune.errors import NaspruneError
+from nasprune.pruning.criteria import CRITERIA, ScoreContext
+from nasprune.pruning.graph import (
+    ChannelGroup,
+    build_graph,
+    constraints,
+    iter_tp_groups,
+    members,
+    output_shapes,
+)
+from nasprune.registry import did_you_mean
+
+Ratios = float | Mapping[str, float] | str
+
+
+@dataclass
+class GroupPlan:
+    """What pruning does to one group: channels kept and the group channels removed.
+
+    ``out_channels`` maps every layer whose outputs shrink (convs, linears, norms, attention)
+    to its own removed channel indices (they differ from ``removed`` after a concat).
+    """
+
+    group: ChannelGroup
+    ratio: float
+    keep: int
+    removed: list[int]
+    out_channels: dict[str, list[int]] = field(default_factory=dict)
+
+
+def _check_ratio(value: object, where: str) -> float:
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not ok or math.isnan(float(value)) or not 0.0 <= float(value) < 1.0:  # type: ignore[arg-type]
+        raise NaspruneError(
+            f"prune ratio for {where} must be a number in [0, 1) (the fraction of channels "
+            f"removed), got {value!r}"
+        )
+    return float(value)  # type: ignore[arg-type]
+
+
+def _check_options(criterion: str, round_to: int | None, min_channels: int) -> None:
+    CRITERIA.get(criterion)  # unknown names fail here with a did-you-mean hint
+    if round_to is not None and (isinstance(round_to, bool) or not isinstance(round_to, int)
+                                 or round_to < 1):
+        raise NaspruneError(f"round_to must be a positive integer or None, got {round_to!r}")
+    if isinstance(min_channels, bool) or not isinstance(min_channels, int) or min_channels < 1:
+        raise NaspruneError(f"min_channels must be a positive integer, got {min_channels!r}")
+
+
+def _requested(ratios: Ratios, names: list[str], global_target: float | None) -> dict | None:
+    """Per-group prune ratios from a float or a dict; None for global pruning."""
+    if isinstance(ratios, str):
+        if ratios != "global":
+            raise NaspruneError(f"ratios must be a float, a dict or 'global', got {ratios!r}")
+        if global_target is None:
+            raise NaspruneError("ratios='global' needs global_target (fraction of channels)")
+        _check_ratio(global_target, "global_target")
+        return None
+    if global_target is not None:
+        raise NaspruneError("global_target is only used with ratios='global'")
+    if isinstance(ratios, Mapping):
+        unknown = [k for k in ratios if k not in names]
+        if unknown:
+            raise NaspruneError(
+                f"no prunable group named '{unknown[0]}': {did_you_mean(str(unknown[0]), names)}"
+            )
+        return {n: _check_ratio(ratios.get(n, 0.0), f"group '{n}'") for n in names}
+    r = _check_ratio(ratios, "all groups")
+    return {n: r for n in names}
+
+
+def select(scores: torch.Tensor, keep: int, divisor: int = 1, aligned: bool = False) -> list[int]:
+    """The group channels to remove: the lowest-scoring ``channels - keep``.
+
+    With ``divisor`` > 1 each of the ``divisor`` equal blocks (conv groups, attention heads)
+    loses the same number; ``aligned`` also removes the same offsets in every block.
+    """
+    channels = scores.numel()
+    n = channels - keep
+    if n <= 0:
+        return []
+    if divisor == 1:
+        return sorted(torch.argsort(scores, stable=True)[:n].tolist())
+    block, per = channels // divisor, n // divisor
+    s = scores.view(divisor, block)
+    base = (torch.arange(divisor) * block)[:, None]
+    if aligned:
+        picked = torch.argsort(s.sum(0), stable=True)[:per][None, :] + base
+    else:
+        picked = torch.argsort(s, dim=1, stable=True)[:, :per] + base
+    return sorted(picked.flatten().tolist())
+
+
+def _global_ratios(scored: list[tuple[ChannelGroup, torch.Tensor]], target: float,
+                   round_to: int | None, min_channels: int) -> dict[str, float]:
+    """Per-group ratios that remove ``target`` of all channels, lowest scores first.
+
+    Scores are normalised by their group mean so groups compare fairly (Torch-Pruning's
+    global ranking); every group keeps at least what ``kept_channels`` allows at ratio → 1.
+    """
+    entries, cap = [], {}
+    for g, s in scored:
+        cap[g.name] = g.channels - g.kept(1.0 - 1e-9, round_to, min_channels)
+        mean = s.mean()
+        entries += [(v, g.name) for v in (s / mean if mean > 0 else s).tolist()]
+    todo = int(round(target * sum(g.channels for g, _ in scored)))
+    taken = dict.fromkeys(cap, 0)
+    for _, name in sorted(entries, key=lambda e: e[0]):
+        if todo <= 0:
+            break
+        if taken[name] < cap[name]:
+            taken[name] += 1
+            todo -= 1
+    return {g.name: taken[g.name] / g.channels for g, _ in scored}
+
+
+def _plan(model: nn.Module, example_inputs, ratios: Ratios, criterion: str,
+          round_to: int | None, min_channels: int, ignored, data, global_target, seed: int):
+    """Score and choose on ``model`` (may set its ``.grad``): (graph, [(GroupPlan, tp_group)])."""
+    _check_options(criterion, round_to, min_channels)
+    graph = build_graph(model, example_inputs)
+    pairs = list(iter_tp_groups(model, graph, example_inputs, ignored))
+    requested = _requested(ratios, [g.name for g, _ in pairs], global_target)
+    score = CRITERIA.get(criterion)
+    ctx = ScoreContext(model, example_inputs, data, seed)
+    scored = []
+    for info, tp_group in pairs:
+        group_members = members(model, graph, tp_group)
+        if requested is not None and requested[info.name] == 0.0:
+            scored.append((info, group_members, None))
+            continue
+        s = score(group_members, info.channels, ctx).double()
+        scored.append((info, group_members, s))
+    if requested is None:
+        requested = _global_ratios([(g, s) for g, _, s in scored], global_target, round_to,
+                                   min_channels)
+    plans = []
+    for (info, group_members, s), (_, tp_group) in zip(scored, pairs, strict=True):
+        ratio = requested[info.name]
+        keep = info.kept(ratio, round_to, min_channels)
+        _, aligned = constraints(group_members, info.channels)
+        removed = [] if s is None else select(s, keep, info.divisor, aligned)
+        gone = set(removed)
+        outs = {m.name: sorted(int(i) for i, r in zip(m.idx.tolist(), m.root.tolist(),
+                                                      strict=True) if r in gone)
+                for m in group_members if m.role == "out"}
+        plans.append((GroupPlan(info, ratio, keep, removed, outs), tp_group))
+    return graph, plans
+
+
+def plan(model: nn.Module, example_inputs, ratios: Ratios, criterion: str = "l1",
+         round_to: int | None = None, min_channels: int = 1,
+         ignored: Iterable[str | nn.Module] | None = None, data=None,
+         global_target: float | None = None, seed: int = 0) -> list[GroupPlan]:
+    """What ``prune`` with the same arguments removes, without touching ``model``."""
+    work = copy.deepcopy(model)
+    _, plans = _plan(work, example_inputs, ratios, criterion, round_to, min_channels, ignored,
+                     data, global_target, seed)
+    return [p for p, _ in plans]
+
+
+def removed_channels(model: nn.Module, example_inputs, ratios: Ratios, **kw) -> dict[str, list[int]]:
+    """Group name → group channels ``prune`` would remove (same arguments as ``prune``)."""
+    return {p.group.name: p.removed for p in plan(model, example_inputs, ratios, **kw)}
+
+
+@torch.no_grad()
+def _rescale_attention(heads_before: list[tuple[nn.MultiheadAttention, int]]) -> None:
+    """Keep attention logits unchanged after heads got narrower.
+
+    PyTorch scales q·k by 1/sqrt(head_dim); removing dims shrinks head_dim, so the queries are
+    multiplied by sqrt(new/old) — the pruned layer then equals the original with those dims
+    zeroed (Torch-Pruning leaves the scale wrong).
+    """
+    for mha, old in heads_before:
+        new = mha.embed_dim // mha.num_heads
+        if new != old:
+            s = math.sqrt(new / old)
+            mha.in_proj_weight[: mha.embed_dim].mul_(s)
+            if mha.in_proj_bias is not None:
+                mha.in_proj_bias[: mha.embed_dim].mul_(s)
+
+
+def prune(
+    model: nn.Module,
+    example_inputs,
+    ratios: Ratios,
+    criterion: str = "l1",
+    round_to: int | None = None,
+    min_channels: int = 1,
+    ignored: Iterable[str | nn.Module] | None = None,
+    data=None,
+    global_target: float | None = None,
+    seed: int = 0,
+) -> nn.Module:
+    """A physically smaller copy of ``model`` with the least important channels removed.
+
+    ``ratios``: one prune ratio for every group (0.5 removes half the channels), a dict
+    group name → ratio (groups not named keep everything; names from ``groups()``), or
+    ``"global"``: remove ``global_target`` of all prunable channels (summed over groups),
+    choosing the lowest group-normalised importance across the whole network, so each group
+    gets its own ratio. ``criterion`` names an entry of ``CRITERIA``; ``taylor`` needs
+    ``data``. ``round_to`` keeps channel counts multiples of it; every group keeps at least
+    ``min_channels``. The output layer and ``ignored`` layers are never pruned. The input
+    model is untouched; the copy keeps its train/eval mode and ``nasprune_arch`` and records
+    how it was pruned in ``nasprune_pruning``.
+    """
+    pruned = copy.deepcopy(model)
+    graph, plans = _plan(pruned, example_inputs, ratios, criterion, round_to, min_channels,
+                         ignored, data, global_target, seed)
+    for p, tp_group in plans:
+        if not p.removed:
+            continue
+        attn = [(m, m.embed_dim // m.num_heads) for m in pruned.modules()
+                if isinstance(m, nn.MultiheadAttention) and m in graph.module2node]
+        try:
+            tp_group.prune(p.removed)
+        except Exception as exc:  # Torch-Pruning asserts on layouts it cannot cut
+            raise NaspruneError(
+                f"cannot prune group '{p.group.name}': {type(exc).__name__}: {exc}; "
+                f"pass one of its layers in ignored= to leave it alone"
+            ) from exc
+        _rescale_attention(attn)
+    if criterion == "taylor":
+        pruned.zero_grad(set_to_none=True)
+    _verify(pruned, example_inputs, graph.nasprune_output_shapes)
+    record = {
+        "method": "structured",
+        "criterion": criterion,
+        "ratios": {p.group.name: p.ratio for p, _ in plans},
+        "round_to": round_to,
+        "min_channels": min_channels,
+        "channels": {p.group.name: [p.group.channels, p.keep] for p, _ in plans},
+    }
+    if isinstance(ratios, str):
+        record["global_target"] = float(global_target)  # type: ignore[arg-type]
+    if getattr(model, "nasprune_pruning", None):
+        record["previous"] = model.nasprune_pruning
+    pruned.nasprune_pruning = record
+    return pruned
+
+
+def _verify(pruned: nn.Module, example_inputs, expected: list[tuple[int, ...]]) -> None:
+    """The pruned model must run and return the same output shapes."""
+    try:
+        shapes = output_shapes(pruned, example_inputs)
+    except Exception as exc:
+        raise NaspruneError(
+            f"the pruned model no longer runs ({type(exc).__name__}: {exc}); this layout is "
+            f"not supported: pass the layers involved in ignored="
+        ) from exc
+    if shapes != expected:
+        raise NaspruneError(
+            f"pruning changed the output shapes {expected} → {shapes}; pass the output layers "
+            f"in ignored="
+        )
