@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nasprune.data import cifar, digits  # noqa: F401  (registers)
+from nasprune.data import cifar, digits, imagefolder, mnist  # noqa: F401  (registers)
 from nasprune.data.base import BatchLoader, Dataset, Split
 from nasprune.data.registry import DATASETS, list_datasets, load_dataset, register_dataset
 

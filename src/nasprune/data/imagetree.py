@@ -84,12 +84,14 @@ def read_archive(path: Path, keep=is_image_name) -> dict[str, bytes]:
         files: dict[str, bytes] = {}
         with tarfile.open(path, "r:*") as tf:
             for m in tf:
-                parts = m.name.split("/")
-                if not m.isfile() or any(_hidden(p) for p in parts) or not keep(m.name):
+                # "tar czf x.tgz ." writes "./train/..."; "." itself is not a hidden part.
+                parts = [p for p in m.name.split("/") if p not in ("", ".")]
+                name = "/".join(parts)
+                if not m.isfile() or any(_hidden(p) for p in parts) or not keep(name):
                     continue
                 f = tf.extractfile(m)
                 if f is not None:
-                    files[m.name[2:] if m.name.startswith("./") else m.name] = f.read()
+                    files[name] = f.read()
     except (tarfile.TarError, OSError, EOFError) as e:
         raise NaspruneError(f"cannot read archive '{path}': {e}") from e
     return files
