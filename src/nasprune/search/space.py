@@ -1,0 +1,229 @@
+"""The search space: one keep ratio per prunable channel group, with bounds and costs.
+
+A point of the space is a keep vector (``keep[i]`` = fraction of group ``i``'s channels that
+survive). Strategies propose keep vectors; :meth:`SearchSpace.project` fits them to the
+budget; :meth:`SearchSpace.prune_ratios` turns them into the prune ratios (fraction
+*removed*, keyed by group name) that :func:`nasprune.prune` and ``nasprune prune --ratios``
+take. Costs come from the analytic :class:`~nasprune.search.costmodel.CostModel`, which
+agrees with counting the really pruned network.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from nasprune.errors import NaspruneError
+from nasprune.pruning.graph import ChannelGroup, groups, kept_channels
+from nasprune.search.budget import Budget, bisect_scale, fill, refine
+from nasprune.search.costmodel import CostModel
+
+FEATURE_NAMES = (
+    "index", "depthwise", "channels", "kernel", "stride", "macs_share", "params_share",
+)
+
+
+def _bounds(value: float | Sequence[float] | dict[str, float], names: list[str],
+            what: str) -> np.ndarray:
+    if isinstance(value, dict):
+        unknown = set(value) - set(names)
+        if unknown:
+            raise NaspruneError(f"{what}: unknown group(s) {sorted(unknown)}")
+        default = 1.0 if what == "max_keep" else 0.1
+        arr = np.array([float(value.get(n, default)) for n in names])
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        arr = np.full(len(names), float(value))
+    else:
+        arr = np.asarray(value, dtype=float)
+        if arr.shape != (len(names),):
+            raise NaspruneError(f"{what} needs one value per group ({len(names)}), got {arr.shape}")
+    if not np.all(np.isfinite(arr)) or np.any(arr <= 0.0) or np.any(arr > 1.0):
+        raise NaspruneError(f"{what} must be in (0, 1], got {value!r}")
+    return arr
+
+
+class SearchSpace:
+    """Keep ratios in ``[lower[i], upper[i]]`` for each dependency group of ``model``.
+
+    ``min_channels`` and ``round_to`` are the surgery's own options, so the analytic widths
+    equal the real ones; pass the same values to :func:`nasprune.prune`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        example_inputs: Any,
+        ignored: Iterable[str | nn.Module] | None = None,
+        min_keep: float | Sequence[float] | dict[str, float] = 0.1,
+        max_keep: float | Sequence[float] | dict[str, float] = 1.0,
+        round_to: int | None = None,
+        min_channels: int = 1,
+    ) -> None:
+        if round_to is not None and (not isinstance(round_to, int) or round_to < 1):
+            raise NaspruneError(f"round_to must be a positive integer, got {round_to!r}")
+        self.groups: list[ChannelGroup] = groups(model, example_inputs, ignored=ignored)
+        if not self.groups:
+            raise NaspruneError("the model has no prunable channel groups to search over")
+        self.names = [g.name for g in self.groups]
+        self.dim = len(self.groups)
+        self.lower = _bounds(min_keep, self.names, "min_keep")
+        self.upper = _bounds(max_keep, self.names, "max_keep")
+        if np.any(self.lower > self.upper):
+            raise NaspruneError("min_keep must not exceed max_keep")
+        self.round_to = round_to
+        self.min_channels = min_channels
+        self.channels = np.array([g.channels for g in self.groups], dtype=np.int64)
+        self.cost_model = CostModel(model, example_inputs, self.groups)
+        self.base_macs, self.base_params = self.cost_model.cost(self.channels)
+        self.latency = None  # a LatencyModel, attached by search() for latency budgets
+        # Projection aims this close under the budget (relative) before it stops trading.
+        self.tolerance = 0.005
+        self._floor = np.minimum(np.maximum(min_channels, 1), self.channels).astype(float)
+        self._f_channels = self.channels.astype(float)
+
+    # --- naming -------------------------------------------------------------------------
+    def param_name(self, i: int) -> str:
+        """The Optuna parameter name of group ``i`` (index first: sorts in group order)."""
+        return f"keep{i:03d}_{self.names[i]}"
+
+    def keep_from_params(self, params: dict[str, float]) -> np.ndarray:
+        try:
+            return np.array([float(params[self.param_name(i)]) for i in range(self.dim)])
+        except KeyError as exc:
+            raise NaspruneError(f"trial parameters lack {exc}: not a study of this model") from None
+
+    def prune_ratios(self, keep: np.ndarray) -> dict[str, float]:
+        """Prune ratios (fraction removed) keyed by group name, as ``nasprune.prune`` takes."""
+        keep = np.asarray(keep, dtype=float)
+        return {n: float(1.0 - k) for n, k in zip(self.names, keep, strict=True)}
+
+    def keep_from_ratios(self, ratios: dict[str, float]) -> np.ndarray:
+        return np.array([1.0 - float(ratios.get(n, 0.0)) for n in self.names])
+
+    # --- costs --------------------------------------------------------------------------
+    def kept(self, keep: np.ndarray) -> np.ndarray:
+        """Channels each group keeps — vectorised ``kept_channels`` on ``1 - keep``."""
+        # Same float operations as the scalar rule: ratio = 1 - keep, then channels·(1 - ratio).
+        k = np.rint(self._f_channels * (1.0 - (1.0 - np.asarray(keep, dtype=float))))
+        if self.round_to and self.round_to > 1:
+            k = self.round_to * np.maximum(1, np.rint(k / self.round_to))
+        return np.clip(k, self._floor, self._f_channels)
+
+    def kept_exact(self, keep: np.ndarray) -> np.ndarray:
+        """The same through the scalar rule itself (slow; used by tests to check ``kept``)."""
+        ratios = self.prune_ratios(keep)
+        return np.array([kept_channels(g.channels, ratios[g.name], self.round_to,
+                                       self.min_channels) for g in self.groups])
+
+    def cost(self, keep: np.ndarray) -> tuple[int, int]:
+        """Analytic (MACs, params) of the network pruned to ``keep``."""
+        return self.cost_model.cost(self.kept(keep))
+
+    def fractions(self, keep: np.ndarray) -> tuple[float, float]:
+        macs, params = self.cost(keep)
+        return macs / self.base_macs, params / self.base_params
+
+    def features(self) -> np.ndarray:
+        """Per-group embedding ``(dim, 7)`` in [0, 1], columns :data:`FEATURE_NAMES`.
+
+        index, depthwise flag, channels, kernel size, stride (normalised by their maxima),
+        and the shares of the network's MACs and params in layers the group touches.
+        """
+        cm = self.cost_model
+        macs, params = cm.layer_costs(self.channels)
+        rows = []
+        for gi, g in enumerate(self.groups):
+            touched = set(g.out_layers) | set(g.in_layers)
+            li = [i for i, n in enumerate(cm.layer_names) if n in touched]
+            outs = [cm.layers[n] for n in g.out_layers if n in cm.layers]
+            rows.append([
+                gi / max(1, self.dim - 1),
+                float(any(geo.depthwise for geo in outs)),
+                float(g.channels),
+                float(max((geo.kernel for geo in outs), default=1)),
+                float(max((geo.stride for geo in outs), default=1)),
+                float(macs[li].sum()) / max(1, self.base_macs),
+                float(params[li].sum()) / max(1, self.base_params),
+            ])
+        f = np.array(rows, dtype=float)
+        for col in (2, 3, 4):
+            f[:, col] /= max(f[:, col].max(), 1e-12)
+        return np.clip(f, 0.0, 1.0)
+
+    # --- budgets ------------------------------------------------------------------------
+    def _load_fn(self, budget: Budget):
+        if budget.latency_ms is not None and self.latency is None:
+            raise NaspruneError(
+                "a latency budget needs a latency table: use search(..., target="
+                "Budget(latency_ms=...)) which measures one, or attach space.latency")
+
+        def load(keep: np.ndarray) -> float:
+            kept = self.kept(keep)
+            out = 0.0
+            if budget.macs is not None or budget.params is not None:
+                macs, params = self.cost_model.cost(kept)
+                if budget.macs is not None:
+                    out = max(out, macs / self.base_macs / budget.macs)
+                if budget.params is not None:
+                    out = max(out, params / self.base_params / budget.params)
+            if budget.latency_ms is not None:
+                out = max(out, self.latency.predict(kept) / budget.latency_ms)
+            return out * (1.0 - 1e-12)  # float noise must not make an exact fit "over"
+
+        return load
+
+    def minimum(self, budget: Budget) -> dict[str, float]:
+        """The smallest cost reachable (every group at its lower bound)."""
+        macs, params = self.cost(self.lower)
+        out = {"macs": macs / self.base_macs, "params": params / self.base_params}
+        if budget.latency_ms is not None and self.latency is not None:
+            out["latency_ms"] = self.latency.predict(self.kept(self.lower))
+        return out
+
+    def check_feasible(self, budget: Budget) -> None:
+        """Raise :class:`NaspruneError`, naming the minimum achievable, if nothing fits."""
+        load = self._load_fn(budget)
+        if load(self.lower) <= 1.0:
+            return
+        low = self.minimum(budget)
+        parts = []
+        if budget.macs is not None:
+            parts.append(f"MACs {low['macs']:.1%} of the original (asked {budget.macs:.1%})")
+        if budget.params is not None:
+            parts.append(f"params {low['params']:.1%} of the original "
+                         f"(asked {budget.params:.1%})")
+        if budget.latency_ms is not None:
+            parts.append(f"predicted latency {low['latency_ms']:.3g} ms "
+                         f"(asked {budget.latency_ms:g} ms)")
+        raise NaspruneError(
+            "budget cannot be met: with every group at its minimum keep ratio "
+            f"({self.lower.min():g}) the pruned model still has " + ", ".join(parts)
+            + "; lower min_keep or relax the budget")
+
+    def project(self, keep: np.ndarray, budget: Budget, exact: bool = True) -> np.ndarray:
+        """Map ``keep`` onto the budget, respecting bounds (see :mod:`.budget`).
+
+        ``exact=True`` scales up or down to sit just under the budget (single-objective
+        search); ``exact=False`` only scales down vectors over the budget (multi-objective
+        search, where smaller is a goal of its own).
+        """
+        keep = np.clip(np.asarray(keep, dtype=float), self.lower, self.upper)
+        if keep.shape != (self.dim,) or not np.all(np.isfinite(keep)):
+            raise NaspruneError(f"a keep vector needs {self.dim} finite values")
+        load = self._load_fn(budget)
+        if not exact and load(keep) <= 1.0:
+            return keep
+        self.check_feasible(budget)
+        x, _, s_over = bisect_scale(keep, self.lower, self.upper, load)
+        if math.isfinite(s_over):
+            target = np.clip(s_over * np.maximum(keep, 1e-9), self.lower, self.upper)
+            step = self.round_to or 1
+            x = fill(x, target, self.upper, self.channels, self.kept, step, load)
+            if exact:
+                x = refine(x, target, self.lower, self.upper, self.channels, self.kept, step,
+                           load, self.tolerance)
+        return x
