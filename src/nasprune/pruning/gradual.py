@@ -209,6 +209,7 @@ def prune_while_training(
     adaptive: bool = True,
     tolerance: float = 0.02,
     schedule: str = "cubic",
+    steps: int | None = None,
     start_epoch: int = 1,
     end_epoch: int | None = None,
     scope: str = "global",
@@ -217,14 +218,17 @@ def prune_while_training(
 ) -> GradualResult:
     """Train ``model`` (in place, like ``fit``) while its weight sparsity rises to the target.
 
-    At the end of each epoch from ``start_epoch`` to ``end_epoch`` (default: the one before
-    the last, leaving a final epoch to recover at full sparsity) the sparsity advances one
-    step of ``schedule`` toward ``target_sparsity`` (Zhu & Gupta 2017). With ``adaptive``,
-    a step is held back for an epoch when validation accuracy is more than ``tolerance``
-    below its value before the previous increase — unless holding would miss the target by
-    ``end_epoch``, so the model always ends at ``target_sparsity``. ``fit_kwargs`` go to
-    :func:`nasprune.fit` (optimizer, lr, ...). History: one record per epoch with the
-    sparsity in force, val accuracy and whether the step was held.
+    The sparsity rises in ``steps`` increments of ``schedule`` toward ``target_sparsity``
+    (Zhu & Gupta 2017), one at the end of each epoch from ``start_epoch`` on; the rest of
+    training continues at full sparsity. Every increment must happen by ``end_epoch``
+    (default: the one before the last, so at least one epoch trains at the target);
+    ``steps`` defaults to half of that window, leaving the other half as slack.
+
+    With ``adaptive``, an increment is held back for an epoch when validation accuracy is
+    more than ``tolerance`` below its value just before the previous increment — as long
+    as the slack allows, so the model always ends at ``target_sparsity``.
+    ``fit_kwargs`` go to :func:`nasprune.fit` (optimizer, lr, ...). History: one record per
+    epoch with the sparsity in force during it, val accuracy, and whether it was held.
     """
     from nasprune.pruning.unstructured import threshold
     from nasprune.train import fit
@@ -238,10 +242,14 @@ def prune_while_training(
     if not (start_epoch <= end_epoch <= epochs):
         raise NaspruneError(f"need start_epoch ≤ end_epoch ≤ epochs, got {start_epoch}, "
                             f"{end_epoch}, {epochs}")
+    window = end_epoch - start_epoch + 1
+    steps = _check_count("steps", -(-window // 2) if steps is None else steps)
+    if steps > window:
+        raise NaspruneError(f"{steps} sparsity steps do not fit in epochs {start_epoch}.."
+                            f"{end_epoch} (one step per epoch at most)")
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or tolerance < 0:
         raise NaspruneError(f"tolerance must be a number ≥ 0, got {tolerance!r}")
     sched = SPARSITY_SCHEDULES.get(schedule)
-    events = end_epoch - start_epoch + 1
     result = GradualResult(model)
     state: dict[str, Any] = {"advances": 0, "ref": None, "sparsity": 0.0}
 
@@ -249,16 +257,16 @@ def prune_while_training(
         val = record.get("val_acc")
         entry = {"epoch": epoch, "sparsity": state["sparsity"], "val_acc": val, "held": False}
         result.history.append(entry)
-        if not (start_epoch <= epoch <= end_epoch) or state["advances"] >= events:
+        if epoch < start_epoch or state["advances"] >= steps:
             return
-        spare = (end_epoch - epoch + 1) - (events - state["advances"])
+        spare = (end_epoch - epoch + 1) - (steps - state["advances"])
         if (adaptive and spare > 0 and val is not None and state["ref"] is not None
                 and val < state["ref"] - tolerance):
             entry["held"] = True
             return
         state["advances"] += 1
         state["ref"] = val
-        goal = sched(state["advances"], events, 0.0, target)
+        goal = sched(state["advances"], steps, 0.0, target)
         state["sparsity"] = threshold(m, sparsity=goal, scope=scope, layers=layers).sparsity
         entry["pruned_to"] = state["sparsity"]
 
