@@ -30,7 +30,7 @@ from nasprune.data.imagetree import (
     tree_from_files,
 )
 from nasprune.data.pickles import load_data_pickle
-from nasprune.data.registry import register_dataset
+from nasprune.data.registry import default_root, register_dataset
 from nasprune.data.splits import holdout
 from nasprune.errors import NaspruneError
 
@@ -46,11 +46,6 @@ TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
 TEST_BATCH = "test_batch"
 META = "batches.meta"
 VAL_FRACTION = 0.2  # 10,000 of the 50,000 training images, as in the seed text
-
-
-def default_root(name: str) -> Path:
-    """``$NASPRUNE_DATA/<name>`` or ``data/<name>`` when the caller gives no root."""
-    return Path(os.environ.get("NASPRUNE_DATA", "data")) / name
 
 
 def _locate(root: Path) -> tuple[str, Path] | None:
@@ -202,7 +197,7 @@ def load_cifar10(root: str | os.PathLike | None = None, seed: int = 0, download:
         raise NaspruneError(
             f"CIFAR-10 data directory '{base}' {what}: expected {BATCH_DIR}/ (official "
             f"python batches), train/ and test/ class folders, or {ARCHIVE}; pass "
-            f"download=True (CLI: --download) to fetch the official archive")
+            f"download=True to fetch the official archive")
     kind, path = found
     t0 = time.perf_counter()
     if kind == "pickles":

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from nasprune.data.base import Dataset, Split
+from nasprune.data.base import Dataset
 from nasprune.data.imagetree import ALL, load_tree
 from nasprune.data.registry import register_dataset
 from nasprune.data.splits import holdout, three_way_split
@@ -70,6 +70,6 @@ def load_imagefolder(root: str | os.PathLike | None = None, seed: int = 0,
         raise NaspruneError(f"no training images left in '{root}' after the splits")
     mean, std = channel_stats(train.x)
     side = train.x.shape[-1]
-    return Dataset(name=name, train=Split(train.x, train.y), val=val, test=test,
+    return Dataset(name=name, train=train, val=val, test=test,
                    classes=classes, mean=mean, std=std, aug_pad=max(1, side // 8),
                    aug_flip=flip, meta={"format": "imagefolder", **info})

@@ -47,14 +47,22 @@ def _hidden(name: str) -> bool:
     return name.startswith(".") or name == "__MACOSX"
 
 
-def _files_under(class_dir: Path) -> list[Path]:
-    """Image files below a class directory, recursively, in a stable order."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(class_dir):
-        dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
-        found.extend(Path(dirpath) / f for f in sorted(filenames)
-                     if not _hidden(f) and is_image_name(f))
-    return found
+def _walk_images(directory: str, rel: str, out: list[tuple[str, str, int, int]]) -> None:
+    """Append (path, relative path, size, mtime_ns) of every image below ``directory``.
+
+    Plain strings and ``os.scandir`` rather than pathlib: listing 60,000 files is on every
+    load's path (the cache key needs their sizes and times), and pathlib triples its cost.
+    """
+    with os.scandir(directory) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for e in entries:
+        if _hidden(e.name):
+            continue
+        if e.is_dir():
+            _walk_images(e.path, f"{rel}/{e.name}", out)
+        elif is_image_name(e.name) and e.is_file():
+            st = e.stat()
+            out.append((e.path, f"{rel}/{e.name}", st.st_size, st.st_mtime_ns))
 
 
 def scan_directory(root: Path) -> tuple[ImageTree, list[tuple[str, int, int]]]:
@@ -62,18 +70,22 @@ def scan_directory(root: Path) -> tuple[ImageTree, list[tuple[str, int, int]]]:
     if not root.is_dir():
         raise NaspruneError(f"data directory '{root}' does not exist")
     if (root / "train").is_dir():
-        split_dirs = {s: root / s for s in SPLIT_DIRS if (root / s).is_dir()}
+        split_dirs = {s: s for s in SPLIT_DIRS if (root / s).is_dir()}
     else:
-        split_dirs = {ALL: root}
+        split_dirs = {ALL: ""}
     tree = ImageTree(str(root))
     entries: list[tuple[str, int, int]] = []
-    for split, sdir in split_dirs.items():
+    for split, sub in split_dirs.items():
+        sdir = os.path.join(str(root), sub) if sub else str(root)
         classes: dict[str, list[Item]] = {}
-        for cdir in sorted(p for p in sdir.iterdir() if p.is_dir() and not _hidden(p.name)):
-            files = _files_under(cdir)
-            rels = [f.relative_to(root).as_posix() for f in files]
-            classes[cdir.name] = [(str(f), str(f)) for f in files]
-            entries.extend(cache_mod.stat_entry(f, r) for f, r in zip(files, rels, strict=True))
+        with os.scandir(sdir) as it:
+            class_dirs = sorted((e for e in it if e.is_dir() and not _hidden(e.name)),
+                                key=lambda e: e.name)
+        for cdir in class_dirs:
+            found: list[tuple[str, str, int, int]] = []
+            _walk_images(cdir.path, f"{sub}/{cdir.name}" if sub else cdir.name, found)
+            classes[cdir.name] = [(path, path) for path, _, _, _ in found]
+            entries.extend((rel, size, mtime) for _, rel, size, mtime in found)
         tree.splits[split] = classes
     return tree, entries
 
@@ -194,7 +206,10 @@ def load_tree(source: Path, dataset: str, size: int | None = None,
         tree, entries = scan_directory(source)
         if not entries:
             _check_classes(tree)  # raises "no images" with the layout it expects
-    key = cache_mod.fingerprint(entries, dataset=dataset, size=size, channels=channels)
+    # The absolute location is part of the key: two copies of a tree may share the user
+    # cache directory (read-only data), and must not be mistaken for each other.
+    key = cache_mod.fingerprint(entries, dataset=dataset, size=size, channels=channels,
+                                source=source.resolve().as_posix())
     path = None
     if cache:
         path = cache_mod.cache_path(cache_mod.cache_dir_for(source, cache_dir), dataset, key)

@@ -17,9 +17,8 @@ import numpy as np
 import torch
 
 from nasprune.data.base import Dataset, Split
-from nasprune.data.cifar import default_root
 from nasprune.data.download import fetch
-from nasprune.data.registry import register_dataset
+from nasprune.data.registry import default_root, register_dataset
 from nasprune.data.splits import holdout
 from nasprune.errors import NaspruneError
 

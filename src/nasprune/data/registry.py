@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 from nasprune.data.base import Dataset
 from nasprune.registry import Registry
@@ -22,3 +24,8 @@ def load_dataset(name: str, root: str | None = None, seed: int = 0, **kwargs) ->
 
 def list_datasets() -> list[str]:
     return DATASETS.names()
+
+
+def default_root(name: str) -> Path:
+    """Where a data set lives when no root is given: ``$NASPRUNE_DATA/<name>`` or ``data/<name>``."""
+    return Path(os.environ.get("NASPRUNE_DATA", "data")) / name

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from nasprune.data.base import Split
@@ -36,27 +37,40 @@ def _per_class_counts(counts: list[int], fraction: float, exact: bool) -> list[i
 
 def _stratified_indices(y: torch.Tensor, fraction: float, seed: int,
                         exact: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split indices so every class keeps the same share on both sides (seeded)."""
+    """Split indices so every class keeps the same share on both sides (seeded).
+
+    Index bookkeeping runs in numpy: torch's multi-threaded sort takes ~0.5 s on 50,000
+    labels on a busy 2-core machine, numpy's takes a millisecond. The random draws stay
+    torch's seeded ``randperm``, so splits are unchanged.
+    """
     g = torch.Generator().manual_seed(seed)
-    classes = torch.unique(y).tolist()
-    members = [torch.nonzero(y == c).flatten() for c in classes]
+    yn = y.cpu().numpy()
+    order = np.argsort(yn, kind="stable")  # each class's indices stay ascending
+    _, sizes = np.unique(yn[order], return_counts=True)
+    members = np.split(order, np.cumsum(sizes)[:-1]) if len(order) else []
     counts = _per_class_counts([len(m) for m in members], fraction, exact)
     take, keep = [], []
     for idx, k in zip(members, counts, strict=True):
-        idx = idx[torch.randperm(len(idx), generator=g)]
+        idx = idx[torch.randperm(len(idx), generator=g).numpy()]
         take.append(idx[:k])
         keep.append(idx[k:])
-    empty = torch.zeros(0, dtype=torch.long)
-    keep_all = torch.cat(keep).sort().values if keep else empty
-    take_all = torch.cat(take).sort().values if take else empty
-    return keep_all, take_all
+    keep_all = np.sort(np.concatenate(keep)) if keep else np.zeros(0, np.int64)
+    take_all = np.sort(np.concatenate(take)) if take else np.zeros(0, np.int64)
+    return torch.from_numpy(keep_all.astype(np.int64)), torch.from_numpy(take_all.astype(np.int64))
+
+
+def _take(split: Split, idx: torch.Tensor) -> Split:
+    """``split[idx]``; numpy's gather is ~3× faster than torch's for a CPU uint8 tensor."""
+    if split.x.device.type == "cpu":
+        return Split(torch.from_numpy(split.x.numpy()[idx.numpy()]), split.y[idx])
+    return Split(split.x[idx.to(split.x.device)], split.y[idx.to(split.y.device)])
 
 
 def holdout(pool: Split, fraction: float, seed: int, exact: bool = False) -> tuple[Split, Split]:
     """Split ``pool`` into (rest, held-out) with ``fraction`` of each class held out."""
     _check_fraction(fraction)
     rest, held = _stratified_indices(pool.y, fraction, seed, exact)
-    return Split(pool.x[rest], pool.y[rest]), Split(pool.x[held], pool.y[held])
+    return _take(pool, rest), _take(pool, held)
 
 
 def three_way_split(pool: Split, val_fraction: float, test_fraction: float,
