@@ -1,0 +1,48 @@
+"""Adaptive BatchNorm: re-estimate running statistics after pruning (EagleEye's trick).
+
+A freshly pruned network keeps the BatchNorm statistics of the unpruned one, which no longer
+match its activations; a few forward passes in train mode fix that and make the accuracy of
+a candidate a fair proxy of what fine-tuning would reach.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+
+def batchnorm_layers(model: nn.Module) -> list[_BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, loader: Iterable, batches: int = 20) -> None:
+    """Reset BN running stats and re-estimate them on ``batches`` batches; ends in eval mode.
+
+    Only BatchNorm layers switch to train mode (dropout stays off), and ``momentum=None``
+    makes the estimate a plain cumulative average over the batches seen.
+    """
+    bns = batchnorm_layers(model)
+    model.eval()
+    if not bns or batches <= 0:
+        return
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    try:
+        for i, batch in enumerate(loader):
+            if i >= batches:
+                break
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            model(x.to(device))
+    finally:
+        for m, momentum in zip(bns, saved, strict=True):
+            m.momentum = momentum
+        model.eval()

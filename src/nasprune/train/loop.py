@@ -1,0 +1,332 @@
+"""``fit`` and ``finetune``: the training loop every part of nasprune uses.
+
+One loop serves plain training, fine-tuning after pruning, network slimming (L1 on BN γ),
+knowledge distillation and iterative pruning (through callbacks). Masks of unstructured
+pruning are re-applied after every optimizer step so pruned weights stay exactly zero.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from nasprune.errors import NaspruneError
+from nasprune.pruning.masks import apply_masks
+from nasprune.train.checks import check_int, check_number
+from nasprune.train.device import (
+    Precision,
+    resolve_channels_last,
+    resolve_device,
+    resolve_precision,
+)
+from nasprune.train.distill import distillation_loss
+from nasprune.train.monitor import LossMonitor
+from nasprune.train.optim import OPTIMIZERS, default_lr, make_optimizer
+from nasprune.train.schedule import SCHEDULES, make_schedule
+from nasprune.train.seed import seed_everything
+
+Callback = Callable[[int, nn.Module, dict], object]
+
+# Fine-tuning starts from trained weights: a tenth of the from-scratch learning rate.
+FINETUNE_LR_FACTOR = 0.1
+
+
+@dataclass
+class FitResult:
+    """What a training run did: one record per epoch plus totals."""
+
+    history: list[dict] = field(default_factory=list)
+    train_seconds: float = 0.0
+    best_val_acc: float | None = None
+    steps: int = 0
+    samples: int = 0
+    stopped: str = "completed"  # or "max_steps", "callback"
+
+    @property
+    def images_per_second(self) -> float:
+        return self.samples / self.train_seconds if self.train_seconds > 0 else 0.0
+
+    @property
+    def final_val_acc(self) -> float | None:
+        return self.history[-1]["val_acc"] if self.history else None
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "images_per_second": self.images_per_second}
+
+
+@dataclass
+class _Run:
+    """Everything one training step needs, built once per ``fit``."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    device: torch.device
+    precision: Precision
+    channels_last: bool
+    scaler: torch.amp.GradScaler | None
+    label_smoothing: float
+    bn_l1: float
+    bns: list[nn.Module]
+    teacher: nn.Module | None
+    kd_temperature: float
+    kd_weight: float
+
+
+def _check_args(model, data, epochs, optimizer, lr, momentum, weight_decay, schedule,
+                label_smoothing, batch_size, seed, bn_l1, teacher, kd_temperature, kd_weight,
+                max_steps, callbacks) -> None:
+    if not isinstance(model, nn.Module):
+        raise NaspruneError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not all(hasattr(data, a) for a in ("train", "val", "loader")):
+        raise NaspruneError("data must be a nasprune Dataset (see nasprune.load_dataset)")
+    check_int("epochs", epochs, low=0)
+    check_int("batch_size", batch_size, low=1)
+    check_int("seed", seed, low=0)
+    OPTIMIZERS.get(optimizer)
+    SCHEDULES.get(schedule)
+    if lr is not None:
+        check_number("lr", lr, low=0.0, low_inclusive=False)
+    check_number("momentum", momentum, low=0.0, high=1.0)
+    check_number("weight_decay", weight_decay, low=0.0)
+    check_number("label_smoothing", label_smoothing, low=0.0, high=1.0)
+    check_number("bn_l1", bn_l1, low=0.0)
+    check_number("kd_temperature", kd_temperature, low=0.0, low_inclusive=False)
+    kd = check_number("kd_weight", kd_weight, low=0.0)
+    if kd > 1.0:
+        raise NaspruneError(f"kd_weight must be ≤ 1, got {kd_weight!r}")
+    if teacher is not None and not isinstance(teacher, nn.Module):
+        raise NaspruneError(f"teacher must be a torch.nn.Module, got {type(teacher).__name__}")
+    if max_steps is not None:
+        check_int("max_steps", max_steps, low=1)
+    if callbacks is not None and not all(callable(cb) for cb in callbacks):
+        raise NaspruneError("callbacks must be callables cb(epoch, model, record)")
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    if p is None:
+        p = next(model.buffers(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+@contextmanager
+def _placed(model: nn.Module | None, device: torch.device, channels_last: bool,
+            train: bool) -> Iterator[None]:
+    """Move ``model`` to the training device (and layout); put it back afterwards."""
+    if model is None:
+        yield
+        return
+    home, was_training = _model_device(model), model.training
+    fmt = torch.channels_last if channels_last else None
+    model.to(device=device, memory_format=fmt) if fmt else model.to(device)
+    model.train(train)
+    try:
+        yield
+    finally:
+        if channels_last:
+            model.to(device=home, memory_format=torch.contiguous_format)
+        else:
+            model.to(home)
+        model.train(was_training)
+
+
+def _add_bn_l1(bns: Sequence[nn.Module], strength: float) -> None:
+    """Network slimming: the subgradient of strength·|γ| pushes unimportant channels to 0."""
+    for m in bns:
+        if m.weight is not None and m.weight.grad is not None:
+            m.weight.grad.add_(torch.sign(m.weight.detach()), alpha=strength)
+
+
+def _loss(run: _Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward pass and loss (cross-entropy, or distillation when there is a teacher)."""
+    with run.precision.autocast(run.device):
+        logits = run.model(x)
+        if run.teacher is None:
+            return F.cross_entropy(logits.float(), y,
+                                   label_smoothing=run.label_smoothing), logits
+        with torch.no_grad():
+            t_logits = run.teacher(x)
+    if t_logits.shape != logits.shape:
+        raise NaspruneError(f"teacher outputs shape {tuple(t_logits.shape)} but the student "
+                            f"{tuple(logits.shape)}: they must predict the same classes")
+    return distillation_loss(logits, t_logits, y, run.kd_temperature, run.kd_weight,
+                             run.label_smoothing), logits
+
+
+def _step(run: _Run, x: torch.Tensor, y: torch.Tensor, monitor: LossMonitor, epoch: int,
+          step: int) -> None:
+    """One optimizer step; the monitor sees the loss before it can corrupt the weights."""
+    loss, logits = _loss(run, x, y)
+    monitor.add(epoch, step, loss, (logits.argmax(1) == y).sum(), int(y.shape[0]))
+    run.optimizer.zero_grad(set_to_none=True)
+    if run.scaler is not None:
+        run.scaler.scale(loss).backward()
+        run.scaler.unscale_(run.optimizer)
+    else:
+        loss.backward()
+    if run.bn_l1:
+        _add_bn_l1(run.bns, run.bn_l1)
+    if run.scaler is not None:
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    else:
+        run.optimizer.step()
+    apply_masks(run.model)
+    run.scheduler.step()
+
+
+@torch.no_grad()
+def _accuracy(run: _Run, loader) -> float:
+    """Top-1 accuracy on ``loader`` in eval mode (the model goes back to train mode)."""
+    run.model.eval()
+    correct = n = 0
+    try:
+        for x, y in loader:
+            if run.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with run.precision.autocast(run.device):
+                correct += (run.model(x).argmax(1) == y).sum()
+            n += int(y.shape[0])
+    finally:
+        run.model.train()
+    return float(correct) / n if n else float("nan")
+
+
+def _first_batch_guard(run: _Run, x: torch.Tensor) -> None:
+    """Turn a shape mismatch between data and model into a clear user error."""
+    try:
+        with torch.no_grad(), run.precision.autocast(run.device):
+            run.model.eval()
+            run.model(x[:2])
+    except RuntimeError as exc:
+        raise NaspruneError(f"the model cannot process input of shape {tuple(x.shape[1:])} "
+                            f"from the data set: {str(exc).splitlines()[0]}") from exc
+    finally:
+        run.model.train()
+
+
+def fit(model: nn.Module, data, epochs: int = 10, optimizer: str = "sgd",
+        lr: float | None = None, momentum: float = 0.9, weight_decay: float = 5e-4,
+        schedule: str = "cosine", label_smoothing: float = 0.0, batch_size: int = 128,
+        seed: int = 0, device: str | torch.device | None = None, amp: bool | str | None = None,
+        channels_last: bool | None = None, bn_l1: float = 0.0, teacher: nn.Module | None = None,
+        kd_temperature: float = 4.0, kd_weight: float = 0.9, max_steps: int | None = None,
+        progress: bool = True, augment: bool = True,
+        callbacks: Sequence[Callback] | None = None, validate: bool = True) -> FitResult:
+    """Train ``model`` in place on ``data.train``; validate on ``data.val`` after each epoch.
+
+    ``lr=None`` uses the optimizer's default; schedules step once per batch. ``amp`` and
+    ``channels_last`` default to on for CUDA only. ``bn_l1`` adds network slimming's L1
+    penalty on BatchNorm γ; ``teacher`` switches to knowledge distillation. Each callback
+    ``cb(epoch, model, record)`` runs after an epoch; returning True stops training. The
+    model ends on the device and in the mode it started in. Raises NaspruneError on bad
+    arguments or a NaN/inf loss (naming epoch and step).
+    """
+    _check_args(model, data, epochs, optimizer, lr, momentum, weight_decay, schedule,
+                label_smoothing, batch_size, seed, bn_l1, teacher, kd_temperature, kd_weight,
+                max_steps, callbacks)
+    seed_everything(seed)
+    dev = resolve_device(device)
+    precision = resolve_precision(amp, dev)
+    cl = resolve_channels_last(channels_last, dev)
+    # Dropping the ragged last batch keeps BatchNorm away from tiny batches.
+    loader = data.loader("train", batch_size=batch_size, shuffle=True, augment=augment,
+                         device=dev, seed=seed, drop_last=len(data.train) > batch_size)
+    val_loader = (data.loader("val", batch_size=max(batch_size, 256), device=dev)
+                  if validate and len(data.val) else None)
+    total = epochs * len(loader)
+    if max_steps is not None:
+        total = min(total, max_steps)
+    result = FitResult()
+    if total == 0:
+        return result
+    with _placed(model, dev, cl, train=True), _placed(teacher, dev, cl, train=False):
+        opt = make_optimizer(optimizer, model, lr, momentum, weight_decay)
+        run = _Run(model=model, optimizer=opt, scheduler=make_schedule(schedule, opt, total),
+                   device=dev, precision=precision, channels_last=cl,
+                   scaler=torch.amp.GradScaler(dev.type) if precision.needs_scaler else None,
+                   label_smoothing=float(label_smoothing), bn_l1=float(bn_l1),
+                   bns=[m for m in model.modules() if isinstance(m, _BatchNorm)],
+                   teacher=teacher, kd_temperature=float(kd_temperature),
+                   kd_weight=float(kd_weight))
+        if teacher is not None:
+            teacher.requires_grad_(False)
+        apply_masks(model)
+        _train_epochs(run, loader, val_loader, epochs, total, result, callbacks or (),
+                      progress, max_steps)
+    return result
+
+
+def _train_epochs(run: _Run, loader, val_loader, epochs: int, total: int, result: FitResult,
+                  callbacks: Sequence[Callback], progress: bool, max_steps: int | None) -> None:
+    """The epoch loop: train, validate, record, call back; fills ``result`` in place."""
+    from tqdm.auto import tqdm
+
+    monitor = LossMonitor(sync_every=1 if run.device.type == "cpu" else 20)
+    bar = tqdm(total=total, disable=not progress, file=sys.stderr, leave=False,
+               unit="step", dynamic_ncols=True)
+    try:
+        for epoch in range(1, epochs + 1):
+            bar.set_description(f"epoch {epoch}/{epochs}")
+            monitor.reset()
+            t0 = time.perf_counter()
+            for i, (x, y) in enumerate(loader, start=1):
+                if run.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                if result.steps == 0:
+                    _first_batch_guard(run, x)
+                _step(run, x, y, monitor, epoch, i)
+                result.steps += 1
+                result.samples += int(y.shape[0])
+                bar.update(1)
+                if monitor.count and i % 10 == 0:
+                    bar.set_postfix(loss=f"{monitor.loss:.3f}", acc=f"{monitor.accuracy:.3f}",
+                                    refresh=False)
+                if result.steps >= total:
+                    break
+            monitor.flush()
+            seconds = time.perf_counter() - t0
+            result.train_seconds += seconds
+            record = {"epoch": epoch, "loss": monitor.loss, "train_acc": monitor.accuracy,
+                      "val_acc": _accuracy(run, val_loader) if val_loader is not None else None,
+                      "lr": run.optimizer.param_groups[0]["lr"], "seconds": seconds,
+                      "steps": result.steps}
+            result.history.append(record)
+            if record["val_acc"] is not None:
+                result.best_val_acc = max(result.best_val_acc or 0.0, record["val_acc"])
+            bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['train_acc']:.3f}",
+                            val=f"{record['val_acc']:.3f}" if record["val_acc"] is not None
+                            else "-")
+            if any([cb(epoch, run.model, record) is True for cb in callbacks]):
+                result.stopped = "callback"
+                return
+            if result.steps >= total:
+                if max_steps is not None and result.steps >= max_steps and epoch < epochs:
+                    result.stopped = "max_steps"
+                return
+    finally:
+        bar.close()
+
+
+def finetune(model: nn.Module, data, epochs: int = 5, teacher: nn.Module | None = None,
+             **kwargs) -> FitResult:
+    """``fit`` with fine-tuning defaults: a tenth of the optimizer's default learning rate.
+
+    Typical use after pruning, with the unpruned model as ``teacher`` for distillation.
+    """
+    optimizer = kwargs.setdefault("optimizer", "sgd")
+    if kwargs.get("lr") is None:
+        kwargs["lr"] = default_lr(optimizer) * FINETUNE_LR_FACTOR
+    return fit(model, data, epochs=epochs, teacher=teacher, **kwargs)
+
+
+__all__ = ["FitResult", "finetune", "fit"]
