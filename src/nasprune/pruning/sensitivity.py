@@ -234,12 +234,14 @@ class _Cost:
                  round_to: int | None, min_channels: int, ignored: Any) -> None:
         from nasprune.pruning import kept_channels
 
+        self.space = space_or_model if hasattr(space_or_model, "cost") else None
+        if self.space is not None:  # the space's rounding is what its cost model assumes
+            round_to, min_channels = self.space.round_to, self.space.min_channels
         self.kept = lambda g, r: kept_channels(table.channels[g], r, round_to, min_channels,
                                                table.divisors.get(g, 1))
         self.table = table
         self.round_to, self.min_channels, self.ignored = round_to, min_channels, ignored
         self.cache: dict[tuple[int, ...], float] = {}
-        self.space = space_or_model if hasattr(space_or_model, "cost") else None
         if self.space is None:
             if not isinstance(space_or_model, nn.Module):
                 raise NaspruneError("ratios_from_sensitivity needs the model (or a SearchSpace)")
@@ -303,8 +305,9 @@ def ratios_from_sensitivity(
     ``tolerance`` (an absolute fraction of the original MACs) below the target.
 
     ``space_or_model``: the model (each candidate is pruned and its MACs counted) or a
-    ``nasprune.search.SearchSpace`` (its analytic cost model; fast for big networks). Both
-    must use the same ``round_to`` as the final ``prune`` call. Raises NaspruneError if the
+    ``nasprune.search.SearchSpace`` (its analytic cost model, fast for big networks; its
+    ``round_to``/``min_channels`` are used). Pass the same ``round_to`` to the final
+    ``prune`` call. Raises NaspruneError if the
     target cannot be met even with every group at its largest ratio.
     """
     if isinstance(target_macs, bool) or not isinstance(target_macs, (int, float)) or not (
