@@ -237,9 +237,11 @@ def test_unknown_split_is_a_clear_error(digits):
         digits.loader("bogus")
 
 
-def test_unknown_dataset_name_suggests_the_closest():
+def test_unknown_dataset_name_or_option_is_a_clear_error():
     with pytest.raises(NaspruneError, match="did you mean 'cifar10'"):
         nasprune.load_dataset("cifar-10x")
+    with pytest.raises(NaspruneError, match="'digits' has no option image_sise.*val_fraction"):
+        nasprune.load_dataset("digits", image_sise=32)
 
 
 # ----------------------------------------------------------------------------- cifar10
@@ -474,6 +476,10 @@ def test_imagefolder_single_tree_grayscale_resized(tmp_path):
     assert abs(xs.mean().item()) < 0.01 and abs(xs.std().item() - 1) < 0.01
     rgb = nasprune.load_dataset("imagefolder", root=tmp_path, image_size=16, channels=3)
     assert rgb.input_shape == (3, 16, 16)
+    # the same tree packed as an archive gives the same data
+    archive = _make_archive(tmp_path, tmp_path.parent / f"{tmp_path.name}.tgz", "shapes")
+    packed = nasprune.load_dataset("imagefolder", root=archive, image_size=16, cache=False)
+    assert torch.equal(packed.train.x, data.train.x) and packed.classes == data.classes
 
 
 def test_imagefolder_split_dirs_rgb_and_native_size(tmp_path):

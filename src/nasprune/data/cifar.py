@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -145,6 +146,10 @@ def _archive_splits(path: Path, cache: bool, cache_dir, workers: int | None
         splits, classes = _splits_from_pickles(pickled, str(path)), list(CLASSES)
     else:
         images = {n: b for n, b in files.items() if n.rsplit("/", 1)[-1] not in official}
+        if len(images) >= 5000:
+            print(f"decoding {len(images)} images from {path}"
+                  + (f" (cached in {cpath.parent} for next time)" if cpath else ""),
+                  file=sys.stderr)
         splits, classes = decode_tree(tree_from_files(str(path), images), 32, 3, workers)
     decode_seconds = time.perf_counter() - t0
     saved = cpath is not None and cache_mod.save_cached(

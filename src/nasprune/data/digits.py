@@ -11,8 +11,12 @@ from nasprune.data.splits import three_way_split
 
 @register_dataset("digits")
 def load_digits(root: str | None = None, seed: int = 0, val_fraction: float = 0.15,
-                test_fraction: float = 0.2) -> Dataset:
-    """Digits scaled from 0..16 to uint8 0..255, split stratified into train / val / test."""
+                test_fraction: float = 0.2, download: bool = False) -> Dataset:
+    """Digits scaled from 0..16 to uint8 0..255, split stratified into train / val / test.
+
+    ``root`` and ``download`` are accepted for a uniform call but unused: the data ship
+    with scikit-learn.
+    """
     from sklearn.datasets import load_digits as sk_digits
 
     bunch = sk_digits()

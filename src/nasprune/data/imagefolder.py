@@ -40,7 +40,7 @@ def load_imagefolder(root: str | os.PathLike | None = None, seed: int = 0,
                      val_fraction: float = 0.1, test_fraction: float = 0.2,
                      flip: bool = True, cache: bool = True,
                      cache_dir: str | os.PathLike | None = None,
-                     workers: int | None = None, name: str = "imagefolder") -> Dataset:
+                     workers: int | None = None) -> Dataset:
     """Class-folder images (a directory or a tar archive) as train / val / test splits.
 
     ``image_size``: side of the square the images are resized to (None keeps their size,
@@ -53,6 +53,7 @@ def load_imagefolder(root: str | os.PathLike | None = None, seed: int = 0,
                             "class directories")
     if image_size is not None and image_size < 1:
         raise NaspruneError(f"image_size must be positive, got {image_size}")
+    name = "imagefolder"
     splits, classes, info = load_tree(Path(root), name, size=image_size, channels=channels,
                                       cache=cache, cache_dir=cache_dir, workers=workers)
     if ALL in splits:

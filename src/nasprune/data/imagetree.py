@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tarfile
 import time
 from dataclasses import dataclass, field
@@ -223,6 +224,9 @@ def load_tree(source: Path, dataset: str, size: int | None = None,
             return splits, json.loads(meta["classes"]), info
     if tree is None:
         tree = tree_from_files(str(source), read_archive(source))
+    if tree.count() >= 5000:  # say why this first load takes a while
+        print(f"decoding {tree.count()} images from {source}"
+              + (f" (cached in {path.parent} for next time)" if path else ""), file=sys.stderr)
     splits, classes = decode_tree(tree, size, channels, workers)
     decode_seconds = time.perf_counter() - t0
     if path is not None:
