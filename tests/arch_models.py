@@ -185,3 +185,34 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
 def build(name: str, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return randomize_bn(ARCHITECTURES[name](), seed).eval()
+
+
+@torch.no_grad()
+def mask_like(model: nn.Module, plans) -> nn.Module:
+    """A copy of ``model`` with the channels of ``plans`` (``nasprune.pruning.plan``) zeroed.
+
+    Zeroing a channel where it is produced — conv/linear rows and biases, norm γ and β (so the
+    norm outputs exactly 0), attention q/k/v and output rows — makes it contribute nothing
+    downstream, which is what physically removing it must reproduce.
+    """
+    import copy
+
+    masked = copy.deepcopy(model)
+    mods = dict(masked.named_modules())
+    for p in plans:
+        for name, idx in p.out_channels.items():
+            if not idx:
+                continue
+            mod, i = mods[name], torch.tensor(idx)
+            if isinstance(mod, nn.MultiheadAttention):
+                e = mod.embed_dim
+                for off in (0, e, 2 * e):
+                    mod.in_proj_weight[i + off] = 0
+                    mod.in_proj_bias[i + off] = 0
+                mod.out_proj.weight[i] = 0
+                mod.out_proj.bias[i] = 0
+                continue
+            mod.weight[i] = 0
+            if mod.bias is not None:
+                mod.bias[i] = 0
+    return masked
