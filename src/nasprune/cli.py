@@ -60,7 +60,11 @@ def _add_evaluate(sub) -> None:
                    help="directory written by nasprune.save / `nasprune train`")
     p.add_argument("--data", required=True, metavar="NAME", help="data set name, e.g. digits")
     p.add_argument("--data-dir", default=None, metavar="DIR", help="where the data set lives")
+    p.add_argument("--download", action="store_true",
+                   help="fetch the data set's official files if they are missing")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--seed", type=int, default=0,
+                   help="data split seed; use the training run's to get the same val split")
     p.add_argument("--batch-size", type=int, default=256, metavar="N")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
     p.add_argument("--latency", action="store_true",
@@ -83,8 +87,9 @@ def cmd_evaluate(args) -> int:
     from nasprune.data import load_dataset
     from nasprune.metrics import format_summary, resolve_device, summarize, write_json
 
-    data = load_dataset(args.data, root=args.data_dir)
-    model = load(ckpt)
+    model = load(ckpt)  # before the data: a bad checkpoint fails fast, without a long decode
+    extra = {"download": True} if args.download else {}
+    data = load_dataset(args.data, root=args.data_dir, seed=args.seed, **extra)
     if args.device is not None:
         model.to(resolve_device(args.device))
     summary = {"checkpoint": str(ckpt), "model": (getattr(model, "nasprune_arch", None)
