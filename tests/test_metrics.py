@@ -453,3 +453,24 @@ def test_summary_and_atomic_json(digits, trained, tmp_path):
 def test_flops_doc_says_two_times_macs():
     assert "2 × MACs" in (M.count_flops.__doc__ or "")
     assert math.isclose(M.count_flops(nn.Linear(3, 2), torch.randn(1, 3)), 12)
+
+
+def test_layer_scope_threshold_pruning_shows_in_sparse_metrics():
+    # Real unstructured pruning with masks: 80 % of every conv/linear layer's weights go.
+    from nasprune.pruning import threshold
+
+    model = nasprune.create_model("simplecnn")
+    x = torch.randn(1, 3, 32, 32)
+    dense_macs, dense_mb = M.count_macs(model, x), M.model_size_mb(model)
+    threshold(model, sparsity=0.8, scope="layer")
+    assert M.count_macs(model, x) == dense_macs
+    assert M.weight_sparsity(model) == pytest.approx(0.8, abs=1e-3)
+    # Every layer keeps 20 % of its weights, so 20 % of its MACs.
+    assert M.sparse_macs(model, x) == pytest.approx(0.2 * dense_macs, rel=1e-3)
+    assert M.model_size_mb(model) == dense_mb  # masks are not counted
+    nnz = sum(int(p.count_nonzero()) for p in model.parameters() if p.dim() >= 2)
+    rows = sum(p.shape[0] + 1 for p in model.parameters() if p.dim() >= 2)
+    small = sum(p.numel() for p in model.parameters() if p.dim() < 2) * 4 \
+        + sum(b.numel() * (4 if b.is_floating_point() else 8)
+              for n, b in model.named_buffers() if not n.endswith("nasprune_mask"))
+    assert M.sparse_size_bytes(model) == nnz * 8 + rows * 4 + small
