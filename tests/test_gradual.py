@@ -20,6 +20,16 @@ from nasprune.pruning import (
 from nasprune.pruning.masks import MASK
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Many small forward passes: with other processes on the 2 cores, intra-op threads
+    # spin-wait and make this file several times slower; one thread is fastest here.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def sparsity(model: nn.Module) -> tuple[int, int]:
     """(zero weights, total weights) over the conv/linear layers."""
     ws = [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
@@ -67,7 +77,7 @@ def test_iterative_unstructured_reaches_the_sparsity_on_schedule(digits, trained
         assert torch.equal(v, before[k])
 
 
-def test_iterative_structured_reaches_the_macs_target(digits, trained):
+def test_iterative_structured_reaches_the_macs_target(digits, trained, tmp_path):
     ex = digits.example_input()
     result = iterative_prune(trained, digits, ex, target=0.5, kind="structured", steps=2,
                              epochs_per_step=1, schedule="linear", progress=False)
@@ -78,7 +88,11 @@ def test_iterative_structured_reaches_the_macs_target(digits, trained):
     # Physically smaller: widths shrank and stayed through fine-tuning.
     assert result.model.features[0].out_channels < trained.features[0].out_channels
     assert result.model.nasprune_pruning["method"] == "iterative"
+    # Measured 0.859 (unpruned 0.952) after two 1-epoch fine-tunes at a tenth of the lr.
     assert evaluate(result.model, digits, split="val")["top1"] > 0.8
+    nasprune.save(result.model, tmp_path / "ckpt")
+    loaded = nasprune.load(tmp_path / "ckpt").eval()
+    assert torch.equal(loaded(ex), result.model.eval()(ex))
 
 
 def test_prune_while_training_ends_at_the_target(digits):

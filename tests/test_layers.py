@@ -19,6 +19,17 @@ from nasprune.pruning.layers import (
     residual_blocks,
 )
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Many small forward passes: with other processes on the 2 cores, intra-op threads
+    # spin-wait and make this file several times slower; one thread is fastest here.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 RGB = torch.randn(2, 3, 8, 8)
 GRAY = torch.randn(2, 1, 8, 8)
 
@@ -167,3 +178,23 @@ def test_model_without_blocks_has_nothing_to_remove():
     assert remove_blocks(model, GRAY, n=0).nasprune_pruning["removed"] == []
     with pytest.raises(NaspruneError, match="0 residual blocks"):
         remove_blocks(model, GRAY, n=1)
+
+
+@pytest.mark.parametrize("name", ["resnet20", "mobilenetv2"])
+def test_save_load_rebuilds_the_removed_blocks(tmp_path, name):
+    model = nasprune.create_model(name).eval()
+    pruned = remove_blocks(model, RGB, n=2).eval()
+    nasprune.save(pruned, tmp_path / "ckpt")
+    loaded = nasprune.load(tmp_path / "ckpt").eval()
+    for b in pruned.nasprune_pruning["removed"]:
+        assert isinstance(loaded.get_submodule(b), nn.Identity)
+    assert loaded.nasprune_pruning["removed"] == pruned.nasprune_pruning["removed"]
+    assert torch.equal(loaded(RGB), pruned(RGB))
+
+
+def test_save_load_of_a_user_model_with_removed_blocks(tmp_path):
+    net = UserNet().eval()
+    pruned = remove_blocks(net, GRAY, n=2).eval()
+    nasprune.save(pruned, tmp_path / "ckpt")
+    loaded = nasprune.load(tmp_path / "ckpt", base=UserNet()).eval()
+    assert torch.equal(loaded(GRAY), pruned(GRAY))

@@ -14,6 +14,17 @@ from nasprune.metrics import count_macs, layer_macs, model_size_mb
 from nasprune.pruning.masks import MASK
 from nasprune.pruning.unstructured import threshold
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Many small forward passes: with other processes on the 2 cores, intra-op threads
+    # spin-wait and make this file several times slower; one thread is fastest here.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 EXAMPLE = torch.randn(1, 1, 8, 8)
 
 
@@ -168,3 +179,17 @@ def test_bad_arguments_raise_clear_errors(kwargs, message):
 def test_model_without_prunable_layers_is_rejected():
     with pytest.raises(NaspruneError, match="no conv or linear"):
         threshold(torch.nn.Sequential(torch.nn.ReLU()), sparsity=0.5)
+
+
+def test_save_load_keeps_the_masks(tmp_path, digits):
+    model = digitscnn()
+    threshold(model, sparsity=0.6)
+    nasprune.save(model, tmp_path / "ckpt")
+    loaded = nasprune.load(tmp_path / "ckpt")
+    assert loaded.nasprune_pruning["method"] == "threshold"
+    for name, m in model.named_modules():
+        if hasattr(m, MASK):
+            assert torch.equal(getattr(loaded.get_submodule(name), MASK), getattr(m, MASK))
+    # The restored masks still hold through training.
+    nasprune.fit(loaded, digits, epochs=1, optimizer="adam", max_steps=3, progress=False)
+    assert torch.equal(loaded.features[3].weight == 0, model.features[3].weight == 0)
