@@ -61,7 +61,7 @@ def test_table_shape_and_first_conv_sensitivity(table, trained, digits):
     assert table.channels == {"features.0": 32, "features.3": 32, "features.7": 64,
                               "features.10": 64}
     acc = dict(table.curves["features.0"])
-    # Measured: 0.1 → ~0.96, 0.9 → ~0.34 on the val split.
+    # Measured: 0.955 at level 0.1, 0.268 at 0.9 (baseline 0.955) on the val split.
     assert acc[0.9] < acc[0.1] - 0.2
 
 
