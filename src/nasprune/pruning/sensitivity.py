@@ -178,7 +178,7 @@ def sensitivity(
 
     levels_ = _check_levels(levels)
     if example_inputs is None:
-        example_inputs = data.example_input()
+        example_inputs = data.example_input().to(_device(model))
     if val_size is not None:
         if isinstance(val_size, bool) or not isinstance(val_size, int) or val_size < 1:
             raise NaspruneError(f"val_size must be a positive integer, got {val_size!r}")
