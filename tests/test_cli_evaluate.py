@@ -64,11 +64,12 @@ def test_val_split_and_latency(saved, tmp_path):
     _, directory = saved
     out = tmp_path / "m.json"
     assert main(["evaluate", "--checkpoint", str(directory), "--data", "digits",
-                 "--split", "val", "--batch-size", "32", "--latency", "--out", str(out)]) == 0
+                 "--split", "val", "--batch-size", "32", "--latency", "--threads", "1",
+                 "--out", str(out)]) == 0
     got = json.loads(out.read_text())
     assert got["split"] == "val" and got["n"] == 269
     batches = got["latency"]["batches"]
-    assert set(batches) == {"1", "64"}
+    assert set(batches) == {"1", "64"} and got["latency"]["threads"] == 1
     assert batches["64"]["p90_ms"] >= batches["64"]["median_ms"] > 0
 
 

@@ -69,6 +69,8 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
     p.add_argument("--latency", action="store_true",
                    help="also measure latency (median/p90) at batch 1 and 64")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads for the latency measurement (default: torch's)")
     p.add_argument("--out", default=None, metavar="FILE.json",
                    help="write all metrics as JSON here")
     p.set_defaults(func=cmd_evaluate)
@@ -95,7 +97,7 @@ def cmd_evaluate(args) -> int:
     summary = {"checkpoint": str(ckpt), "model": (getattr(model, "nasprune_arch", None)
                                                   or {}).get("name")}
     summary.update(summarize(model, data, split=args.split, batch_size=args.batch_size,
-                             latency=args.latency))
+                             latency=args.latency, latency_threads=args.threads))
     print(f"{ckpt} ({summary['model'] or type(model).__name__}) on {format_summary(summary)}")
     if args.out:
         print(f"wrote {write_json(summary, args.out)}")

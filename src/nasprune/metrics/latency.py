@@ -71,6 +71,7 @@ def measure_latency(
     device: str | torch.device = "cpu",
     warmup: int = 5,
     repeats: int = 20,
+    num_threads: int | None = None,
 ) -> dict[int, dict]:
     """Forward-pass latency per batch size, in eval mode under ``torch.inference_mode``.
 
@@ -79,7 +80,9 @@ def measure_latency(
     ``images_per_s`` is ``batch / median``. On CUDA each run is timed with CUDA events and the
     device is synchronised after warm-up and after timing, so queued kernels are not missed.
     A model on another device is copied there; the caller's model and its train/eval flags
-    are left as they were.
+    are left as they were. ``num_threads`` pins torch's CPU intra-op threads for the
+    measurement (restored afterwards): 1 gives stable numbers on a shared machine and is what
+    many CPU deployments run with.
     """
     if warmup < 0 or repeats < 1:
         raise NaspruneError(f"need warmup ≥ 0 and repeats ≥ 1, got {warmup} and {repeats}")
@@ -89,19 +92,27 @@ def measure_latency(
     net = _model_on(model, dev)
     floats = [p.dtype for p in net.parameters() if p.is_floating_point()]
     dtype = floats[0] if floats else torch.float32
+    if num_threads is not None and num_threads < 1:
+        raise NaspruneError(f"num_threads must be at least 1, got {num_threads}")
     results: dict[int, dict] = {}
-    with eval_mode(net), torch.inference_mode():
-        for b in batch_sizes:
-            x = torch.randn(int(b), *input_shape, device=dev, dtype=dtype)
-            ms = np.asarray(_times_ms(net, x, warmup, repeats))
-            median = float(np.median(ms))
-            results[int(b)] = {
-                "median_ms": median,
-                "p90_ms": float(np.percentile(ms, 90)),
-                "mean_ms": float(ms.mean()),
-                "min_ms": float(ms.min()),
-                "std_ms": float(ms.std()),
-                "images_per_s": int(b) / (median / 1e3) if median > 0 else float("inf"),
-                "repeats": int(repeats),
-            }
+    threads = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        with eval_mode(net), torch.inference_mode():
+            for b in batch_sizes:
+                x = torch.randn(int(b), *input_shape, device=dev, dtype=dtype)
+                ms = np.asarray(_times_ms(net, x, warmup, repeats))
+                median = float(np.median(ms))
+                results[int(b)] = {
+                    "median_ms": median,
+                    "p90_ms": float(np.percentile(ms, 90)),
+                    "mean_ms": float(ms.mean()),
+                    "min_ms": float(ms.min()),
+                    "std_ms": float(ms.std()),
+                    "images_per_s": int(b) / (median / 1e3) if median > 0 else float("inf"),
+                    "repeats": int(repeats),
+                }
+    finally:
+        torch.set_num_threads(threads)
     return results

@@ -31,6 +31,7 @@ def summarize(
     device: str | torch.device | None = None,
     latency: bool = False,
     latency_batch_sizes: tuple[int, ...] = (1, 64),
+    latency_threads: int | None = None,
 ) -> dict[str, Any]:
     """Quality (``evaluate``), cost (MACs, FLOPs = 2 × MACs, params), size and optionally
     latency of ``model`` on ``split`` of ``data``; cost is counted for one input of the data
@@ -63,9 +64,10 @@ def summarize(
     if latency:
         dev = device if device is not None else model_device(model)
         table = measure_latency(model, data.input_shape, batch_sizes=latency_batch_sizes,
-                                device=dev)
+                                device=dev, num_threads=latency_threads)
         out["latency"] = {
             "device": str(torch.device(dev)),
+            "threads": latency_threads or torch.get_num_threads(),
             "batches": {str(b): v for b, v in table.items()},
         }
     return out
