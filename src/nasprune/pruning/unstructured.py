@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -55,7 +55,6 @@ class ThresholdReport:
     sparse_size_mb: float
     dense_macs: int | None = None
     sparse_macs: int | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def weights(self) -> int:
