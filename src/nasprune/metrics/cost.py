@@ -9,8 +9,8 @@ The convention (the search's analytic cost model matches it exactly):
   sequence length multiply it) and ``nn.MultiheadAttention`` (the q/k/v in-projections, the
   ``Q·Kᵀ`` and ``attention·V`` matmuls and the out-projection).
 * Biases, BatchNorm, activations, pooling, softmax and residual adds are NOT counted: they
-  are a small, architecture-independent share and counting them would make our numbers
-  disagree with the MACs the papers report (ResNet-20 ≈ 41 M).
+  are a small share of the work, and leaving them out keeps our numbers equal to the MACs
+  the papers report (ResNet-20 ≈ 41 M).
 * Counted at batch size 1: dim 0 of every example input tensor is taken as the batch and
   only its first entry is run (as Torch-Pruning and ptflops also take dim 0 as the batch).
   For inputs whose first dim is not the batch (sequence-first transformers), pass a batch-1
