@@ -93,9 +93,9 @@ def bisect_scale(keep: np.ndarray, lower: np.ndarray, upper: np.ndarray, load: L
 
 
 def fill(x: np.ndarray, target: np.ndarray, upper: np.ndarray, channels: np.ndarray,
-         kept: Callable[[np.ndarray], np.ndarray], step: int, load: LoadFn,
+         kept: Callable[[np.ndarray], np.ndarray], step: np.ndarray, load: LoadFn,
          frozen: int | None = None) -> np.ndarray:
-    """Add whole channels (``step`` at a time) to groups while the budget still holds.
+    """Add whole channels (``step[i]`` at a time) to groups while the budget still holds.
 
     Groups are tried in order of how far their rounded width lags the continuous target
     ``target`` (the scaled vector just past the budget), so the filled vector stays close
@@ -126,7 +126,7 @@ def fill(x: np.ndarray, target: np.ndarray, upper: np.ndarray, channels: np.ndar
 
 
 def refine(x: np.ndarray, target: np.ndarray, lower: np.ndarray, upper: np.ndarray,
-           channels: np.ndarray, kept: Callable[[np.ndarray], np.ndarray], step: int,
+           channels: np.ndarray, kept: Callable[[np.ndarray], np.ndarray], step: np.ndarray,
            load: LoadFn, tol: float, rounds: int = 3) -> np.ndarray:
     """Close a gap wider than ``tol`` by trading one step of one group for others.
 
@@ -143,7 +143,7 @@ def refine(x: np.ndarray, target: np.ndarray, lower: np.ndarray, upper: np.ndarr
         improved = False
         for j in range(len(best)):
             for n_steps in (1, 2, 3):
-                k_j = k_best[j] - n_steps * step
+                k_j = k_best[j] - n_steps * step[j]
                 if k_j < 1 or k_j / channels[j] < lower[j] - 1e-12:
                     break
                 cand = best.copy()

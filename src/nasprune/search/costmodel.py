@@ -44,6 +44,7 @@ class LayerGeometry:
     # Multi-head attention only: nq, nk, nv (query/key/value rows), kdim, vdim, attention
     # size (batch·lq·lk), in-projection bias, out-projection bias, number of bias_k/bias_v.
     mha: tuple[int, ...] | None = None
+    in_shape: tuple[int, ...] = ()  # one sample's input shape (first call), for latency
 
     @property
     def depthwise(self) -> bool:
@@ -99,14 +100,15 @@ def record_layers(model: nn.Module, example_inputs: Any) -> dict[str, LayerGeome
             add(LayerGeometry(
                 name, "convT" if transposed else "conv", m.in_channels, m.out_channels,
                 m.groups, math.prod(m.kernel_size), int(np.prod(m.stride)), int(spatial),
-                m.bias is not None))
+                m.bias is not None, in_shape=tuple(inp[0].shape[1:])))
         return hook
 
     def linear_hook(name: str):
         def hook(m: nn.Linear, inp: tuple, out: torch.Tensor) -> None:
             positions = out.numel() // m.out_features if m.out_features else 0
             add(LayerGeometry(name, "linear", m.in_features, m.out_features, 1, 1, 1,
-                              int(positions), m.bias is not None))
+                              int(positions), m.bias is not None,
+                              in_shape=tuple(inp[0].shape[1:])))
         return hook
 
     def mha_hook(name: str):

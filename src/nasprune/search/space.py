@@ -18,7 +18,7 @@ import numpy as np
 from torch import nn
 
 from nasprune.errors import NaspruneError
-from nasprune.pruning.graph import ChannelGroup, groups, kept_channels
+from nasprune.pruning.graph import ChannelGroup, groups
 from nasprune.search.budget import Budget, bisect_scale, fill, refine
 from nasprune.search.costmodel import CostModel
 
@@ -84,6 +84,11 @@ class SearchSpace:
         self.tolerance = 0.005
         self._floor = np.minimum(np.maximum(min_channels, 1), self.channels).astype(float)
         self._f_channels = self.channels.astype(float)
+        # Per-group rounding steps: round_to and the group's divisor (conv groups, heads).
+        self._div = np.array([g.divisor for g in self.groups], dtype=float)
+        self._step = np.array([math.lcm(round_to or 1, g.divisor) for g in self.groups],
+                              dtype=float)
+        self._any_step, self._any_div = bool((self._step > 1).any()), bool((self._div > 1).any())
 
     # --- naming -------------------------------------------------------------------------
     def param_name(self, i: int) -> str:
@@ -106,18 +111,26 @@ class SearchSpace:
 
     # --- costs --------------------------------------------------------------------------
     def kept(self, keep: np.ndarray) -> np.ndarray:
-        """Channels each group keeps — vectorised ``kept_channels`` on ``1 - keep``."""
-        # Same float operations as the scalar rule: ratio = 1 - keep, then channels·(1 - ratio).
-        k = np.rint(self._f_channels * (1.0 - (1.0 - np.asarray(keep, dtype=float))))
-        if self.round_to and self.round_to > 1:
-            k = self.round_to * np.maximum(1, np.rint(k / self.round_to))
-        return np.clip(k, self._floor, self._f_channels)
+        """Channels each group keeps (as floats) — ``ChannelGroup.kept`` on ``1 - keep``.
+
+        Vectorised copy of ``kept_channels``, same float operations in the same order, so it
+        gives the surgery's widths exactly (tests compare it with the scalar rule).
+        """
+        keep = np.asarray(keep, dtype=float)
+        ratio = 1.0 - keep
+        k = np.rint(self._f_channels * (1.0 - ratio))
+        if self._any_step:
+            k = np.where(self._step > 1, self._step * np.maximum(1, np.rint(k / self._step)), k)
+        k = np.maximum(np.minimum(k, self._f_channels), self._floor)
+        if self._any_div:
+            k = np.minimum(self._f_channels, np.ceil(k / self._div) * self._div)
+        return np.where(ratio <= 0, self._f_channels, k)
 
     def kept_exact(self, keep: np.ndarray) -> np.ndarray:
         """The same through the scalar rule itself (slow; used by tests to check ``kept``)."""
         ratios = self.prune_ratios(keep)
-        return np.array([kept_channels(g.channels, ratios[g.name], self.round_to,
-                                       self.min_channels) for g in self.groups])
+        return np.array([g.kept(ratios[g.name], self.round_to, self.min_channels)
+                         for g in self.groups])
 
     def cost(self, keep: np.ndarray) -> tuple[int, int]:
         """Analytic (MACs, params) of the network pruned to ``keep``."""
@@ -221,7 +234,7 @@ class SearchSpace:
         x, _, s_over = bisect_scale(keep, self.lower, self.upper, load)
         if math.isfinite(s_over):
             target = np.clip(s_over * np.maximum(keep, 1e-9), self.lower, self.upper)
-            step = self.round_to or 1
+            step = self._step
             x = fill(x, target, self.upper, self.channels, self.kept, step, load)
             if exact:
                 x = refine(x, target, self.lower, self.upper, self.channels, self.kept, step,

@@ -1,0 +1,137 @@
+"""Optuna studies for searches: storage URLs, resume checks, trial counting.
+
+Every trial of a search lives in an Optuna storage: in memory (``storage=None``), SQLite
+(``sqlite:///runs/s.db``) or PostgreSQL (``postgresql://user@host/db``), the latter two
+shared by any number of worker processes or machines. RDB storages run with heartbeats, so
+a trial whose process died is marked failed after ``grace_period`` seconds and retried (a
+copy with the same parameters is queued) by the next worker that looks.
+
+A study remembers what it searches (group names, objective, budget) in its user attrs, so
+resuming it with another model, budget or objective is a clear error instead of a silently
+mixed study.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import asdict
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.trial import TrialState
+
+from nasprune.errors import NaspruneError
+from nasprune.search.budget import Budget
+
+HEARTBEAT_INTERVAL = 5  # seconds between a running trial's heartbeats
+GRACE_PERIOD = 20  # a trial silent this long belongs to a dead worker
+MAX_RETRY = 3  # how often a dead worker's trial is queued again
+
+
+@contextlib.contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Optuna logs every trial at INFO and warns about experimental features: silence both."""
+    logger = logging.getLogger("optuna")
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+            warnings.filterwarnings("ignore", module="optuna")
+            yield
+    finally:
+        optuna.logging.set_verbosity(level)
+        logger.disabled = False
+
+
+def open_storage(url: str | optuna.storages.BaseStorage | None,
+                 heartbeat_interval: int | None = HEARTBEAT_INTERVAL,
+                 grace_period: int | None = GRACE_PERIOD) -> Any:
+    """``None`` (in memory), a storage object, or an RDB URL opened with heartbeats."""
+    if url is None or isinstance(url, optuna.storages.BaseStorage):
+        return url
+    if not isinstance(url, str) or "://" not in url:
+        raise NaspruneError(
+            f"storage must be a database URL such as sqlite:///runs/search.db or "
+            f"postgresql://user@host/db, got {url!r}")
+    scheme = url.split("://", 1)[0].split("+", 1)[0].lower()
+    if scheme not in ("sqlite", "postgresql", "postgres", "mysql"):
+        raise NaspruneError(f"unsupported storage '{scheme}': use sqlite:///FILE or "
+                            "postgresql://...")
+    if scheme == "sqlite":
+        path = url.split(":///", 1)[1] if ":///" in url else ""
+        parent = os.path.dirname(os.path.abspath(path)) if path and path != ":memory:" else ""
+        if parent and not os.path.isdir(parent):
+            raise NaspruneError(f"storage directory {parent} does not exist (for {url})")
+    kwargs: dict[str, Any] = {}
+    if heartbeat_interval:
+        kwargs.update(
+            heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+            heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=MAX_RETRY))
+    try:
+        with quiet_optuna():
+            return RDBStorage(url, **kwargs)
+    except Exception as exc:  # sqlalchemy/driver errors come in many types
+        raise NaspruneError(f"cannot open storage {url}: {type(exc).__name__}: {exc}") from exc
+
+
+def open_study(storage: Any, name: str | None, directions: list[str], sampler: Any,
+               meta: dict[str, Any]) -> optuna.Study:
+    """Create or load (``load_if_exists``) a study and check it searches the same thing."""
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise NaspruneError(f"study name must be a non-empty string, got {name!r}")
+    try:
+        with quiet_optuna():
+            study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
+                                        directions=directions, load_if_exists=True)
+    except ValueError as exc:
+        raise NaspruneError(f"cannot open study '{name}': {exc}") from exc
+    except Exception as exc:
+        raise NaspruneError(f"cannot open study '{name}': {type(exc).__name__}: {exc}") from exc
+    stored = study.user_attrs.get("nasprune")
+    if stored is None:
+        study.set_user_attr("nasprune", meta)
+        study.set_user_attr("budget", meta["budget"])
+        return study
+    if [d.name.lower() for d in study.directions] != [d.lower() for d in directions]:
+        raise NaspruneError(f"study '{study.study_name}' was created for objective "
+                            f"'{stored.get('objective')}', not '{meta['objective']}'")
+    for key, what in (("groups", "model (its channel groups differ)"),
+                      ("objective", "objective"), ("budget", "budget"),
+                      ("bounds", "keep bounds")):
+        if stored.get(key) != meta.get(key):
+            raise NaspruneError(
+                f"study '{study.study_name}' belongs to a different {what}: stored "
+                f"{_short(stored.get(key))}, now {_short(meta.get(key))}; use another "
+                "study name")
+    return study
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) < 120 else text[:117] + "..."
+
+
+def budget_dict(budget: Budget) -> dict[str, float | None]:
+    return asdict(budget)
+
+
+def count(study: optuna.Study) -> tuple[int, int, int]:
+    """(complete, running, waiting) trials in the storage right now."""
+    trials = study.get_trials(deepcopy=False)
+    n = {s: 0 for s in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)}
+    for t in trials:
+        if t.state in n:
+            n[t.state] += 1
+    return n[TrialState.COMPLETE], n[TrialState.RUNNING], n[TrialState.WAITING]
+
+
+def fail_stale(study: optuna.Study) -> None:
+    """Mark trials of dead workers failed (heartbeat storages; queues their retries)."""
+    with quiet_optuna():
+        optuna.storages.fail_stale_trials(study)  # a no-op without heartbeats
