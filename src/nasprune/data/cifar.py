@@ -202,7 +202,7 @@ def load_cifar10(root: str | os.PathLike | None = None, seed: int = 0, download:
         raise NaspruneError(
             f"CIFAR-10 data directory '{base}' {what}: expected {BATCH_DIR}/ (official "
             f"python batches), train/ and test/ class folders, or {ARCHIVE}; pass "
-            f"download=True to fetch the official archive")
+            f"download=True (CLI: --download) to fetch the official archive")
     kind, path = found
     t0 = time.perf_counter()
     if kind == "pickles":
