@@ -94,7 +94,7 @@ def _load_idx_dataset(name: str, root, seed: int, download: bool, val_fraction: 
     missing = [FILES[r] for r, p in found.items() if p is None]
     if missing:
         what = "does not exist" if not base.exists() else f"lacks {', '.join(missing)}[.gz]"
-        raise NaspruneError(f"{name} data directory '{base}' {what}; pass download=True (CLI: --download) "
+        raise NaspruneError(f"{name} data directory '{base}' {what}; pass download=True "
                             f"(CLI: --download) to fetch the official files")
     arrays = {r: read_idx(p) for r, p in found.items()}  # type: ignore[arg-type]
     pools = {}
