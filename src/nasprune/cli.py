@@ -256,6 +256,95 @@ def cmd_prune(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------
+# train / demo: train a model from flags or a config file; the embedded demo (owner: train)
+# ---------------------------------------------------------------------------------------
+
+
+@command
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a model on a data set, evaluate it on the test "
+                       "split and save a checkpoint")
+    # Flags default to None = "not given", so a --config file's values are kept.
+    p.add_argument("--model", default=None, metavar="NAME", help="model name (default digitscnn)")
+    p.add_argument("--data", default=None, metavar="NAME", help="data set name (default digits)")
+    p.add_argument("--data-dir", default=None, metavar="DIR", help="where the data set lives")
+    p.add_argument("--download", action="store_true",
+                   help="fetch the data set's official files if they are missing")
+    p.add_argument("--epochs", type=int, default=None, metavar="N")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N")
+    p.add_argument("--optimizer", default=None,
+                   help="sgd, momentum, nesterov, adagrad, rmsprop, adam, adamw, adadelta")
+    p.add_argument("--lr", type=float, default=None, help="default: the optimizer's own")
+    p.add_argument("--momentum", type=float, default=None)
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--schedule", default=None, help="constant, step, cosine, onecycle")
+    p.add_argument("--label-smoothing", type=float, default=None)
+    p.add_argument("--bn-l1", type=float, default=None,
+                   help="network slimming: L1 penalty on BatchNorm scale factors")
+    p.add_argument("--no-augment", dest="augment", action="store_const", const=False,
+                   default=None, help="train without random crops/flips")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if any)")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads")
+    p.add_argument("--config", default=None, metavar="FILE.yaml",
+                   help="YAML config (a `train:` section or flat keys); flags override it")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="output directory (default runs/<model>-<data>)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+
+def _set_threads(n: int | None) -> None:
+    if n is not None:
+        if n < 1:
+            raise NaspruneError(f"--threads must be at least 1, got {n}")
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def cmd_train(args) -> int:
+    from nasprune.config import TrainConfig, load_config
+    from nasprune.train.run import default_out, save_run, train_from_config
+
+    keys = ("model", "data", "data_dir", "epochs", "batch_size", "optimizer", "lr",
+            "momentum", "weight_decay", "schedule", "label_smoothing", "bn_l1", "augment",
+            "seed", "device", "out")
+    cfg = load_config(TrainConfig, args.config, {k: getattr(args, k) for k in keys})
+    _set_threads(args.threads)
+    out = default_out(cfg)
+    run = train_from_config(cfg, progress=not args.quiet, download=args.download)
+    save_run(run, out)
+    t = run.test
+    print(f"trained {cfg.model} on {cfg.data}: {len(run.fit.history)} epochs in "
+          f"{run.fit.train_seconds:.1f} s ({run.fit.images_per_second:,.0f} images/s)")
+    print(f"test top-1 {t['top1']:.2%}  top-5 {t['top5']:.2%}  F1 {t['f1']:.3f}  "
+          f"(n={t['n']})")
+    print(f"saved checkpoint, config.yaml and results.json in {out}")
+    return 0
+
+
+@command
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="the embedded default: digits data, small CNN, no "
+                       "download")
+    p.add_argument("--out", default="runs/demo", metavar="DIR",
+                   help="output directory (default runs/demo)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if any)")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args) -> int:
+    from nasprune.demo import run_demo
+
+    _set_threads(args.threads)
+    run_demo(out=args.out, progress=not args.quiet, device=args.device)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

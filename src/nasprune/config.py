@@ -304,6 +304,19 @@ def load_config(cls: type[C], path: str | os.PathLike | None = None,
     return from_dict(cls, _merge(data, _nest(overrides)), section)
 
 
+def bundled_config(name: str) -> Path:
+    """Path of a config file shipped in ``nasprune/configs`` (``name`` with or without .yaml)."""
+    from importlib.resources import files
+
+    folder = Path(str(files("nasprune") / "configs"))
+    available = sorted(p.name for p in folder.glob("*.yaml"))
+    file = name if name.endswith(".yaml") else f"{name}.yaml"
+    if file not in available:
+        raise NaspruneError(f"no bundled config '{name}': "
+                            f"{did_you_mean(file, available) if available else 'none ship'}")
+    return folder / file
+
+
 # ---- writing -----------------------------------------------------------------------------
 
 def to_dict(cfg: Any) -> dict:
