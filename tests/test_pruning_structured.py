@@ -174,6 +174,10 @@ def test_input_untouched_mode_and_metadata_kept():
     assert all(p.grad is not None for p in pruned.parameters())
     again = prune(pruned.eval(), x, 0.2)  # pruning a pruned model keeps the history
     assert again.nasprune_pruning["previous"]["criterion"] == "l2"
+    model.conv1.weight.requires_grad_(False)  # frozen layers are pruned and stay frozen
+    frozen = prune(model, x, 0.5)
+    assert not frozen.conv1.weight.requires_grad and frozen.conv1.out_channels == 8
+    assert not model.conv1.weight.requires_grad and model.conv1.weight.shape[0] == 16
 
 
 def test_global_ranking():

@@ -151,9 +151,13 @@ def build_graph(model: nn.Module, example_inputs) -> tp.DependencyGraph:
     was_training = model.training
     model.eval()
     before = _forward_hooks(model)
+    # DepGraph traces through autograd: a frozen layer would drop out of the graph.
+    frozen = [p for p in model.parameters() if not p.requires_grad]
     try:
         heads, shapes = _probe(model, example_inputs)
-        with torch.enable_grad():  # DepGraph traces through autograd
+        for p in frozen:
+            p.requires_grad_(True)
+        with torch.enable_grad():
             graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
     except NaspruneError:
         raise
@@ -167,6 +171,8 @@ def build_graph(model: nn.Module, example_inputs) -> tp.DependencyGraph:
         ) from exc
     finally:
         model.train(was_training)
+        for p in frozen:
+            p.requires_grad_(False)
     graph.nasprune_heads = heads
     graph.nasprune_output_shapes = shapes
     return graph

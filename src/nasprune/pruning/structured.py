@@ -227,6 +227,8 @@ def prune(
     pruned = copy.deepcopy(model)
     graph, plans = _plan(pruned, example_inputs, ratios, criterion, round_to, min_channels,
                          ignored, data, global_target, seed)
+    # Surgery replaces parameters with new ones (requires_grad=True): remember frozen ones.
+    frozen = {n for n, p in pruned.named_parameters() if not p.requires_grad}
     for p, tp_group in plans:
         if not p.removed:
             continue
@@ -242,6 +244,9 @@ def prune(
         _rescale_attention(attn)
     if criterion == "taylor":
         pruned.zero_grad(set_to_none=True)
+    for n, p in pruned.named_parameters():
+        if n in frozen:
+            p.requires_grad_(False)
     _verify(pruned, example_inputs, graph.nasprune_output_shapes)
     record = {
         "method": "structured",
