@@ -221,8 +221,12 @@ def cmd_prune(args) -> int:
         data = load_dataset(args.data, root=args.data_dir, seed=args.seed)
     shape = _prune_input_shape(args, meta, data)
     x = torch.randn(1, *shape)
-    before = {"macs": count_macs(model, x), "params": count_params(model),
-              "size_mb": model_size_mb(model)}
+    try:
+        macs = count_macs(model, x)
+    except RuntimeError as exc:  # --input-shape / --data not what the model was built for
+        raise NaspruneError(f"the model does not accept inputs of shape {shape}: "
+                            f"{str(exc).strip().splitlines()[0]}") from exc
+    before = {"macs": macs, "params": count_params(model), "size_mb": model_size_mb(model)}
     if args.threshold_sparsity is not None or args.threshold is not None:
         from nasprune.pruning.unstructured import threshold
 

@@ -51,7 +51,14 @@ def predict(
     logits, targets = [], []
     with _on_device(model, device) as dev, eval_mode(model), torch.inference_mode():
         for x, y in batches:
-            out = model(x.to(dev, non_blocking=True))
+            try:
+                out = model(x.to(dev, non_blocking=True))
+            except RuntimeError as exc:  # a model built for other inputs: a user error
+                if logits or isinstance(exc, torch.OutOfMemoryError):
+                    raise
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                raise NaspruneError(f"the model does not accept inputs of shape "
+                                    f"{tuple(x.shape[1:])}: {first}") from exc
             if not isinstance(out, torch.Tensor) or out.dim() != 2:
                 raise NaspruneError(
                     "evaluate needs a model returning logits of shape (batch, classes), got "
