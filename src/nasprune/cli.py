@@ -349,6 +349,94 @@ def cmd_demo(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------
+# experiment / report: compare methods at one budget; HTML report of a run (owner: report)
+# ---------------------------------------------------------------------------------------
+
+
+def _csv_list(text: str | None, cast=str) -> list | None:
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        return [cast(t) for t in items]
+    except ValueError as exc:
+        raise NaspruneError(f"cannot read the list '{text}': {exc}") from None
+
+
+@command
+def _add_experiment(sub) -> None:
+    p = sub.add_parser("experiment", help="compare pruning methods (classic and NAS) at one "
+                       "MACs budget: table, plots and an HTML report")
+    p.add_argument("--config", required=True, metavar="FILE.yaml|NAME",
+                   help="experiment YAML (an `experiment:` section or flat keys) or a "
+                   "bundled example name, e.g. example-digits")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="run directory (default runs/<name>)")
+    p.add_argument("--no-resume", dest="resume", action="store_false",
+                   help="recompute every method even if the run directory has its result")
+    # Flags default to None = "not given", so the config file's values are kept.
+    p.add_argument("--budget", type=float, default=None, metavar="F",
+                   help="fraction of the unpruned model's MACs to keep (default 0.5)")
+    p.add_argument("--methods", default=None, metavar="A,B,...",
+                   help="comma-separated methods, e.g. unpruned,uniform,nas:evolution")
+    p.add_argument("--epochs", type=int, default=None, metavar="N",
+                   help="fine-tuning epochs for every method")
+    p.add_argument("--baseline-epochs", type=int, default=None, metavar="N",
+                   help="training epochs of the unpruned model")
+    p.add_argument("--trials", type=int, default=None, metavar="N", help="trials per search")
+    p.add_argument("--seeds", default=None, metavar="S,S,...", help="e.g. 0,1,2")
+    p.add_argument("--model", default=None, metavar="NAME")
+    p.add_argument("--checkpoint", default=None, metavar="DIR",
+                   help="start from this saved model instead of training --model")
+    p.add_argument("--data", default=None, metavar="NAME")
+    p.add_argument("--data-dir", default=None, metavar="DIR")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if any)")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=cmd_experiment)
+
+
+def cmd_experiment(args) -> int:
+    from nasprune.report import experiment
+
+    overrides = {
+        "budget": args.budget, "methods": _csv_list(args.methods),
+        "finetune.epochs": args.epochs, "baseline.epochs": args.baseline_epochs,
+        "search.trials": args.trials, "seeds": _csv_list(args.seeds, int),
+        "model": args.model, "checkpoint": args.checkpoint, "data": args.data,
+        "data_dir": args.data_dir, "device": args.device, "threads": args.threads,
+    }
+    result = experiment(args.config, args.out, resume=args.resume, overrides=overrides,
+                        progress=not args.quiet)
+    print(result.markdown(), end="")
+    print(f"wrote results.md/.csv/.json, plots/ and report.html in {result.run_dir} "
+          f"({len(result.computed)} computed, {len(result.skipped)} reused, "
+          f"{len(result.failed)} failed, {result.seconds:.1f} s)")
+    return 1 if result.failed else 0
+
+
+@command
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="write one self-contained report.html (tables, plots, "
+                       "config, environment) for an experiment run directory")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="directory of `nasprune experiment`")
+    p.add_argument("--out", default=None, metavar="FILE.html",
+                   help="where to write it (default RUN_DIR/report.html)")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args) -> int:
+    from pathlib import Path
+
+    from nasprune.report import write_report
+
+    if not Path(args.run_dir).is_dir():
+        raise NaspruneError(f"run directory not found: {args.run_dir}")
+    print(f"wrote {write_report(args.run_dir, args.out)}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -1,0 +1,182 @@
+"""The experiment runner: table numbers match the saved models, resume, failures, config."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+import nasprune
+from nasprune.errors import NaspruneError
+from nasprune.report import METHODS, Pruned, register_method
+from nasprune.report.config import find_config, load_experiment_config
+
+if "test-nan-weights" not in METHODS:
+
+    @register_method("test-nan-weights")
+    def _nan_weights(ctx) -> Pruned:
+        """A broken method: the model it returns has NaN weights."""
+        m = ctx.prune(0.3)
+        with torch.no_grad():
+            next(m.parameters()).fill_(float("nan"))
+        return Pruned(m)
+
+
+def small_config(**extra) -> dict:
+    cfg = {
+        "name": "test-experiment",
+        "baseline": {"epochs": 2},
+        "finetune": {"epochs": 1, "bn_batches": 4},
+        "search": {"trials": 3, "val_size": 200, "bn_batches": 4},
+        "latency": {"batch": 8, "warmup": 1, "repeats": 2},
+        "threads": 1,
+        "methods": ["unpruned", "threshold", "uniform", "nas:random",
+                    {"method": "test-nan-weights", "name": "broken"}],
+    }
+    cfg.update(extra)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("exp")
+    result = nasprune.experiment(small_config(), out, progress=False, report=False)
+    return out, result
+
+
+def test_table_matches_saved_models(run, digits):
+    from nasprune.metrics import count_macs, sparse_macs
+
+    out, result = run
+    ok = [r for r in result.rows if r["status"] == "ok"]
+    assert [r["method"] for r in ok] == ["unpruned", "threshold", "uniform", "nas:random"]
+    base = result.baseline["metrics"]
+    example = digits.example_input(1)
+    for row in ok:
+        model = nasprune.load(out / "methods" / row["dir"] / "model")
+        ev = nasprune.evaluate(model, digits, split="test")
+        assert ev["top1"] == row["top1"], row["method"]  # exact: same data, same weights
+        assert ev["f1"] == pytest.approx(row["f1"], abs=1e-12)
+        assert count_macs(model, example) == row["macs"]
+        assert row["delta_top1_pp"] == pytest.approx(100 * (row["top1"] - base["top1"]))
+        assert row["flops"] == 2 * row["macs"]
+        if row["method"] in ("uniform", "nas:random"):  # structured: dense MACs at the budget
+            assert 0.4 <= row["macs"] / base["macs"] <= 0.5
+            assert row["params"] < base["params"]
+        if row["method"] == "threshold":  # unstructured: sparse MACs at the budget
+            assert row["macs"] == base["macs"]
+            assert sparse_macs(model, example) == row["sparse_macs"]
+            assert 0.45 <= row["sparse_macs"] / base["macs"] <= 0.5
+            assert row["sparse_size_mb"] < row["size_mb"]
+        assert row["latency_b1_ms"] > 0 and row["latency_bN_ms"] > 0
+        assert row["speedup_b1"] > 0
+    assert result.row("unpruned")["top1"] == base["top1"]
+    assert result.row("unpruned")["speedup_b1"] == 1.0
+    assert result.row("uniform")["finetune_seconds"] > 0
+    assert result.row("nas:random")["search_seconds"] > 0
+
+    doc = json.loads((out / "results.json").read_text())
+    assert [r["top1"] for r in doc["rows"]] == [r["top1"] for r in result.rows]
+    with open(out / "results.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [r["method"] for r in table] == [r["method"] for r in result.rows]
+    assert float(table[2]["top1"]) == result.row("uniform")["top1"]
+    md = (out / "results.md").read_text()
+    assert f"| uniform | {100 * result.row('uniform')['top1']:.2f} |" in md
+    search = json.loads((out / "methods" / "nas-random" / "search.json").read_text())
+    assert len(search["candidates"]) == 3
+
+
+def test_failed_method_is_recorded_and_others_finish(run):
+    out, result = run
+    row = result.row("broken")
+    assert row["status"] == "failed"
+    assert "non-finite" in row["error"]
+    assert result.failed == ["broken"]
+    assert (out / "methods" / "broken" / "traceback.txt").is_file()
+    assert not (out / "methods" / "broken" / "model").exists()
+    md = (out / "results.md").read_text()
+    assert "| broken | failed |" in md and "non-finite" in md
+
+
+def test_resume_skips_finished_methods(run):
+    out, first = run
+    methods = out / "methods"
+    stamps = {d.name: (d / "result.json").stat().st_mtime_ns for d in methods.iterdir()}
+    baseline_stamp = (out / "baseline" / "model" / "spec.json").stat().st_mtime_ns
+    import shutil
+
+    shutil.rmtree(methods / "uniform")
+    again = nasprune.experiment(small_config(), out, progress=False, report=False)
+    # Only the deleted method and the failed one (failures are retried) ran again.
+    assert sorted(again.computed) == ["broken", "uniform"]
+    assert sorted(again.skipped) == ["nas-random", "threshold", "unpruned"]
+    for name in again.skipped:
+        assert (methods / name / "result.json").stat().st_mtime_ns == stamps[name]
+    assert (out / "baseline" / "model" / "spec.json").stat().st_mtime_ns == baseline_stamp
+    assert again.row("uniform")["macs"] == first.row("uniform")["macs"]
+    assert again.row("threshold")["top1"] == first.row("threshold")["top1"]
+
+    # A changed setting invalidates exactly the results that depend on it.
+    third = nasprune.experiment(small_config(search={"trials": 4, "val_size": 200,
+                                                     "bn_batches": 4}),
+                                out, progress=False, report=False)
+    assert sorted(third.computed) == ["broken", "nas-random"]
+    assert len(json.loads((methods / "nas-random" / "search.json").read_text())
+               ["candidates"]) == 4
+
+
+def test_config_errors_name_the_problem():
+    with pytest.raises(NaspruneError, match="did you mean 'budget'"):
+        load_experiment_config({"budgte": 0.5})
+    with pytest.raises(NaspruneError, match="did you mean 'uniform'"):
+        load_experiment_config({"methods": ["unifrom"]})
+    with pytest.raises(NaspruneError, match="did you mean 'evolution'"):
+        load_experiment_config({"methods": ["nas:evolutoin"]})
+    with pytest.raises(NaspruneError, match="did you mean 'trials'"):
+        load_experiment_config({"methods": [{"method": "nas:random", "trails": 3}]})
+    with pytest.raises(NaspruneError, match="share the name"):
+        load_experiment_config({"methods": ["uniform", "uniform"]})
+    with pytest.raises(NaspruneError, match="needs a search strategy"):
+        load_experiment_config({"methods": ["nas"]})
+    with pytest.raises(NaspruneError, match="budget must be"):
+        load_experiment_config({"budget": 1.5})
+    with pytest.raises(NaspruneError, match="does not exist"):
+        find_config("no-such-config")
+
+
+def test_per_method_options_override_the_section():
+    cfg = load_experiment_config({"search": {"trials": 9}, "methods": [
+        "nas:random", {"method": "nas:random", "name": "random-long", "trials": 30}]})
+    from nasprune.report.config import resolve_methods
+
+    specs = resolve_methods(cfg)
+    assert [(s.name, s.settings.trials) for s in specs] == [("nas:random", 9),
+                                                            ("random-long", 30)]
+    assert [s.slug for s in specs] == ["nas-random", "random-long"]
+
+
+def test_bundled_example_config_by_name():
+    path = find_config("example-digits")
+    assert path.name == "example-digits.yaml" and path.is_file()
+    cfg = load_experiment_config("example-digits", {"finetune.epochs": 2})
+    assert cfg.budget == 0.5 and cfg.data == "digits" and cfg.model == "digitscnn"
+    assert cfg.finetune.epochs == 2  # overrides win over the file
+    for m in ("unpruned", "threshold", "sensitivity", "uniform", "global", "slimming",
+              "layer", "nas:evolution", "nas:rl"):
+        assert m in cfg.methods
+
+
+def test_cli_experiment_errors_are_one_line(capsys, tmp_path):
+    from nasprune.cli import main
+
+    assert main(["experiment", "--config", "no-such-config", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("experiment:\n  methods: [uniform, nas:gradient]\n")
+    assert main(["experiment", "--config", str(bad), "--out", str(tmp_path / "r")]) == 2
+    assert "unknown search strategy 'gradient'" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()  # nothing written for a bad config
