@@ -6,7 +6,8 @@
 2. CPU latency of ResNet-56 before and after pruning to ~50 % MACs, batch 1 and 64, with
    ``round_to=8`` and without.
 
-Usage: ``nice .venv/bin/python bench/bench_prune.py [--repeats 5] [--threads 1] [--json F]``.
+Usage: ``nice .venv/bin/python bench/bench_prune.py [--repeats 5] [--rounds 7] [--threads 1]
+[--json F]``.
 Prints a Markdown table to paste into BENCHMARKS.md.
 """
 
@@ -59,6 +60,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    ap.add_argument("--rounds", type=int, default=7, help="interleaved latency rounds")
     ap.add_argument("--json", default=None, help="also write the raw numbers here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -86,17 +88,21 @@ def main() -> None:
     r8, frac8 = ratio_for_macs(model, x, 0.5, 8)
     variants = {"original": model, "pruned": prune(model, x, ratio),
                 "pruned, round_to=8": prune(model, x, r8, round_to=8)}
-    lat: dict[str, dict] = {}
-    for name, net in variants.items():
-        lat[name] = {
-            1: measure_latency(net, (3, 32, 32), batch_sizes=(1,), warmup=10, repeats=50,
-                               num_threads=args.threads)[1],
-            64: measure_latency(net, (3, 32, 32), batch_sizes=(64,), warmup=3, repeats=15,
-                                num_threads=args.threads)[64],
-        }
+    # Interleaved rounds: on a shared machine the load drifts, so every variant is measured
+    # in every round and the reported number is the median over rounds of each round's median.
+    rounds: dict[str, dict[int, list[float]]] = {n: {1: [], 64: []} for n in variants}
+    for _ in range(args.rounds):
+        for name, net in variants.items():
+            for batch, reps in ((1, 20), (64, 3)):
+                r = measure_latency(net, (3, 32, 32), batch_sizes=(batch,), warmup=2,
+                                    repeats=reps, num_threads=args.threads)
+                rounds[name][batch].append(r[batch]["median_ms"])
+    lat = {n: {b: {"median_ms": statistics.median(v)} for b, v in d.items()}
+           for n, d in rounds.items()}
 
     print(f"ResNet-56 (CIFAR, {base_macs:,} MACs, {base_params:,} params); "
-          f"{args.threads} intra-op thread(s); median of {args.repeats} repeats\n")
+          f"{args.threads} intra-op thread(s); times: median of {args.repeats} repeats; "
+          f"latency: median over {args.rounds} interleaved rounds of per-round medians\n")
     print("| step | nasprune | Torch-Pruning | ratio |")
     print("|---|---:|---:|---:|")
     print(f"| build groups / dependency graph | {med['nas_groups']:.3f} s | "
@@ -118,7 +124,7 @@ def main() -> None:
           f"torch {torch.__version__}, torch-pruning {tp.__version__}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"times": times, "median": med, "latency": lat, "ratio": ratio,
+            json.dump({"times": times, "median": med, "latency": rounds, "ratio": ratio,
                        "ratio_round8": r8}, f, indent=1)
 
 
