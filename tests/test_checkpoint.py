@@ -266,6 +266,30 @@ def test_spec_shapes_not_matching_weights_rejected(saved):
         load(saved)
 
 
+def test_absurd_widths_fail_without_allocating(saved):
+    """Rebuilding happens on the meta device first: 10⁹ channels would need ~36 GB."""
+    def poison(doc):
+        doc["spec"]["modules"]["features.0"]["out_channels"] = 10**9
+        doc["arch"]["kwargs"]["width"] = 10**6
+
+    _edit_spec(saved, poison)
+    with pytest.raises(NaspruneError, match="features.0.weight"):
+        load(saved)
+
+
+def test_huge_family_kwargs_are_overridden_by_spec(saved):
+    """The widths come from the spec; the family's own kwargs only give the structure."""
+    _edit_spec(saved, lambda doc: doc["arch"]["kwargs"].update(width=10**6))
+    assert torch.equal(load(saved)(X8), _digits()(X8))
+
+
+def test_bf16_model_round_trip(tmp_path):
+    model = _digits().to(torch.bfloat16)
+    loaded = load(save(model, tmp_path / "bf16"))
+    assert all(p.dtype == torch.bfloat16 for p in loaded.parameters())
+    assert torch.equal(loaded(X8.bfloat16()), model(X8.bfloat16()))
+
+
 def test_weights_file_path_cannot_escape(saved):
     def poison(doc):
         doc["weights"]["file"] = "../../etc/passwd"
@@ -292,7 +316,7 @@ def test_wrong_model_family_rejected(saved):
 
 def test_bad_arch_kwargs_rejected(saved):
     _edit_spec(saved, lambda doc: doc["arch"]["kwargs"].update(depth="os.system"))
-    with pytest.raises(NaspruneError, match="cannot build model 'digitscnn'"):
+    with pytest.raises(NaspruneError, match="'digitscnn' has no option 'depth'"):
         load(saved)
 
 

@@ -12,7 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import nasprune
+from nasprune.checkpoint import read_spec
 from nasprune.cli import main
+from nasprune.config import TrainConfig, load_config
 from nasprune.data import Split
 from nasprune.errors import NaspruneError
 from nasprune.pruning.masks import MASK, set_mask
@@ -317,9 +319,9 @@ def test_cli_train_writes_loadable_checkpoint(tmp_path, capsys):
     again = nasprune.evaluate(model, nasprune.load_dataset("digits"))
     assert again["top1"] == pytest.approx(results["test"]["top1"])
     assert results["test"]["top1"] > 0.5  # one epoch is far above 10 % chance
-    cfg = nasprune.config.load_config(nasprune.config.TrainConfig, out / "config.yaml")
+    cfg = load_config(TrainConfig, out / "config.yaml")
     assert (cfg.epochs, cfg.batch_size, cfg.optimizer) == (1, 32, "sgd")
-    assert nasprune.checkpoint.read_spec(out)["meta"]["input_shape"] == [1, 8, 8]
+    assert read_spec(out)["meta"]["input_shape"] == [1, 8, 8]
 
 
 def test_cli_train_config_file_and_flag_precedence(tmp_path):

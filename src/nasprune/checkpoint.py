@@ -253,12 +253,30 @@ def _base_model(doc: dict, base: nn.Module | None) -> nn.Module:
         raise NaspruneError(f"the checkpoint's model '{arch['name']}' is not a registered "
                             f"model: {_hint(arch['name'], MODELS)}")
     kwargs = arch.get("kwargs", {})
+    # On the meta device first: the spec's widths are checked against the family without
+    # allocating anything, so absurd sizes in a hostile spec cost nothing.
+    if not doc.get("aliases"):
+        try:
+            with torch.device("meta"):
+                model = create_model(arch["name"], **kwargs)
+            if not _transient_buffers(model):
+                return model
+        except NaspruneError:
+            raise
+        except Exception:  # noqa: BLE001  (a family that cannot build on meta: build for real)
+            pass
     with torch.random.fork_rng(devices=[]):  # building a model must not move the user's RNG
         try:
             return create_model(arch["name"], **kwargs)
         except (TypeError, ValueError, RuntimeError) as exc:
             raise NaspruneError(f"cannot build model '{arch['name']}' with the checkpoint's "
                                 f"arguments {kwargs}: {exc}") from exc
+
+
+def _transient_buffers(model: nn.Module) -> bool:
+    """Buffers outside the state dict would stay uninitialised after ``to_empty``."""
+    state = model.state_dict(keep_vars=True)
+    return any(all(b is not v for v in state.values()) for b in model.buffers())
 
 
 def _hint(name: str, registry) -> str:
@@ -300,6 +318,8 @@ def load(directory: str | os.PathLike, base: nn.Module | None = None) -> nn.Modu
         tensors[alias] = tensors[target]
     _check_weights(tensors, doc["spec"]["tensors"])
     model = apply_spec(_base_model(doc, base), doc["spec"])
+    if any(t.is_meta for t in model.state_dict().values()):
+        model = model.to_empty(device="cpu")  # every value is then loaded below
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:

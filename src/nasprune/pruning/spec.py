@@ -242,10 +242,15 @@ def _replace(model: nn.Module, old: nn.Module, new: nn.Module) -> None:
         parent._modules[key] = new
 
 
-def _place_like(new: nn.Module, old: nn.Module) -> nn.Module:
+def _device_of(module: nn.Module) -> torch.device:
+    ref = next(module.parameters(), None)
+    return ref.device if ref is not None else torch.device("cpu")
+
+
+def _dtype_like(new: nn.Module, old: nn.Module) -> nn.Module:
     ref = next(old.parameters(), None)
-    if ref is not None:
-        new = new.to(device=ref.device, dtype=ref.dtype if ref.is_floating_point() else None)
+    if ref is not None and ref.is_floating_point() and ref.dtype != torch.float32:
+        new = new.to(dtype=ref.dtype)
     return new.train(old.training)
 
 
@@ -276,11 +281,13 @@ def _rebuild_modules(model: nn.Module, modules: dict[str, dict]) -> None:
         if kind_fields(current, kind) == fields:
             continue
         try:
-            new = KINDS[kind].build(current, fields)  # type: ignore[misc]
-        except (ValueError, AssertionError, TypeError) as exc:
+            # Built where the old one lives: on the meta device a spec is checked for free.
+            with torch.device(_device_of(current)):
+                new = KINDS[kind].build(current, fields)  # type: ignore[misc]
+        except (ValueError, AssertionError, TypeError, RuntimeError) as exc:
             raise NaspruneError(f"cannot rebuild '{name}' ({kind}) with {fields}: "
                                 f"{exc}") from exc
-        _replace(model, current, _place_like(new, current))
+        _replace(model, current, _dtype_like(new, current))
 
 
 def _owner(model: nn.Module, key: str) -> tuple[nn.Module, str]:
@@ -318,10 +325,27 @@ def _restore_tensors(model: nn.Module, tensors: dict[str, dict]) -> None:
                                                     else "cpu"))
         elif list(state[key].shape) != rec["shape"]:
             _resize_tensor(model, key, rec["shape"])
+    _match_dtypes(model, tensors)
     missing = [k for k in model.state_dict() if k not in tensors]
     if missing:
         raise NaspruneError(f"the model has tensor '{missing[0]}' that the spec does not "
                             f"({len(missing)} in all): the checkpoint is for a different model")
+
+
+def _match_dtypes(model: nn.Module, tensors: dict[str, dict]) -> None:
+    """Floating tensors take the saved dtype (a bf16 model loads as bf16, not fp32)."""
+    state = model.state_dict()
+    for key, rec in tensors.items():
+        want = getattr(torch, rec["dtype"], None)
+        have = state[key]
+        if (not isinstance(want, torch.dtype) or not want.is_floating_point
+                or not have.is_floating_point() or have.dtype == want):
+            continue
+        module, attr = _owner(model, key)
+        if attr in module._parameters:
+            module._parameters[attr].data = module._parameters[attr].data.to(want)
+        else:
+            module._buffers[attr] = module._buffers[attr].to(want)
 
 
 def apply_spec(model: nn.Module, spec: dict) -> nn.Module:

@@ -126,8 +126,10 @@ def _placed(model: nn.Module | None, device: torch.device, channels_last: bool,
         yield
         return
     home, was_training = _model_device(model), model.training
-    fmt = torch.channels_last if channels_last else None
-    model.to(device=device, memory_format=fmt) if fmt else model.to(device)
+    if channels_last:
+        model.to(device=device, memory_format=torch.channels_last)
+    else:
+        model.to(device)
     model.train(train)
     try:
         yield
@@ -303,9 +305,8 @@ def _train_epochs(run: _Run, loader, val_loader, epochs: int, total: int, result
             result.history.append(record)
             if record["val_acc"] is not None:
                 result.best_val_acc = max(result.best_val_acc or 0.0, record["val_acc"])
-            bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['train_acc']:.3f}",
-                            val=f"{record['val_acc']:.3f}" if record["val_acc"] is not None
-                            else "-")
+            if progress:
+                bar.write(_epoch_line(record, epochs), file=sys.stderr)
             if any([cb(epoch, run.model, record) is True for cb in callbacks]):
                 result.stopped = "callback"
                 return
@@ -315,6 +316,13 @@ def _train_epochs(run: _Run, loader, val_loader, epochs: int, total: int, result
                 return
     finally:
         bar.close()
+
+
+def _epoch_line(record: dict, epochs: int) -> str:
+    val = f"  val {record['val_acc']:.2%}" if record["val_acc"] is not None else ""
+    return (f"epoch {record['epoch']}/{epochs}  loss {record['loss']:.4f}  "
+            f"train {record['train_acc']:.2%}{val}  lr {record['lr']:.3g}  "
+            f"{record['seconds']:.1f}s")
 
 
 def finetune(model: nn.Module, data, epochs: int = 5, teacher: nn.Module | None = None,
