@@ -335,6 +335,15 @@ def test_cli_train_config_file_and_flag_precedence(tmp_path):
                                                                                    128, 1)
 
 
+def test_cli_train_bundled_config_by_name(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--config", "demo", "--epochs", "1", "--out", str(out),
+                 "--quiet"]) == 0
+    cfg = load_config(TrainConfig, out / "config.yaml")
+    assert (cfg.optimizer, cfg.schedule, cfg.epochs, cfg.out) == ("nesterov", "onecycle", 1,
+                                                                  str(out))
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--model", "resnet21"], "unknown model 'resnet21'"),
     (["--data", "digitz"], "did you mean 'digits'"),

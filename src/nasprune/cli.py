@@ -292,7 +292,8 @@ def _add_train(sub) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if any)")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads")
     p.add_argument("--config", default=None, metavar="FILE.yaml",
-                   help="YAML config (a `train:` section or flat keys); flags override it")
+                   help="YAML config (a `train:` section or flat keys) or a bundled config "
+                   "name such as 'demo'; flags override it")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="output directory (default runs/<model>-<data>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -308,16 +309,34 @@ def _set_threads(n: int | None) -> None:
         torch.set_num_threads(n)
 
 
+def _config_path(arg: str | None) -> str | None:
+    """A config file path, or the name of a bundled one (``--config demo``)."""
+    from pathlib import Path
+
+    if arg is None or Path(arg).exists() or "/" in arg or "\\" in arg:
+        return arg
+    from nasprune.config import bundled_config
+
+    try:
+        return str(bundled_config(arg))
+    except NaspruneError:
+        return arg  # reported as a missing file by the loader
+
+
 def cmd_train(args) -> int:
+    import dataclasses
+
     from nasprune.config import TrainConfig, load_config
     from nasprune.train.run import default_out, save_run, train_from_config
 
     keys = ("model", "data", "data_dir", "epochs", "batch_size", "optimizer", "lr",
             "momentum", "weight_decay", "schedule", "label_smoothing", "bn_l1", "augment",
             "seed", "device", "out")
-    cfg = load_config(TrainConfig, args.config, {k: getattr(args, k) for k in keys})
+    cfg = load_config(TrainConfig, _config_path(args.config),
+                      {k: getattr(args, k) for k in keys})
     _set_threads(args.threads)
     out = default_out(cfg)
+    cfg = dataclasses.replace(cfg, out=str(out))  # the resolved config names where it went
     run = train_from_config(cfg, progress=not args.quiet, download=args.download)
     save_run(run, out)
     t = run.test
