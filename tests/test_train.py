@@ -360,7 +360,7 @@ def test_cli_train_bad_input_exit_2(tmp_path, capsys, argv, message):
 
 
 def test_demo_end_to_end(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--quiet", "--threads", "1"]) == 0
+    assert main(["demo", "--out", str(tmp_path), "--quiet"]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["test_accuracy"] >= 0.95
     assert results["rows"][0]["method"] == "unpruned"
