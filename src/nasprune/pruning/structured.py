@@ -4,6 +4,13 @@
 picks how many each group keeps with ``kept_channels`` (the rounding rule the search's
 cost model shares) and lets Torch-Pruning cut them from every coupled layer at once.
 ``plan`` returns the same choice without cutting, so tests can mask exactly those channels.
+
+Exactness: removing channels gives the same outputs as zeroing them in the original (eval
+mode) for convs, linears, BatchNorm, residual adds, concatenations, depthwise and grouped
+convs (same offsets cut from every conv group), squeeze-excitation gates and multi-head
+attention (every head loses the same number of dims; queries are rescaled so the softmax
+temperature 1/sqrt(head_dim) is unchanged). LayerNorm/GroupNorm groups are pruned but not
+exactly: their statistics run over the channels that remain.
 """
 
 from __future__ import annotations
@@ -220,7 +227,8 @@ def prune(
     choosing the lowest group-normalised importance across the whole network, so each group
     gets its own ratio. ``criterion`` names an entry of ``CRITERIA``; ``taylor`` needs
     ``data``. ``round_to`` keeps channel counts multiples of it; every group keeps at least
-    ``min_channels``. The output layer and ``ignored`` layers are never pruned. The input
+    ``min_channels``. The output layer and ``ignored`` layers are never pruned. ``seed``
+    seeds the ``random`` criterion and the batches ``taylor`` draws. The input
     model is untouched; the copy keeps its train/eval mode and ``nasprune_arch`` and records
     how it was pruned in ``nasprune_pruning``.
     """
