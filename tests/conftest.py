@@ -5,6 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+# The test models are tiny: one intra-op thread per process is faster than two fighting for
+# the cores (pytest-xdist runs one process per core), and it keeps timings stable.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:
