@@ -48,13 +48,24 @@ def make_sampler(name: str, space: Any, seed: int | None = None, **options: Any)
 
 
 # Registration: each module exposes ``make`` (samplers) or ``run`` (procedures).
-from nasprune.search.strategies import bayes, evolution, random, rl  # noqa: E402
+from nasprune.search.strategies import (  # noqa: E402
+    bayes,
+    differentiable,
+    evolution,
+    gan,
+    predictor,
+    random,
+    rl,
+)
 
 STRATEGIES.register("random")(random.make)
 STRATEGIES.register("evolution")(evolution.make)
 STRATEGIES.register("bayes")(bayes.make_gp)
 STRATEGIES.register("tpe")(bayes.make_tpe)
 STRATEGIES.register("rl")(rl.make)
+STRATEGIES.register("gan")(gan.make)
+STRATEGIES.register("predictor")(predictor.make)
+DIFFERENTIABLE_PROCEDURES.register("differentiable")(differentiable.run)
 
 __all__ = ["DIFFERENTIABLE_PROCEDURES", "STRATEGIES", "check_strategy", "make_sampler",
            "strategy_names"]
