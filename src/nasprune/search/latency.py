@@ -11,6 +11,10 @@ is monotone in every keep ratio — which the budget projection's bisection need
 the channels): they absorb what the layer table leaves out (BatchNorm, activations,
 pooling, Python dispatch between layers).
 
+All timings are the fastest of repeated runs (``min_ms``), the estimator least disturbed by
+other processes: the prediction is the latency of an otherwise idle device (on an idle
+machine the median is a few per cent above it).
+
 Tables are cached as JSON under ``~/.cache/nasprune/latency/<fingerprint>.json`` (or
 ``$NASPRUNE_CACHE_DIR/latency``), the fingerprint covering the layer geometry, device,
 thread count, batch size, grid and torch version; writes are atomic.
@@ -172,7 +176,7 @@ def _standalone(module: nn.Module, geo: Any, g: float, out_prunable: bool,
 
 def measure_table(model: nn.Module, space: Any, device: torch.device, batch_size: int,
                   threads: int, warmup: int, repeats: int) -> np.ndarray:
-    """Median ms of every counted layer alone at every grid width: ``(layers, len(GRID))``."""
+    """Fastest ms of every counted layer alone at every grid width: ``(layers, len(GRID))``."""
     from nasprune.metrics import measure_latency
 
     cm = space.cost_model
@@ -188,7 +192,7 @@ def measure_table(model: nn.Module, space: Any, device: torch.device, batch_size
             layer, shape = _standalone(named[name], geo, g, bool(out_p[li]), bool(in_p[li]))
             r = measure_latency(layer, shape, batch_sizes=(batch_size,), device=device,
                                 warmup=warmup, repeats=repeats, num_threads=threads)
-            table[li, gi] = r[batch_size]["median_ms"]
+            table[li, gi] = r[batch_size]["min_ms"]
         if not out_p[li] and not in_p[li]:
             table[li, :] = table[li, -1]
     return table
@@ -200,9 +204,9 @@ def calibrate(model: nn.Module, example_inputs: Any, space: Any, table: np.ndarr
               rounds: int = 3) -> tuple[float, float, dict]:
     """Least-squares fit of ``a + b·Σ`` to whole networks pruned uniformly to ``points``.
 
-    Each network is timed in ``rounds`` interleaved rounds and the smallest median kept, so
-    a burst of load on a shared machine does not skew one point (``a`` ≥ 0, else the fit
-    goes through the origin).
+    Each network is timed in ``rounds`` interleaved rounds and the fastest run kept, so a
+    burst of load on a shared machine does not skew one point (``a`` ≥ 0, else the fit goes
+    through the origin).
     """
     from nasprune.metrics import measure_latency
     from nasprune.pruning import prune
@@ -224,7 +228,7 @@ def calibrate(model: nn.Module, example_inputs: Any, space: Any, table: np.ndarr
             res = measure_latency(net, shape, batch_sizes=(batch_size,), device=device,
                                   warmup=max(warmup, 5), repeats=max(repeats, 20),
                                   num_threads=threads)
-            times[r, j] = res[batch_size]["median_ms"]
+            times[r, j] = res[batch_size]["min_ms"]
     t = times.min(0)
     x = np.asarray(sums)
     b, a = np.polyfit(x, t, 1) if np.ptp(x) > 1e-12 else (0.0, 0.0)
