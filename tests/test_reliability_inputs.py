@@ -289,3 +289,62 @@ API_CASES = [
 def test_api_rejects_bad_input(call, pattern, model, digits, tmp_path):
     with pytest.raises(NaspruneError, match=pattern):
         call(model, digits, tmp_path)
+
+
+# ------------------------------------------------------------------- search (Python API)
+
+def _search(model, data, **kw):
+    from nasprune.search import search
+
+    args = {"strategy": "random", "trials": 1, "progress": False, "val_size": 64,
+            "bn_batches": 1, "device": "cpu", **kw}
+    return search(model, X, data, **args)
+
+
+SEARCH_CASES = [
+    ("unknown-strategy", {"strategy": "evolutoin"}, "did you mean 'evolution'"),
+    ("infeasible-budget", {"target": Budget(macs=0.001)}, "cannot be met"),
+    ("unknown-strategy-option", {"strategy": "evolution", "populaton": 4},
+     "unknown option 'populaton'.*did you mean 'population'"),
+    ("trials-zero", {"trials": 0}, "trials must be a positive integer"),
+    ("objective", {"objective": "pareto"}, "objective must be 'single' or 'multi'"),
+    ("target-not-budget", {"target": 0.5}, "nasprune.Budget"),
+    ("storage-scheme", {"storage": "ftp://host/x.db"}, "unsupported storage 'ftp'"),
+    ("storage-not-url", {"storage": "runs/x.db"}, "database URL"),
+    ("storage-dir-missing", {"storage": "sqlite:////nonexistent-nasprune-dir/x.db"},
+     "nonexistent-nasprune-dir.*does not exist"),
+    ("study-name-empty", {"storage": "sqlite:///{tmp}/s.db", "study": "  "}, "study name"),
+]
+
+
+@pytest.mark.parametrize("kw, pattern", [c[1:] for c in SEARCH_CASES],
+                         ids=[c[0] for c in SEARCH_CASES])
+def test_search_rejects_bad_input(kw, pattern, model, digits, tmp_path):
+    kw = {k: v.format(tmp=tmp_path) if isinstance(v, str) else v for k, v in kw.items()}
+    with pytest.raises(NaspruneError, match=pattern):
+        _search(model, digits, **kw)
+    assert not (tmp_path / "s.db").exists() or "study" in kw
+
+
+def test_unreachable_storage_is_one_line_without_the_password(model, digits, recwarn):
+    with pytest.raises(NaspruneError) as info:
+        _search(model, digits, storage="postgresql://nasprune:s3cret@127.0.0.1:1/db")
+    msg = str(info.value)
+    assert msg.startswith("cannot open storage postgresql://nasprune:***@127.0.0.1:1/db")
+    assert "s3cret" not in msg and "\n" not in msg and "refused" in msg
+    # opening a storage warns about nothing (deprecated optuna names print on stderr)
+    assert not [w for w in recwarn if issubclass(w.category, FutureWarning)]
+
+
+def test_resuming_a_study_with_another_budget_is_refused(model, digits, tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    first = _search(model, digits, storage=url, study="s", target=Budget(macs=0.5))
+    assert len(first.trials) == 1
+    with pytest.raises(NaspruneError, match="different budget.*another study name"):
+        _search(model, digits, storage=url, study="s", target=Budget(macs=0.3), trials=2)
+    with pytest.raises(NaspruneError, match="objective"):
+        _search(model, digits, storage=url, study="s", objective="multi", trials=2)
+    # the refused calls added nothing
+    import optuna
+
+    assert len(optuna.load_study(study_name="s", storage=url).trials) == 1

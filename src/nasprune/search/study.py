@@ -22,11 +22,20 @@ from dataclasses import asdict
 from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from nasprune.errors import NaspruneError
 from nasprune.search.budget import Budget
+
+try:  # optuna ≥ 4.9 (the old name is deprecated and warns on every storage opened)
+    from optuna.storages import RetryHeartbeatStaleTrialCallback as _Retry
+
+    _RETRY_KW = "heartbeat_stale_trial_callback"
+except ImportError:  # pragma: no cover - older optuna
+    from optuna.storages import RetryFailedTrialCallback as _Retry
+
+    _RETRY_KW = "failed_trial_callback"
 
 HEARTBEAT_INTERVAL = 5  # seconds between a running trial's heartbeats
 GRACE_PERIOD = 20  # a trial silent this long belongs to a dead worker
@@ -69,15 +78,27 @@ def open_storage(url: str | optuna.storages.BaseStorage | None,
         if parent and not os.path.isdir(parent):
             raise NaspruneError(f"storage directory {parent} does not exist (for {url})")
     kwargs: dict[str, Any] = {}
-    if heartbeat_interval:
-        kwargs.update(
-            heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-            heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=MAX_RETRY))
     try:
         with quiet_optuna():
+            if heartbeat_interval:
+                kwargs.update(heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                              **{_RETRY_KW: _Retry(max_retry=MAX_RETRY)})
             return RDBStorage(url, **kwargs)
     except Exception as exc:  # sqlalchemy/driver errors come in many types
-        raise NaspruneError(f"cannot open storage {url}: {type(exc).__name__}: {exc}") from exc
+        # One line (drivers add hints and links on more lines), and never the password.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise NaspruneError(f"cannot open storage {_safe_url(url)}: {type(exc).__name__}: "
+                            f"{first}") from exc
+
+
+def _safe_url(url: str) -> str:
+    """``url`` with its password masked, for messages."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("://", 1)[0] + "://..."
 
 
 def open_study(storage: Any, name: str | None, directions: list[str], sampler: Any,
