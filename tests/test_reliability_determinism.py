@@ -28,7 +28,7 @@ def base(digits):
     """A briefly trained digits CNN (scores then differ between candidates)."""
     torch.manual_seed(0)
     model = nasprune.create_model("digitscnn", in_channels=1, width=8)
-    nasprune.fit(model, digits, epochs=1, progress=False, seed=0, device="cpu")
+    nasprune.fit(model, digits, epochs=3, progress=False, seed=0, device="cpu")
     return model.eval()
 
 
