@@ -1,0 +1,64 @@
+"""``SearchConfig``: what ``nasprune search`` searches, typed and validated.
+
+Defaults < a YAML file (a ``search:`` section or flat keys) < command-line flags, through
+:func:`nasprune.config.load_config`, so a bad key, type or value is one clear error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+
+def _strategy_names() -> list[str]:
+    from nasprune.search.strategies import strategy_names
+
+    return strategy_names()
+
+
+def _model_names() -> list[str]:
+    from nasprune.models import MODELS
+
+    return MODELS.names()
+
+
+def _data_names() -> list[str]:
+    from nasprune.data import DATASETS
+
+    return DATASETS.names()
+
+
+def _kw(default: Any, **meta: Any) -> Any:
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class SearchConfig:
+    """One search: model or checkpoint, data, strategy, budget, trials, storage, evaluator."""
+
+    SECTION: ClassVar[str] = "search"
+
+    model: str | None = _kw(None, choices=_model_names)  # untrained zoo model (mechanics)
+    checkpoint: str | None = None  # a saved model (what you normally search)
+    data: str | None = _kw(None, choices=_data_names)  # None: the checkpoint's data set
+    data_dir: str | None = None
+    strategy: str = _kw("evolution", choices=_strategy_names)
+    strategy_options: dict[str, Any] = field(default_factory=dict)
+    target_macs: float | None = _kw(None, gt=0.0, max=1.0)
+    target_params: float | None = _kw(None, gt=0.0, max=1.0)
+    target_latency_ms: float | None = _kw(None, gt=0.0)
+    trials: int = _kw(50, min=1)
+    storage: str | None = None
+    study: str | None = None
+    objective: Literal["single", "multi"] = "single"
+    min_keep: float = _kw(0.1, gt=0.0, max=1.0)
+    max_keep: float = _kw(1.0, gt=0.0, max=1.0)
+    round_to: int | None = _kw(None, min=1)
+    bn_batches: int = _kw(20, min=0)
+    val_size: int = _kw(1000, min=1)
+    finetune_steps: int = _kw(0, min=0)
+    check_proxy: int = _kw(0, min=0)  # candidates to fine-tune for the proxy check (0: skip)
+    check_proxy_epochs: float = _kw(1.0, gt=0.0)
+    seed: int = _kw(0, min=0)
+    device: str | None = None
+    out: str = "search.json"

@@ -1,0 +1,266 @@
+"""Evaluator (adaptive-BN proxy on validation data) and search(): studies, failures, resume."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import optuna
+import pytest
+import torch
+
+import nasprune
+from nasprune.errors import NaspruneError
+from nasprune.metrics import count_macs, count_params
+from nasprune.search import Budget, Evaluator, SearchSpace, check_proxy, search, spearman
+
+FAST = {"bn_batches": 3, "val_size": 200, "progress": False}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # The digits CNN's ops are too small to split; extra threads only spin on a busy CPU.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    torch.manual_seed(0)
+    model = nasprune.create_model("digitscnn", in_channels=1)
+    nasprune.fit(model, digits, epochs=4, progress=False, seed=0, device="cpu")
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def space(trained, digits) -> SearchSpace:
+    return SearchSpace(trained, digits.example_input())
+
+
+class _NoTest:
+    """The digits data set with its test split booby-trapped."""
+
+    def __init__(self, data) -> None:
+        self._data = data
+
+    def __getattr__(self, name: str):
+        if name == "test":
+            raise AssertionError("the search touched the test split")
+        return getattr(self._data, name)
+
+    def split(self, name: str):
+        if name == "test":
+            raise AssertionError("the search touched the test split")
+        return self._data.split(name)
+
+    def loader(self, split, *args, **kw):
+        if split == "test" or split is self._data.test:
+            raise AssertionError("the search touched the test split")
+        return self._data.loader(split, *args, **kw)
+
+
+# --- evaluator -------------------------------------------------------------------------
+def test_evaluator_scores_on_validation_only_and_is_deterministic(trained, digits,
+                                                                  space) -> None:
+    ev = Evaluator(trained, _NoTest(digits), bn_batches=3, val_size=200, device="cpu")
+    assert ev.val_count == 200
+    ratios = space.prune_ratios(space.project(np.full(space.dim, 0.7), Budget(macs=0.5)))
+    s1, s2 = ev.score(ratios), ev.score(ratios)
+    assert 0.0 <= s1 <= 1.0 and s1 == s2
+    # Unpruned: the proxy equals plain validation accuracy (up to BN re-estimation noise).
+    plain = ev.accuracy(trained)
+    full = ev.score(space.prune_ratios(np.ones(space.dim)))
+    assert plain > 0.8 and abs(full - plain) < 0.05
+    # Half the MACs costs accuracy; adaptive BN recovers much of it.
+    assert s1 < plain + 1e-9
+    assert trained.training is False  # the caller's model is untouched
+
+
+def test_adaptive_bn_beats_stale_statistics(trained, digits, space) -> None:
+    ratios = space.prune_ratios(space.project(np.full(space.dim, 0.5), Budget(macs=0.3)))
+    with_bn = Evaluator(trained, digits, bn_batches=5, val_size=269, device="cpu")
+    without = Evaluator(trained, digits, bn_batches=0, val_size=269, device="cpu")
+    assert with_bn.score(ratios) > without.score(ratios)
+
+
+def test_finetune_steps_change_the_score(trained, digits, space) -> None:
+    ratios = space.prune_ratios(space.project(np.full(space.dim, 0.5), Budget(macs=0.25)))
+    base = Evaluator(trained, digits, bn_batches=3, val_size=200, device="cpu")
+    tuned = Evaluator(trained, digits, bn_batches=3, val_size=200, device="cpu",
+                      finetune_steps=10)
+    assert tuned.score(ratios) >= base.score(ratios) - 0.02
+    assert tuned.score(ratios) == tuned.score(ratios)  # seeded: repeatable
+
+
+@pytest.mark.parametrize("kw", [{"bn_batches": -1}, {"val_size": 0}, {"finetune_steps": 1.5},
+                                {"finetune_lr": float("nan")}])
+def test_evaluator_rejects_bad_options(trained, digits, kw) -> None:
+    with pytest.raises(NaspruneError):
+        Evaluator(trained, digits, device="cpu", **kw)
+
+
+def test_check_proxy_reports_rank_correlation(trained, digits, space) -> None:
+    ev = Evaluator(trained, digits, bn_batches=3, val_size=200, device="cpu")
+    rng = np.random.default_rng(0)
+    cands = [space.prune_ratios(space.project(rng.uniform(0.1, 1, space.dim), Budget(macs=m)))
+             for m in (0.15, 0.3, 0.5, 0.8)]
+    out = check_proxy(ev, cands, finetune_epochs=0.5, batch_size=64)
+    assert out["n"] == 4 and len(out["proxy"]) == len(out["finetuned"]) == 4
+    assert -1.0 <= out["spearman"] <= 1.0
+    assert all(0 <= v <= 1 for v in out["proxy"] + out["finetuned"])
+    with pytest.raises(NaspruneError, match="at least 2"):
+        check_proxy(ev, cands[:1])
+
+
+def test_spearman_matches_definition() -> None:
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2, 3], [5, 6, 5.5]) == pytest.approx(0.5)
+    assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))
+
+
+# --- search ----------------------------------------------------------------------------
+def test_search_returns_best_within_budget_and_prunable(trained, digits) -> None:
+    x = digits.example_input()
+    result = search(trained, x, digits, strategy="random", target=Budget(macs=0.5), trials=5,
+                    seed=0, **FAST)
+    assert len(result.trials) == 5 and result.failed == 0
+    assert result.best.score == max(c.score for c in result.trials)
+    for c in result.trials:
+        assert 0.99 * 0.5 <= c.macs_fraction <= 0.5
+        assert c.seconds > 0
+    pruned = nasprune.prune(trained, x, result.best.ratios)
+    assert count_macs(pruned, x) == result.best.macs
+    assert count_params(pruned) == result.best.params
+    doc = result.to_dict()
+    assert doc["ratios"] == result.best.ratios
+    json.dumps(doc)  # JSON-ready
+    t = result.study.trials[0]
+    assert {"keep", "prune_ratios", "macs", "params", "seconds"} <= set(t.user_attrs)
+
+
+def test_search_is_reproducible_with_a_seed(trained, digits) -> None:
+    x = digits.example_input()
+    runs = [search(trained, x, digits, strategy="evolution", trials=4, seed=3, population=2,
+                   **FAST) for _ in range(2)]
+    assert [c.keep for c in runs[0].trials] == [c.keep for c in runs[1].trials]
+    assert [c.score for c in runs[0].trials] == [c.score for c in runs[1].trials]
+
+
+def test_multi_objective_returns_a_pareto_front(trained, digits) -> None:
+    result = search(trained, digits.example_input(), digits, strategy="tpe",
+                    target=Budget(macs=0.6), trials=8, objective="multi", seed=0, **FAST)
+    assert result.pareto and result.best in result.pareto
+    for c in result.trials:
+        assert c.macs_fraction <= 0.6 + 1e-12
+        assert c.values[1] == pytest.approx(c.macs_fraction)
+    for a in result.pareto:  # nothing in the front is dominated by any trial
+        assert not any(b.score >= a.score and b.macs_fraction <= a.macs_fraction
+                       and (b.score > a.score or b.macs_fraction < a.macs_fraction)
+                       for b in result.trials)
+
+
+class _Flaky(Evaluator):
+    """Raises on chosen calls: the search must record the failure and go on."""
+
+    fail_on: set[int] = set()
+
+    def score(self, prune_ratios):
+        self.calls += 1
+        if self.calls in self.fail_on:
+            raise RuntimeError("simulated out-of-memory")
+        return 0.5 + 0.01 * self.calls
+
+
+def test_a_failing_trial_is_recorded_and_the_search_continues(trained, digits) -> None:
+    ev = _Flaky(trained, digits, bn_batches=1, val_size=50, device="cpu")
+    ev.fail_on = {2}
+    result = search(trained, digits.example_input(), digits, strategy="random", trials=4,
+                    evaluator=ev, progress=False)
+    states = [t.state for t in result.study.trials]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 4
+    failed = [t for t in result.study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(failed) == 1 and "simulated out-of-memory" in failed[0].user_attrs["error"]
+    assert result.failed == 1
+
+
+def test_persistent_failures_stop_with_the_error(trained, digits) -> None:
+    ev = _Flaky(trained, digits, bn_batches=1, val_size=50, device="cpu")
+    ev.fail_on = set(range(1, 100))
+    with pytest.raises(NaspruneError, match="3 trials in a row failed.*simulated"):
+        search(trained, digits.example_input(), digits, strategy="random", trials=4,
+               evaluator=ev, progress=False, max_failures=3)
+
+
+def test_sqlite_study_resumes_and_rejects_a_different_budget(trained, digits,
+                                                              tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    x = digits.example_input()
+    first = search(trained, x, digits, strategy="random", trials=3, storage=url, study="r",
+                   **FAST)
+    again = search(trained, x, digits, strategy="random", trials=5, storage=url, study="r",
+                   **FAST)
+    assert [c.number for c in again.trials] == [0, 1, 2, 3, 4]
+    assert [c.keep for c in again.trials[:3]] == [c.keep for c in first.trials]
+    # Resumed proposals are new, not a replay of the first call's.
+    assert again.trials[3].keep != first.trials[0].keep
+    done = search(trained, x, digits, strategy="random", trials=5, storage=url, study="r",
+                  **FAST)
+    assert len(done.trials) == 5  # target already reached: nothing runs
+    with pytest.raises(NaspruneError, match="different budget"):
+        search(trained, x, digits, strategy="random", trials=6, storage=url, study="r",
+               target=Budget(macs=0.3), **FAST)
+    with pytest.raises(NaspruneError, match="objective"):
+        search(trained, x, digits, strategy="random", trials=6, storage=url, study="r",
+               objective="multi", **FAST)
+
+
+def test_infeasible_budget_fails_before_anything_runs(trained, digits, tmp_path) -> None:
+    db = tmp_path / "never.db"
+    with pytest.raises(NaspruneError, match="cannot be met"):
+        search(trained, digits.example_input(), digits, target=Budget(macs=0.001), trials=3,
+               storage=f"sqlite:///{db}", **FAST)
+    assert not db.exists()
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"strategy": "evolutoin"}, "did you mean 'evolution'"),
+    ({"trials": 0}, "trials must be a positive integer"),
+    ({"objective": "pareto"}, "objective must be"),
+    ({"storage": "redis://x"}, "unsupported storage"),
+    ({"storage": "sqlite:////no/such/dir/x.db"}, "does not exist"),
+    ({"population": 1}, "population"),
+    ({"strategy": "tpe", "populaton": 3}, "unknown option"),
+])
+def test_bad_search_arguments_are_user_errors(trained, digits, kw, match) -> None:
+    args = {"strategy": "evolution", "trials": 2, **FAST, **kw}
+    with pytest.raises(NaspruneError, match=match):
+        search(trained, digits.example_input(), digits, **args)
+
+
+def test_cli_search_writes_ratios_that_prune_accepts(trained, digits, tmp_path, capsys) -> None:
+    from nasprune.checkpoint import save
+    from nasprune.cli import main
+
+    ckpt = tmp_path / "base"
+    save(trained, ckpt, meta={"data": "digits", "input_shape": [1, 8, 8]})
+    out = tmp_path / "best.json"
+    rc = main(["search", "--checkpoint", str(ckpt), "--data", "digits", "--strategy", "random",
+               "--target-macs", "0.5", "--trials", "3", "--bn-batches", "2", "--val-size",
+               "100", "--out", str(out), "--quiet"])
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    assert set(doc["ratios"]) == {"features.0", "features.3", "features.7", "features.10"}
+    assert 0.495 <= doc["best"]["macs_fraction"] <= 0.5
+    assert "best score" in capsys.readouterr().out
+    rc = main(["prune", "--checkpoint", str(ckpt), "--ratios", str(out), "--out",
+               str(tmp_path / "pruned")])
+    assert rc == 0
+    assert main(["search", "--model", "digitscnn", "--data", "digits", "--target-macs",
+                 "0.0001", "--trials", "2", "--out", str(tmp_path / "x.json"),
+                 "--quiet"]) == 2
+    assert "cannot be met" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
