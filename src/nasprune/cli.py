@@ -459,6 +459,95 @@ def cmd_report(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------
+# search: NAS over per-group prune ratios at a budget (owner: search)
+# ---------------------------------------------------------------------------------------
+
+
+@command
+def _add_search(sub) -> None:
+    p = sub.add_parser("search", help="search per-group prune ratios at a MACs/params/latency "
+                       "budget and write them as JSON for `nasprune prune --ratios`")
+    # Flags default to None = "not given", so a --config file's values are kept.
+    p.add_argument("--model", default=None, metavar="NAME",
+                   help="an untrained zoo model (to try the mechanics)")
+    p.add_argument("--checkpoint", default=None, metavar="DIR", help="a trained, saved model")
+    p.add_argument("--data", default=None, metavar="NAME",
+                   help="data set (default: the checkpoint's)")
+    p.add_argument("--data-dir", default=None, metavar="DIR")
+    p.add_argument("--strategy", default=None, metavar="NAME",
+                   help="random, evolution, bayes, tpe, rl, gan, predictor, differentiable")
+    p.add_argument("--option", action="append", default=None, metavar="KEY=VALUE",
+                   help="a strategy option, e.g. --option population=16 (repeatable)")
+    p.add_argument("--target-macs", type=float, default=None, metavar="F",
+                   help="keep at most this fraction of the MACs (default 0.5)")
+    p.add_argument("--target-params", type=float, default=None, metavar="F")
+    p.add_argument("--target-latency-ms", type=float, default=None, metavar="MS",
+                   help="predicted latency (per-layer table measured once per device)")
+    p.add_argument("--trials", type=int, default=None, metavar="N",
+                   help="complete trials the study should hold at the end (default 50)")
+    p.add_argument("--storage", default=None, metavar="URL",
+                   help="sqlite:///FILE or postgresql://... (default: in memory)")
+    p.add_argument("--study", default=None, metavar="NAME",
+                   help="study name: an existing one is continued")
+    p.add_argument("--objective", default=None, choices=("single", "multi"))
+    p.add_argument("--min-keep", type=float, default=None, metavar="F")
+    p.add_argument("--max-keep", type=float, default=None, metavar="F")
+    p.add_argument("--round-to", type=int, default=None, metavar="N")
+    p.add_argument("--bn-batches", type=int, default=None, metavar="N",
+                   help="training batches for adaptive BN (default 20)")
+    p.add_argument("--val-size", type=int, default=None, metavar="N",
+                   help="validation images per candidate (default 1000)")
+    p.add_argument("--finetune-steps", type=int, default=None, metavar="K")
+    p.add_argument("--check-proxy", type=int, default=None, metavar="N",
+                   help="fine-tune N candidates briefly and report the proxy's Spearman "
+                   "correlation")
+    p.add_argument("--check-proxy-epochs", type=float, default=None, metavar="E")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if any)")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads")
+    p.add_argument("--config", default=None, metavar="FILE.yaml",
+                   help="YAML config (a `search:` section or flat keys); flags override it")
+    p.add_argument("--out", default=None, metavar="FILE.json",
+                   help="best prune ratios (default search.json)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_search)
+
+
+def _options(items: list[str] | None) -> dict | None:
+    if not items:
+        return None
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise NaspruneError(f"--option must look like KEY=VALUE, got '{item}'")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise NaspruneError(f"--option {item}: cannot read the value: {exc}") from None
+    return out
+
+
+def cmd_search(args) -> int:
+    from nasprune.config import load_config
+    from nasprune.search.command import run_search_command
+    from nasprune.search.config import SearchConfig
+
+    keys = ("model", "checkpoint", "data", "data_dir", "strategy", "target_macs",
+            "target_params", "target_latency_ms", "trials", "storage", "study", "objective",
+            "min_keep", "max_keep", "round_to", "bn_batches", "val_size", "finetune_steps",
+            "check_proxy", "check_proxy_epochs", "seed", "device", "out")
+    overrides = {k: getattr(args, k) for k in keys}
+    overrides["strategy_options"] = _options(args.option)
+    cfg = load_config(SearchConfig, _config_path(args.config), overrides)
+    _set_threads(args.threads)
+    run_search_command(cfg, progress=not args.quiet)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
