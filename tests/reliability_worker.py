@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
                     target=Budget(macs=0.5), trials=args.trials, storage=storage,
                     study=args.study, seed=args.seed, evaluator=evaluator, progress=False,
                     **options)
-    print(f"done {len(result.trials)} complete, best {result.best.score:.4f}", flush=True)
+    # "evaluated": candidates this process scored (the tests add them up over workers)
+    print(f"done {len(result.trials)} complete, best {result.best.score:.4f}, "
+          f"evaluated {evaluator.calls}", flush=True)
     return 0
 
 

@@ -1,0 +1,163 @@
+"""Many workers on one study: real processes on PostgreSQL (3) and SQLite (2).
+
+The workers share nothing but the storage URL and the study name. Checked: trial numbers
+never collide, every trial is complete with a value, no candidate is evaluated twice (the
+evaluations counted by the workers add up to the complete trials), every worker did some
+of the work, and the total is the requested one — or, documented in the README, at most
+``workers - 1`` over it when several workers start their last trials at the same moment.
+A sampler in one worker learns from the trials the others stored (``study.get_trials``).
+
+PostgreSQL tests run when ``NASPRUNE_TEST_POSTGRES_URL`` is set (CI: ``.ci/postgres.sh``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+import nasprune
+from nasprune.search import STRATEGIES, Budget, SearchSpace, make_sampler
+from nasprune.search import search as run_search
+from nasprune.search.study import quiet_optuna
+
+WORKER = str(Path(__file__).with_name("reliability_worker.py"))
+PG_URL = os.environ.get("NASPRUNE_TEST_POSTGRES_URL")
+X = torch.zeros(1, 1, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(digits, tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = nasprune.create_model("digitscnn", in_channels=1, width=8)
+    nasprune.fit(model, digits, epochs=1, progress=False, seed=0, device="cpu")
+    return nasprune.save(model, tmp_path_factory.mktemp("ck") / "base")
+
+
+def run_workers(checkpoint: Path, url: str, study: str, workers: int, trials: int,
+                strategy: str, options: dict[str, int], sleep: float) -> list[int]:
+    """Start ``workers`` processes on one study, wait for all; their evaluation counts."""
+    cmd = [sys.executable, WORKER, "--checkpoint", str(checkpoint), "--storage", url,
+           "--study", study, "--trials", str(trials), "--strategy", strategy,
+           "--sleep", str(sleep)]
+    for k, v in options.items():
+        cmd += ["--option", f"{k}={v}"]
+    procs = [subprocess.Popen(cmd + ["--seed", "0"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(workers)]
+    counts = []
+    for p in procs:
+        out, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err
+        found = re.search(r"evaluated (\d+)", out)
+        assert found and "done" in out, out + err
+        counts.append(int(found.group(1)))
+    return counts
+
+
+def check_study(url: str, study: str, trials: int, workers: int, counts: list[int]) -> None:
+    with quiet_optuna():
+        all_trials = optuna.load_study(study_name=study, storage=url).get_trials(deepcopy=False)
+    numbers = [t.number for t in all_trials]
+    assert len(numbers) == len(set(numbers)) and sorted(numbers) == list(range(len(numbers)))
+    states = {t.state for t in all_trials}
+    assert states == {TrialState.COMPLETE}, states  # nothing failed, running or queued
+    assert all(t.value is not None and 0.0 <= t.value <= 1.0 for t in all_trials)
+    complete = len(all_trials)
+    # the total-target rule: at least `trials`, and at most workers - 1 more (see README)
+    assert trials <= complete <= trials + workers - 1, complete
+    # no candidate evaluated twice, and every worker took part
+    assert sum(counts) == complete, (counts, complete)
+    assert all(c >= 1 for c in counts), counts
+    vectors = {tuple(sorted(t.params.items())) for t in all_trials}
+    assert len(vectors) == complete
+    # every trial stored what it evaluated and met the budget
+    for t in all_trials:
+        assert len(t.user_attrs["keep"]) == len(t.params)
+        assert t.user_attrs["macs_fraction"] <= 0.5 + 0.01
+
+
+@pytest.mark.skipif(not PG_URL, reason="NASPRUNE_TEST_POSTGRES_URL is not set")
+def test_three_workers_on_postgresql(checkpoint):
+    study = f"workers-pg-{uuid.uuid4().hex[:12]}"
+    counts = run_workers(checkpoint, PG_URL, study, workers=3, trials=30,
+                         strategy="evolution", options={"population": 6}, sleep=0.2)
+    check_study(PG_URL, study, 30, 3, counts)
+
+
+def test_two_workers_on_sqlite(checkpoint, tmp_path):
+    url = f"sqlite:///{tmp_path / 'workers.db'}"
+    counts = run_workers(checkpoint, url, "workers", workers=2, trials=12,
+                         strategy="random", options={}, sleep=0.2)
+    check_study(url, "workers", 12, 2, counts)
+
+
+# ------------------------------------------------- samplers learn from others' trials
+
+LEARNED = [s for s in STRATEGIES.names() if s != "random"]
+OPTIONS = {"evolution": {"population": 3}, "bayes": {"n_startup_trials": 3},
+           "tpe": {"n_startup_trials": 3}, "rl": {"warmup": 3}, "gan": {"warmup": 3},
+           "predictor": {"warmup": 3}}
+
+
+@pytest.fixture(scope="module")
+def worker_a(checkpoint, digits, tmp_path_factory):
+    """Worker A: a finished 6-trial search in an SQLite study (each test gets a copy)."""
+    db = tmp_path_factory.mktemp("a") / "a.db"
+    url = f"sqlite:///{db}"
+    model = nasprune.load(checkpoint).eval()
+    run_search(model, X, digits, strategy="random", target=Budget(macs=0.5), trials=6,
+               storage=url, study="shared", seed=0, progress=False, bn_batches=2,
+               val_size=128, device="cpu")
+    return db, model
+
+
+def _copy_study(source: optuna.Study, scores: list[float] | None = None) -> optuna.Study:
+    """An in-memory study holding ``source``'s trials (optionally with other scores)."""
+    with quiet_optuna():
+        copy = optuna.create_study(directions=source.directions)
+        for k, v in source.user_attrs.items():
+            copy.set_user_attr(k, v)
+        for i, t in enumerate(source.get_trials(states=(TrialState.COMPLETE,))):
+            value = t.value if scores is None else scores[i]
+            copy.add_trial(optuna.trial.create_trial(
+                params=t.params, distributions=t.distributions, value=value,
+                user_attrs=t.user_attrs))
+    return copy
+
+
+def _propose(study: optuna.Study, strategy: str, space: SearchSpace) -> np.ndarray:
+    """Worker B's next proposal: a fresh sampler (no memory) asks the study."""
+    with quiet_optuna():
+        study.sampler = make_sampler(strategy, space, 0, **OPTIONS.get(strategy, {}))
+        trial = study.ask()
+        # as the search objective does: one suggest_float per group, in order
+        return np.array([trial.suggest_float(space.param_name(i), float(space.lower[i]),
+                                             float(space.upper[i])) for i in range(space.dim)])
+
+
+@pytest.mark.parametrize("strategy", LEARNED)
+def test_a_new_worker_learns_from_the_stored_trials(worker_a, strategy, tmp_path):
+    db, model = worker_a
+    url = f"sqlite:///{shutil.copy(db, tmp_path / 'b.db')}"
+    space = SearchSpace(model, X)
+    with quiet_optuna():
+        stored = optuna.load_study(study_name="shared", storage=url)
+    assert len(stored.trials) == 6
+    scores = [t.value for t in stored.get_trials(states=(TrialState.COMPLETE,))]
+    in_b = _propose(optuna.load_study(study_name="shared", storage=url), strategy, space)
+    # the same proposal as a sampler that holds A's trials itself ...
+    same = _propose(_copy_study(stored), strategy, space)
+    np.testing.assert_array_equal(in_b, same)
+    # ... and it depends on what A measured: other scores for the same trials change it
+    other = _propose(_copy_study(stored, [1.0 - s for s in scores]), strategy, space)
+    assert not np.array_equal(in_b, other)
