@@ -1,0 +1,134 @@
+"""bench/peers.py on digits: Torch-Pruning's pruners at the budget, the table, the file."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from nasprune.errors import NaspruneError
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "peers.py"
+
+
+def _load_peers():
+    name = "nasprune_bench_peers"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def peers():
+    return _load_peers()
+
+
+@pytest.fixture(scope="module")
+def finished(peers, tmp_path_factory):
+    """One tiny peers run on digits: baseline, two Torch-Pruning methods, nasprune uniform."""
+    tmp = tmp_path_factory.mktemp("peers")
+    s = peers.settings_from(
+        "cpu", model="digitscnn", data="digits", baseline_epochs=3, finetune_epochs=1,
+        train_subset=600, trials=2, val_size=100, bn_batches=2, latency_warmup=0,
+        latency_repeats=1, methods=["unpruned", "tp-uniform", "tp-global", "uniform"],
+        runs=str(tmp / "runs"), out=str(tmp / "out"))
+    bench_md = tmp / "BENCHMARKS.md"
+    bench_md.write_text("# Benchmarks\n\nEarlier text stays.\n", encoding="utf-8")
+    record = peers.run(s, "python bench/peers.py --test", append=bench_md, progress=False)
+    return s, record, bench_md
+
+
+def test_torch_pruning_meets_the_budget_and_is_measured(peers, finished, digits):
+    from nasprune.checkpoint import load
+    from nasprune.metrics import count_macs, evaluate
+
+    s, record, _ = finished
+    rows = {r["method"]: r for r in record["rows"]}
+    assert set(rows) == {"unpruned", "tp-uniform", "tp-global", "uniform"}
+    assert record["missing"] == []
+    base_macs = rows["unpruned"]["macs"]
+    x = digits.example_input(1)
+    for name in ("tp-uniform", "tp-global", "uniform"):
+        r = rows[name]
+        assert 0.0 <= r["top1"] <= 1.0
+        # digitscnn's narrow layers make the steps of a uniform ratio ~3 % of the MACs.
+        assert abs(r["macs_fraction"] / s.budget - 1.0) <= 0.04, (name, r["macs_fraction"])
+        assert r["macs_fraction"] <= s.budget * (1 + peers.MAC_TOLERANCE)
+        assert r["finetune_seconds"] > 0 and r["search_seconds"] > 0
+        lat = r["latency"]["cpu"]
+        assert lat["1"]["median_ms"] > 0 and lat["128"]["median_ms"] > 0
+        # The reported numbers are those of the saved model.
+        model = load(s.out_dir / "experiment" / "methods" / name / "model")
+        assert count_macs(model, x) == r["macs"] < base_macs
+        assert model(x).shape == (1, 10)  # the classifier was left alone
+    tp = rows["tp-uniform"]
+    model = load(s.out_dir / "experiment" / "methods" / "tp-uniform" / "model")
+    assert evaluate(model, digits, split="test")["top1"] == pytest.approx(tp["top1"], abs=1e-9)
+    for name in ("tp-uniform", "tp-global"):
+        info = rows[name]["info"]
+        assert info["pruner"] == "tp.pruner.MetaPruner"
+        assert info["global_pruning"] is (name == "tp-global")
+        assert 0.0 < info["pruning_ratio"] < 0.95
+        assert info["macs"] == rows[name]["macs"] and info["tp_count_ops"] > 0
+    assert rows["unpruned"]["finetune_seconds"] == 0.0
+
+
+def test_tables_json_and_benchmarks_file(peers, finished):
+    s, record, bench_md = finished
+    doc = json.loads((s.out_dir / "peers.json").read_text(encoding="utf-8"))
+    assert doc["environment"]["versions"]["torch-pruning"]
+    assert [r["method"] for r in doc["rows"]] == [r["method"] for r in record["rows"]]
+    md = (s.out_dir / "peers.md").read_text(encoding="utf-8")
+    tp = next(r for r in record["rows"] if r["method"] == "tp-uniform")
+    assert f"| `tp-uniform` | {100 * tp['top1']:.2f} |" in md
+    assert "Status: complete" in md and "torch-pruning" in md
+    assert any("Torch-Pruning uniform L1" in line for line in record["comparisons"])
+    text = bench_md.read_text(encoding="utf-8")
+    assert text.startswith("# Benchmarks\n\nEarlier text stays.") and md.strip() in text
+    # A second write replaces this protocol's block instead of adding another.
+    peers.update_benchmarks(bench_md, "cpu", "new table")
+    text = bench_md.read_text(encoding="utf-8")
+    assert text.count("peers:cpu:begin") == 1 and "new table" in text and md.strip() not in text
+
+
+def test_report_only_reads_back_and_labels_missing_methods(peers, finished):
+    s, record, _ = finished
+    import dataclasses
+
+    more = dataclasses.replace(s, methods=[*s.methods, "global"])
+    again = peers.run(more, "python bench/peers.py --report-only", report_only=True,
+                      progress=False)
+    assert again["missing"] == ["global"]
+    assert [r["top1"] for r in again["rows"]] == [r["top1"] for r in record["rows"]]
+    assert "**PARTIAL**" in (s.out_dir / "peers.md").read_text(encoding="utf-8")
+
+
+def test_tp_bisection_on_resnet20(peers):
+    from nasprune import create_model
+    from nasprune.metrics import count_macs
+
+    model = create_model("resnet20").eval()
+    x = torch.randn(1, 3, 32, 32)
+    for global_pruning in (False, True):
+        net, info = peers.tp_to_budget(model, x, 0.5, global_pruning)
+        assert info["within_tolerance"], info
+        assert count_macs(net, x) == info["macs"]
+        assert abs(info["macs"] / (0.5 * count_macs(model, x)) - 1) <= 0.01
+
+
+def test_user_errors(peers, tmp_path):
+    with pytest.raises(NaspruneError, match="unknown protocol"):
+        peers.settings_from("tpu")
+    with pytest.raises(NaspruneError, match="budget"):
+        peers.settings_from("cpu", budget=1.5)
+    with pytest.raises(NaspruneError, match="no saved model"):
+        peers.ensure_baseline(peers.settings_from("cpu", checkpoint=str(tmp_path)))
+    assert peers.main(["--protocol", "cpu", "--budget", "0", "--quiet"]) == 2
