@@ -8,6 +8,7 @@ leave a checkpoint that ``load`` trusts but that holds anything other than one c
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -21,12 +22,11 @@ import torch
 from optuna.trial import TrialState
 
 import nasprune
+from nasprune.cli import main
 from nasprune.errors import NaspruneError
-from nasprune.search import Budget, Evaluator
-from nasprune.search import search as run_search
+from nasprune.search import Evaluator
 from nasprune.search.study import open_storage, quiet_optuna
 
-WORKER = str(Path(__file__).with_name("reliability_worker.py"))
 TRIALS = 8
 
 
@@ -35,8 +35,9 @@ def checkpoint(digits, tmp_path_factory) -> Path:
     """A briefly trained digits CNN on disk, so the scores of candidates differ."""
     torch.manual_seed(0)
     model = nasprune.create_model("digitscnn", in_channels=1, width=8)
-    nasprune.fit(model, digits, epochs=1, progress=False, seed=0, device="cpu")
-    return nasprune.save(model, tmp_path_factory.mktemp("ck") / "base")
+    nasprune.fit(model, digits, epochs=3, progress=False, seed=0, device="cpu")
+    return nasprune.save(model, tmp_path_factory.mktemp("ck") / "base",
+                         meta={"data": "digits", "input_shape": [1, 8, 8]})
 
 
 def _trials(url: str, study: str) -> list[optuna.trial.FrozenTrial]:
@@ -57,20 +58,31 @@ def _wait(proc: subprocess.Popen, until, timeout: float = 90.0) -> None:
         time.sleep(0.1)
 
 
-def test_sigkill_mid_trial_loses_nothing_and_resume_retries(checkpoint, digits, tmp_path):
-    url, study = f"sqlite:///{tmp_path / 'search.db'}", "crash"
-    proc = subprocess.Popen(
-        [sys.executable, WORKER, "--checkpoint", str(checkpoint), "--storage", url,
-         "--study", study, "--trials", str(TRIALS), "--sleep", "0.5", "--heartbeat", "1",
-         "--grace", "2", "--strategy", "evolution", "--option", "population=3"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _search_argv(checkpoint: Path, url: str, out: Path) -> list[str]:
+    """``nasprune search`` as a user would run it; fine-tuning steps make trials last."""
+    return ["search", "--checkpoint", str(checkpoint), "--storage", url, "--study", "crash",
+            "--trials", str(TRIALS), "--strategy", "evolution", "--option", "population=3",
+            "--finetune-steps", "60", "--bn-batches", "2", "--val-size", "128", "--seed", "0",
+            "--device", "cpu", "--threads", "1", "--quiet", "--out", str(out)]
+
+
+def test_sigkill_mid_trial_loses_nothing_and_resume_retries(checkpoint, digits, tmp_path,
+                                                            monkeypatch):
+    url, out = f"sqlite:///{tmp_path / 'search.db'}", tmp_path / "best.json"
+    # Heartbeats every second; a trial silent for 3 s belongs to a dead worker.
+    env = {**os.environ, "NASPRUNE_HEARTBEAT_INTERVAL": "1", "NASPRUNE_GRACE_PERIOD": "3"}
+    for k in ("NASPRUNE_HEARTBEAT_INTERVAL", "NASPRUNE_GRACE_PERIOD"):
+        monkeypatch.setenv(k, env[k])
+    argv = _search_argv(checkpoint, url, out)
+    proc = subprocess.Popen([sys.executable, "-m", "nasprune.cli", *argv], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def mid_trial() -> bool:
         if not (tmp_path / "search.db").exists():
             return False
         try:
-            states = [t.state for t in _trials(url, study)]
-        except (KeyError, Exception):  # the study is being created
+            states = [t.state for t in _trials(url, "crash")]
+        except Exception:  # the study is still being created
             return False
         return states.count(TrialState.COMPLETE) >= 3 and states.count(TrialState.RUNNING) == 1
 
@@ -82,23 +94,19 @@ def test_sigkill_mid_trial_loses_nothing_and_resume_retries(checkpoint, digits, 
         proc.communicate()
     assert proc.returncode == -signal.SIGKILL
 
-    before = _trials(url, study)
+    before = _trials(url, "crash")
     finished = {t.number: (t.params, t.value, t.user_attrs["keep"]) for t in before
                 if t.state == TrialState.COMPLETE}
     orphans = [t for t in before if t.state == TrialState.RUNNING]
     assert len(finished) >= 3 and len(orphans) == 1
     orphan = orphans[0]
     assert len(finished) < TRIALS  # the kill really happened before the end
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["search.db"]  # no result file yet
 
-    # Resume: the same study, the same storage settings, no artificial sleep.
-    model = nasprune.load(checkpoint).eval()
-    evaluator = Evaluator(model, digits, bn_batches=2, val_size=128, device="cpu", seed=0)
-    result = run_search(model, torch.zeros(1, 1, 8, 8), digits, strategy="evolution",
-                        target=Budget(macs=0.5), trials=TRIALS,
-                        storage=open_storage(url, heartbeat_interval=1, grace_period=2),
-                        study=study, seed=0, evaluator=evaluator, progress=False, population=3)
-
-    after = {t.number: t for t in _trials(url, study)}
+    # Resume: the very same command.
+    assert main(argv) == 0
+    doc = json.loads(out.read_text())
+    after = {t.number: t for t in _trials(url, "crash")}
     # every trial finished before the kill is still there, unchanged
     for number, (params, value, keep) in finished.items():
         t = after[number]
@@ -111,12 +119,38 @@ def test_sigkill_mid_trial_loses_nothing_and_resume_retries(checkpoint, digits, 
     assert retries[0].state == TrialState.COMPLETE and retries[0].params == orphan.params
     # exactly the requested number of complete trials, nothing left running or queued
     states = [t.state for t in after.values()]
-    assert states.count(TrialState.COMPLETE) == TRIALS == len(result.trials)
+    assert states.count(TrialState.COMPLETE) == TRIALS == doc["trials"]
     assert states.count(TrialState.RUNNING) == states.count(TrialState.WAITING) == 0
     assert sorted(after) == list(range(len(after)))  # trial numbers dense and unique
-    # the re-run trial scored like any other evaluation of those ratios would
-    assert retries[0].value == pytest.approx(evaluator.score(retries[0].user_attrs[
-        "prune_ratios"]), abs=0)
+    best = max((t for t in after.values() if t.state == TrialState.COMPLETE),
+               key=lambda t: (t.value, -t.number))
+    assert doc["ratios"] == best.user_attrs["prune_ratios"]
+    # the re-run trial scored what any evaluation of those ratios scores
+    model = nasprune.load(checkpoint).eval()
+    evaluator = Evaluator(model, digits, bn_batches=2, val_size=128, finetune_steps=60,
+                          device="cpu", seed=0)
+    assert retries[0].value == evaluator.score(retries[0].user_attrs["prune_ratios"])
+
+
+def test_heartbeat_settings_from_the_environment(monkeypatch):
+    from nasprune.search.study import heartbeat_settings
+
+    monkeypatch.delenv("NASPRUNE_HEARTBEAT_INTERVAL", raising=False)
+    monkeypatch.delenv("NASPRUNE_GRACE_PERIOD", raising=False)
+    assert heartbeat_settings() == (5, 20)
+    monkeypatch.setenv("NASPRUNE_HEARTBEAT_INTERVAL", "2")
+    monkeypatch.setenv("NASPRUNE_GRACE_PERIOD", "7")
+    assert heartbeat_settings() == (2, 7)
+    storage = open_storage("sqlite:///:memory:")
+    assert storage.get_heartbeat_interval() == 2 and storage.grace_period == 7
+    assert open_storage("sqlite:///:memory:", heartbeat_interval=0).get_heartbeat_interval() \
+        is None
+    monkeypatch.setenv("NASPRUNE_GRACE_PERIOD", "2")
+    with pytest.raises(NaspruneError, match="GRACE_PERIOD .* must be longer"):
+        heartbeat_settings()
+    monkeypatch.setenv("NASPRUNE_GRACE_PERIOD", "soon")
+    with pytest.raises(NaspruneError, match="NASPRUNE_GRACE_PERIOD must be .* got 'soon'"):
+        open_storage("sqlite:///:memory:")
 
 
 SAVER = """

@@ -40,7 +40,7 @@ X = torch.zeros(1, 1, 8, 8)
 def checkpoint(digits, tmp_path_factory) -> Path:
     torch.manual_seed(0)
     model = nasprune.create_model("digitscnn", in_channels=1, width=8)
-    nasprune.fit(model, digits, epochs=1, progress=False, seed=0, device="cpu")
+    nasprune.fit(model, digits, epochs=3, progress=False, seed=0, device="cpu")
     return nasprune.save(model, tmp_path_factory.mktemp("ck") / "base")
 
 

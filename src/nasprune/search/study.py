@@ -58,12 +58,45 @@ def quiet_optuna() -> Iterator[None]:
         logger.disabled = False
 
 
+def heartbeat_settings() -> tuple[int, int]:
+    """(seconds between heartbeats, seconds of silence after which a trial counts as dead).
+
+    ``HEARTBEAT_INTERVAL`` / ``GRACE_PERIOD`` unless the environment variables
+    ``NASPRUNE_HEARTBEAT_INTERVAL`` / ``NASPRUNE_GRACE_PERIOD`` say otherwise — e.g. a longer
+    grace for workers on a slow network, or seconds in crash tests. All workers of a study
+    should use the same values.
+    """
+    values = []
+    for var, default in (("NASPRUNE_HEARTBEAT_INTERVAL", HEARTBEAT_INTERVAL),
+                         ("NASPRUNE_GRACE_PERIOD", GRACE_PERIOD)):
+        text = os.environ.get(var, "").strip()
+        try:
+            value = int(text) if text else default
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise NaspruneError(f"{var} must be a whole number of seconds ≥ 1, got '{text}'")
+        values.append(value)
+    if values[1] <= values[0]:
+        raise NaspruneError(f"NASPRUNE_GRACE_PERIOD ({values[1]} s) must be longer than "
+                            f"NASPRUNE_HEARTBEAT_INTERVAL ({values[0]} s)")
+    return values[0], values[1]
+
+
 def open_storage(url: str | optuna.storages.BaseStorage | None,
-                 heartbeat_interval: int | None = HEARTBEAT_INTERVAL,
-                 grace_period: int | None = GRACE_PERIOD) -> Any:
-    """``None`` (in memory), a storage object, or an RDB URL opened with heartbeats."""
+                 heartbeat_interval: int | None = None,
+                 grace_period: int | None = None) -> Any:
+    """``None`` (in memory), a storage object, or an RDB URL opened with heartbeats.
+
+    ``heartbeat_interval``/``grace_period`` default to :func:`heartbeat_settings`;
+    ``heartbeat_interval=0`` opens the storage without heartbeats.
+    """
     if url is None or isinstance(url, optuna.storages.BaseStorage):
         return url
+    if heartbeat_interval is None or grace_period is None:
+        interval, grace = heartbeat_settings()
+        heartbeat_interval = interval if heartbeat_interval is None else heartbeat_interval
+        grace_period = grace if grace_period is None else grace_period
     if not isinstance(url, str) or "://" not in url:
         raise NaspruneError(
             f"storage must be a database URL such as sqlite:///runs/search.db or "
