@@ -74,6 +74,8 @@ def w(tmp_path_factory) -> Path:
     (d / "python-tag.yaml").write_text("train: !!python/object/apply:os.system ['true']\n")
     (d / "list.yaml").write_text("- epochs\n- 3\n")
     (d / "binary.yaml").write_bytes(b"\xff\xfe\x00train: 1\n")
+    (d / "search-typo.yaml").write_text("search:\n  trails: 3\n")
+    nasprune.save(model, d / "nodata")  # records no data set
 
     # ratios files
     (d / "r-unknown.json").write_text(json.dumps({"features.00": 0.5}))
@@ -129,6 +131,8 @@ def assert_cli_error(capsys, argv: list[str], needles: tuple[str, ...],
 TRAIN = ["train", "--quiet", "--out", "{out}"]
 PRUNE = ["prune", "--checkpoint", "{d}/ck", "--out", "{out}"]
 EVAL = ["evaluate", "--data", "digits", "--out", "{out}"]
+SEARCH = ["search", "--checkpoint", "{d}/ck", "--trials", "2", "--val-size", "32",
+          "--bn-batches", "1", "--quiet", "--out", "{out}.json"]
 
 CASES = [
     # --- configs and flags
@@ -212,6 +216,44 @@ CASES = [
                            "--out", "{d}/ck"], ("--out",)),
     ("prune-bad-checkpoint", ["prune", "--checkpoint", "{d}/tampered", "--ratio", "0.5",
                               "--out", "{out}"], ("sha256",)),
+    # --- search
+    ("search-infeasible-budget", [*SEARCH, "--target-macs", "0.001"],
+     ("budget cannot be met", "0.1%")),
+    ("search-budget-nan", [*SEARCH, "--target-macs", "nan"], ("target_macs", "finite")),
+    ("search-budget-above-one", [*SEARCH, "--target-macs", "1.5"], ("target_macs", "1.5")),
+    ("search-latency-negative", [*SEARCH, "--target-latency-ms", "-3"],
+     ("target_latency_ms", "-3")),
+    ("search-unknown-strategy", [*SEARCH, "--strategy", "evolutoin"],
+     ("'evolutoin'", "did you mean 'evolution'")),
+    ("search-option-malformed", [*SEARCH, "--option", "population"], ("KEY=VALUE",)),
+    ("search-option-unknown", [*SEARCH, "--strategy", "evolution", "--option",
+                               "populaton=3"], ("'populaton'", "did you mean 'population'")),
+    ("search-option-bad-value", [*SEARCH, "--strategy", "evolution", "--option",
+                                 "population=abc"], ("population", "'abc'")),
+    ("search-trials-zero", [*SEARCH, "--trials", "0"], ("trials", "≥ 1")),
+    ("search-storage-scheme", [*SEARCH, "--storage", "ftp://host/x.db"],
+     ("unsupported storage 'ftp'",)),
+    ("search-storage-unreachable", [*SEARCH, "--storage",
+                                    "postgresql://u:pw@127.0.0.1:1/x"],
+     ("cannot open storage", "u:***@", "refused")),
+    ("search-storage-dir-missing", [*SEARCH, "--storage", "sqlite:///{d}/nowhere/s.db"],
+     ("nowhere", "does not exist")),
+    ("search-empty-study-name", [*SEARCH, "--study", ""], ("study name",)),
+    ("search-keep-bounds", [*SEARCH, "--min-keep", "0.9", "--max-keep", "0.5"],
+     ("min_keep", "max_keep")),
+    ("search-config-typo", [*SEARCH, "--config", "{d}/search-typo.yaml"],
+     ("unknown key 'trails'", "did you mean 'trials'")),
+    ("search-model-and-checkpoint", [*SEARCH, "--model", "digitscnn"],
+     ("exactly one of --model NAME or --checkpoint DIR",)),
+    ("search-no-data-recorded", ["search", "--checkpoint", "{d}/nodata", "--quiet",
+                                 "--out", "{out}.json"], ("--data NAME",)),
+    ("search-out-not-json", ["search", "--checkpoint", "{d}/ck", "--out", "{out}.txt"],
+     (".json",)),
+    ("search-unknown-device", [*SEARCH, "--device", "tpu"], ("device 'tpu'",)),
+    ("search-shape-mismatch", [*SEARCH, "--data", "imagefolder", "--data-dir", "{d}/tree-rgb"],
+     ("forward failed", "3 channels")),
+    ("search-tampered-checkpoint", ["search", "--checkpoint", "{d}/tampered", "--quiet",
+                                    "--out", "{out}.json"], ("sha256",)),
 ]
 
 
@@ -219,7 +261,9 @@ CASES = [
 def test_cli_rejects_bad_input(w, tmp_path, capsys, argv, needles):
     out = tmp_path / "out"
     argv = [a.format(d=w, out=out) for a in argv]
-    assert_cli_error(capsys, argv, needles, out=out if "{d}/ck" not in argv[-1] else None)
+    target = Path(argv[argv.index("--out") + 1])
+    assert_cli_error(capsys, argv, needles, out=None if target == w / "ck" else target)
+    assert sorted(p.name for p in tmp_path.iterdir()) in ([], ["cache"])  # nothing written
 
 
 def test_enough_distinct_bad_inputs():

@@ -25,9 +25,9 @@ from nasprune.errors import NaspruneError
 
 
 def _device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    from nasprune.train.device import resolve_device
+
+    return resolve_device(device)  # unknown/unavailable devices: a NaspruneError
 
 
 def _positive_int(value: object, what: str, allow_zero: bool = True) -> int:
