@@ -84,7 +84,9 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
         "trials": 30, "val_size": 500, "bn_batches": 10,
         "sensitivity_levels": [0.2, 0.4, 0.6, 0.8],
         "latency_warmup": 2, "latency_repeats": 5, "latency_threads": 1,
-        "methods": DEFAULT_METHODS,
+        # Most telling first: if the hour runs out, what is missing is the least needed.
+        "methods": ["unpruned", "tp-uniform", "tp-global", "uniform", "global",
+                    "nas:evolution", "nas:bayes", "nas:rl", "sensitivity"],
     },
     "gpu": {
         # The published ResNet-56 setting: 93 %+ baseline, ≥ 30 fine-tuning epochs, 50 %.
@@ -559,33 +561,41 @@ def markdown_table(rows: list[dict[str, Any]], device: str) -> str:
 
 
 def section(s: Settings, result: dict[str, Any], command: str, env: dict[str, Any]) -> str:
-    """The Markdown section for BENCHMARKS.md: command, machine, versions, table, notes."""
+    """The Markdown section for BENCHMARKS.md: command (Markdown), machine, versions, table,
+    notes."""
     rows, base = result["rows"], result["baseline"]
     v = env["versions"]
     dev = env["device"]
     status = ("complete" if not result["missing"] else
               "**PARTIAL** — not finished: " + ", ".join(result["missing"]))
     bm = base["metrics"]
+    origin = (f"from `{s.checkpoint}`" if s.checkpoint
+              else f"trained with `{train_command(s)}`")
     subset = (f"a seeded {s.train_subset:,}-image subset of the training split"
               if s.train_subset else "the whole training split")
     lines = [
-        f"Command: `{command}`  ",
+        f"Command: {command}  ",
         f"Machine: {env['machine']}, Python {v['python']}, torch {v['torch']}, "
         f"torch-pruning {v['torch-pruning']}, optuna {v['optuna']}, nasprune {v['nasprune']}; "
         f"device {dev}, {s.threads or 'default'} torch thread(s); load average "
         f"{env['load_start']} at the start, {env['load_end']} at the end.  ",
-        f"Date: {env['date']}. Status: {status}. Wall time {env['wall_minutes']:.1f} min.",
+        f"Date: {env['date']}; started {env['started']}, last method finished "
+        f"{env['finished']}"
+        + (f" ({env['wall_minutes']:.1f} min)" if env["wall_minutes"] is not None else "")
+        + f". Status: {status}.",
         "",
-        f"Baseline: `{s.model}` trained with `{train_command(s)}` — test top-1 "
+        f"Baseline: `{s.model}` {origin} "
+        f"({base.get('train_seconds', 0) / 60:.0f} min) — test top-1 "
         f"{100 * bm['top1']:.2f} %, {bm['macs'] / 1e6:.2f} M MACs, {bm['params']:,} params. "
         f"Budget: {100 * s.budget:.0f} % of the MACs. Every method: adaptive BN (20 batches), "
         f"then {s.finetune_epochs} epoch(s) of SGD (lr {s.finetune_lr}, cosine, wd "
         f"{s.finetune_wd}, batch {s.batch_size}, augmentation) on {subset}, seed {s.seed}; "
-        f"test top-1 on the {bm['n']:,} test images. Searches: {s.trials} trials, proxy = top-1 on "
-        f"{s.val_size} validation images after {s.bn_batches} BN batches; sensitivity: levels "
+        f"test top-1 on the {bm['n']:,} test images. Searches: {s.trials} trials, proxy = "
+        f"top-1 on {s.val_size} validation images after {s.bn_batches} BN batches; sensitivity: levels "
         f"{s.sensitivity_levels}, same proxy. Latency: median of {s.latency_repeats} runs "
         f"after {s.latency_warmup} warm-up, {s.latency_threads} CPU thread(s); speed-ups "
-        "against the unpruned model timed right before each method.",
+        "against the unpruned model timed right before each method. `search s`: the "
+        "method's analysis, search or ratio-bisection time.",
         "",
         markdown_table(rows, dev),
         "",
@@ -618,6 +628,21 @@ def update_benchmarks(path: Path, protocol: str, body: str) -> Path:
     return write_atomic(path, text)
 
 
+def _read(path: Path) -> Any:
+    from nasprune.report.experiment import read_json
+
+    return read_json(path)
+
+
+def _last_result_time(s: Settings) -> str | None:
+    """When the last finished method's result was written (UTC), if any."""
+    files = list((s.out_dir / "experiment" / "methods").glob("*/result.json"))
+    if not files:
+        return None
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(max(f.stat().st_mtime
+                                                                for f in files)))
+
+
 def _jsonable(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
@@ -635,6 +660,18 @@ def run(s: Settings, command: str, report_only: bool = False, append: Path | Non
     if s.threads:
         torch.set_num_threads(s.threads)
     device = resolve_device(s.device).type
+    out = s.out_dir
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    command_md = f"`{command}`"
+    if report_only:
+        prior = _read(out / "command.json")
+        if prior:
+            command_md = f"`{prior['command']}` (table rewritten by `{command}`)"
+            command = prior["command"]
+            started, load_start = prior["started"], prior["load_start"]
+    else:
+        write_atomic(out / "command.json", json.dumps(
+            {"command": command, "started": started, "load_start": load_start}) + "\n")
     checkpoint = s.baseline_dir if report_only else ensure_baseline(s, progress)
     progress_info = None if report_only else run_methods(s, checkpoint, progress)
     result = collect(s, checkpoint, report=True)
@@ -642,11 +679,11 @@ def run(s: Settings, command: str, report_only: bool = False, append: Path | Non
         cpu_latency(s, result["rows"], s.out_dir / "experiment",
                     input_shape_of(s, checkpoint))
     env = {"versions": versions(), "device": device, "machine": machine(device),
-           "date": time.strftime("%Y-%m-%d", time.gmtime()),
-           "load_start": load_start,
+           "date": time.strftime("%Y-%m-%d", time.gmtime()), "started": started,
+           "finished": _last_result_time(s) or started, "load_start": load_start,
            "load_end": " ".join(f"{x:.1f}" for x in os.getloadavg()),
-           "wall_minutes": (time.perf_counter() - t0) / 60}
-    body = section(s, result, command, env)
+           "wall_minutes": None if report_only else (time.perf_counter() - t0) / 60}
+    body = section(s, result, command_md, env)
     keep = ("method", "status", "top1", "delta_top1_pp", "macs", "macs_fraction", "params",
             "params_fraction", "latency", "speedup_b1", "speedup_bN", "search_seconds",
             "finetune_seconds", "finetune_epochs", "ratios", "info")
@@ -655,7 +692,6 @@ def run(s: Settings, command: str, report_only: bool = False, append: Path | Non
               "baseline_checkpoint": str(checkpoint), "missing": result["missing"],
               "run": progress_info, "comparisons": comparisons(result["rows"]),
               "rows": [{k: r.get(k) for k in keep} for r in result["rows"]]}
-    out = s.out_dir
     write_atomic(out / "peers.json", json.dumps(record, indent=1, default=_jsonable) + "\n")
     write_atomic(out / "peers.md", body + "\n")
     if append is not None:
