@@ -74,14 +74,14 @@ DEFAULT_METHODS = ["unpruned", "tp-uniform", "tp-global", "uniform", "global",
 PROTOCOLS: dict[str, dict[str, Any]] = {
     "cpu": {
         # 2 shared CPU cores, about an hour: a short baseline, a 1-epoch fine-tune on a
-        # 10,000-image subset, 30-trial searches scored on 500 val images.
+        # 5,000-image subset, 24-trial searches scored on 500 val images.
         "model": "resnet20", "data": "cifar10", "budget": 0.5, "seed": 0,
         "device": "cpu", "threads": 1,  # measured: 1 thread ~5x faster than 2 at load ~11
         "baseline_epochs": 5, "baseline_lr": 0.1, "baseline_wd": 5e-4,
         "baseline_schedule": "cosine", "batch_size": 128,
         "finetune_epochs": 1, "finetune_lr": 0.01, "finetune_wd": 5e-4,
-        "finetune_schedule": "cosine", "train_subset": 10_000,
-        "trials": 30, "val_size": 500, "bn_batches": 10,
+        "finetune_schedule": "cosine", "train_subset": 5_000,
+        "trials": 24, "val_size": 500, "bn_batches": 10,
         "sensitivity_levels": [0.2, 0.4, 0.6, 0.8],
         "latency_warmup": 2, "latency_repeats": 5, "latency_threads": 1,
         # Most telling first: if the hour runs out, what is missing is the least needed.
