@@ -475,8 +475,10 @@ def cpu_latency(s: Settings, rows: list[dict[str, Any]], exp_dir: Path,
 
     for row in rows:
         model = load(exp_dir / "methods" / row["dir"] / "model")
+        # Capped: a batch of 128 through ResNet-56 takes seconds on one CPU thread.
         table = measure_latency(model, input_shape, batch_sizes=(1, 128), device="cpu",
-                                warmup=s.latency_warmup, repeats=s.latency_repeats,
+                                warmup=min(s.latency_warmup, 2),
+                                repeats=min(s.latency_repeats, 10),
                                 num_threads=s.latency_threads)
         row["latency"]["cpu"] = {str(b): v for b, v in table.items()}
 
