@@ -686,7 +686,7 @@ def run(s: Settings, command: str, report_only: bool = False, append: Path | Non
            "load_end": " ".join(f"{x:.1f}" for x in os.getloadavg()),
            "wall_minutes": None if report_only else (time.perf_counter() - t0) / 60}
     body = section(s, result, command_md, env)
-    keep = ("method", "status", "top1", "delta_top1_pp", "macs", "macs_fraction", "params",
+    keep = ("method", "dir", "status", "top1", "delta_top1_pp", "macs", "macs_fraction", "params",
             "params_fraction", "latency", "speedup_b1", "speedup_bN", "search_seconds",
             "finetune_seconds", "finetune_epochs", "ratios", "info")
     record = {"protocol": s.protocol, "command": command, "settings": dataclasses.asdict(s),

@@ -132,3 +132,21 @@ def test_user_errors(peers, tmp_path):
     with pytest.raises(NaspruneError, match="no saved model"):
         peers.ensure_baseline(peers.settings_from("cpu", checkpoint=str(tmp_path)))
     assert peers.main(["--protocol", "cpu", "--budget", "0", "--quiet"]) == 2
+
+
+def test_cuda_run_tables_add_cpu_latency(peers, finished):
+    """What a CUDA run adds (CPU timings of every saved model), exercised on CPU."""
+    import copy
+
+    s, record, _ = finished
+    rows = copy.deepcopy(record["rows"])
+    shape = peers.input_shape_of(s, s.baseline_dir)
+    assert shape == (1, 8, 8)
+    for r in rows:
+        r["latency"] = {"cuda": r["latency"]["cpu"]}
+    peers.cpu_latency(s, rows, s.out_dir / "experiment", shape)
+    for r in rows:
+        assert r["latency"]["cpu"]["128"]["median_ms"] > 0
+    table = peers.markdown_table(rows, "cuda")
+    assert "CUDA b1 ms" in table and "CPU b128 ms" in table
+    assert table.count("\n") == len(rows) + 1
