@@ -128,15 +128,47 @@ def _check_args(trials: Any, objective: Any, seed: Any) -> None:
         raise NaspruneError(f"seed must be an integer or None, got {seed!r}")
 
 
+def _avoid_duplicates(trial: optuna.Trial, space: SearchSpace, budget: Budget,
+                      raw: np.ndarray, keep: np.ndarray, exact: bool,
+                      tries: int = 8) -> tuple[np.ndarray, int]:
+    """Nudge a proposal whose pruned architecture was already evaluated in this study.
+
+    Projection maps whole rays to one point and rounding maps nearby points to the same
+    channel counts, so samplers (GP-BO proposing corners, a GA child equal to its parent)
+    can land on an architecture the study already scored; re-scoring it would waste the
+    trial. The raw vector gets seeded Gaussian noise (σ growing per try, in units of the
+    bounds' width) and is projected again; returns the keep vector and the tries used.
+    """
+    seen = {tuple(space.kept(np.asarray(t.user_attrs["keep"])))
+            for t in trial.study.get_trials(deepcopy=False,
+                                            states=(TrialState.COMPLETE, TrialState.RUNNING))
+            if t.number != trial.number and len(t.user_attrs.get("keep", ())) == space.dim}
+    if tuple(space.kept(keep)) not in seen:
+        return keep, 0
+    rng = np.random.default_rng([trial.number, 7919])
+    width = space.upper - space.lower
+    for i in range(1, tries + 1):
+        x = np.clip(raw + rng.normal(0.0, 0.03 * i, space.dim) * width, space.lower, space.upper)
+        cand = space.project(x, budget, exact=exact)
+        if tuple(space.kept(cand)) not in seen:
+            return cand, i
+    return keep, tries  # a crowded region: evaluate it anyway
+
+
 def make_objective(space: SearchSpace, evaluator: Evaluator, budget: Budget, objective: str,
                    strategy: str) -> Callable[[optuna.Trial], Any]:
     """The Optuna objective: suggest, project, record, evaluate."""
     second = _second_objective(budget)
 
+    exact = objective == "single"
+
     def run(trial: optuna.Trial) -> Any:
         raw = np.array([trial.suggest_float(space.param_name(i), float(space.lower[i]),
                                             float(space.upper[i])) for i in range(space.dim)])
-        keep = space.project(raw, budget, exact=(objective == "single"))
+        keep = space.project(raw, budget, exact=exact)
+        keep, nudged = _avoid_duplicates(trial, space, budget, raw, keep, exact)
+        if nudged:
+            trial.set_user_attr("nudged", nudged)
         macs, params = space.cost(keep)
         attrs: dict[str, Any] = {
             "keep": [float(k) for k in keep],

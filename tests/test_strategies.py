@@ -1,0 +1,176 @@
+"""Every registered search strategy through one shared test, plus learning checks.
+
+For each name ``search(strategy=...)`` accepts: a short search on the digits CNN finishes,
+every trial sits within 1 % under the MACs budget, the trials persist in SQLite, and a
+second call with the same study name continues the trial count without touching what was
+there.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+import nasprune
+from nasprune.errors import NaspruneError
+from nasprune.search import STRATEGIES, Budget, search, strategy_names
+from nasprune.search.strategies import DIFFERENTIABLE_PROCEDURES, make_sampler
+from nasprune.search.strategies.evolution import crowding, pareto_ranks
+
+# Short warm-ups so a handful of trials already exercises every strategy's learning step.
+FAST_OPTIONS = {
+    "evolution": {"population": 3},
+    "bayes": {"n_startup_trials": 3},
+    "tpe": {"n_startup_trials": 3},
+    "rl": {"warmup": 3},
+    "gan": {"warmup": 3},
+    "predictor": {"warmup": 3},
+}
+EVAL = {"bn_batches": 3, "val_size": 200, "progress": False}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    torch.manual_seed(0)
+    model = nasprune.create_model("digitscnn", in_channels=1)
+    nasprune.fit(model, digits, epochs=3, progress=False, seed=0, device="cpu")
+    return model.eval()
+
+
+def test_the_seven_strategies_of_the_design_are_known() -> None:
+    names = set(strategy_names())
+    assert {"random", "evolution", "bayes", "tpe", "rl"} <= names
+    assert set(STRATEGIES.names()) | set(DIFFERENTIABLE_PROCEDURES.names()) == names
+
+
+@pytest.mark.parametrize("name", strategy_names())
+def test_strategy_searches_within_budget_persists_and_resumes(name, trained, digits,
+                                                              tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    first_n, total = (2, 3) if name in DIFFERENTIABLE_PROCEDURES else (6, 8)
+    opts = FAST_OPTIONS.get(name, {})
+    x = digits.example_input()
+    first = search(trained, x, digits, strategy=name, target=Budget(macs=0.5), trials=first_n,
+                   storage=url, study="s", seed=0, **EVAL, **opts)
+    assert len(first.trials) == first_n
+    for c in first.trials:
+        assert 0.99 * 0.5 <= c.macs_fraction <= 0.5, (name, c.number, c.macs_fraction)
+        assert 0.0 <= c.score <= 1.0
+    stored = optuna.load_study(study_name="s", storage=url)
+    done = stored.get_trials(states=(TrialState.COMPLETE,))
+    assert len(done) == first_n
+    assert all(len(t.user_attrs["keep"]) == first.space.dim for t in done)
+
+    second = search(trained, x, digits, strategy=name, target=Budget(macs=0.5), trials=total,
+                    storage=url, study="s", seed=0, **EVAL, **opts)
+    assert [c.number for c in second.trials] == list(range(total))
+    assert [c.keep for c in second.trials[:first_n]] == [c.keep for c in first.trials]
+    assert all(0.99 * 0.5 <= c.macs_fraction <= 0.5 for c in second.trials)
+    # New trials are new architectures (channel counts), not replays.
+    archs = {tuple(second.space.kept(np.array(c.keep))) for c in second.trials}
+    assert len(archs) == total, name
+
+
+@pytest.mark.parametrize("name", STRATEGIES.names())
+def test_strategy_rejects_unknown_options(name) -> None:
+    space = _fake_space(4)
+    with pytest.raises(NaspruneError, match="option"):
+        make_sampler(name, space, 0, no_such_option=1)
+
+
+def test_learned_strategies_share_random_warm_up(trained, digits) -> None:
+    x = digits.example_input()
+    runs = {n: search(trained, x, digits, strategy=n, trials=3, seed=5, **EVAL,
+                      **({"population": 5} if n == "evolution" else {}))
+            for n in ("random", "evolution", "bayes")}
+    keeps = {n: [c.keep for c in r.trials] for n, r in runs.items()}
+    assert keeps["random"] == keeps["evolution"] == keeps["bayes"]
+
+
+# --- learning on a synthetic objective (no network: fast and noise-free) ----------------
+def _fake_space(dim: int, lower: float = 0.1) -> SimpleNamespace:
+    names = [f"keep{i:03d}_g{i}" for i in range(dim)]
+    return SimpleNamespace(
+        dim=dim, lower=np.full(dim, lower), upper=np.ones(dim), names=names,
+        param_name=lambda i: names[i],
+        keep_from_params=lambda p: np.array([p[n] for n in names]),
+    )
+
+
+def _synthetic_best(name: str, seed: int, trials: int = 40, dim: int = 8, **options) -> float:
+    space = _fake_space(dim)
+    target = np.random.default_rng(100).uniform(0.2, 0.9, dim)
+    sampler = make_sampler(name, space, seed, **options)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+
+    def objective(trial: optuna.Trial) -> float:
+        keep = np.array([trial.suggest_float(space.param_name(i), 0.1, 1.0)
+                         for i in range(dim)])
+        trial.set_user_attr("keep", keep.tolist())
+        return -float(np.sum((keep - target) ** 2))
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study.optimize(objective, n_trials=trials)
+    return study.best_value
+
+
+@pytest.mark.parametrize("name", ["evolution", "tpe"])
+def test_strategy_beats_random_on_a_smooth_objective(name) -> None:
+    """Default options, 40 trials, 8 groups, 3 seeds (paired with random's seeds)."""
+    ours = np.mean([_synthetic_best(name, s) for s in range(3)])
+    rand = np.mean([_synthetic_best("random", s) for s in range(3)])
+    assert ours > rand, (name, ours, rand)
+
+
+def test_bayes_improves_on_its_random_start() -> None:
+    # The GP costs ~1 s per proposal on a busy CPU: one short, paired run.
+    gp = _synthetic_best("bayes", 0, trials=20, dim=4, n_startup_trials=6)
+    rand = _synthetic_best("random", 0, trials=20, dim=4)
+    assert gp > rand and gp > -0.01, (gp, rand)
+
+
+# --- GA machinery ------------------------------------------------------------------------
+def test_pareto_ranks_and_crowding() -> None:
+    # Maximise both columns.
+    v = np.array([[3.0, 1.0], [2.0, 2.0], [1.0, 3.0], [1.0, 1.0], [0.5, 0.5], [2.0, 1.5]])
+    assert pareto_ranks(v).tolist() == [0, 0, 0, 2, 3, 1]
+    d = crowding(v[:3])
+    assert np.isinf(d[0]) and np.isinf(d[2]) and d[1] == pytest.approx(2.0)
+
+
+def test_evolution_children_stay_in_bounds_and_near_parents() -> None:
+    space = _fake_space(6, lower=0.2)
+    sampler = make_sampler("evolution", space, 0, population=4, mutation_sigma=0.05,
+                           crossover_prob=0.0)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    parent = np.full(6, 0.6)
+    study.enqueue_trial({space.param_name(i): 0.6 for i in range(6)})
+    for _ in range(3):
+        study.enqueue_trial({space.param_name(i): 0.25 for i in range(6)})
+
+    def objective(trial: optuna.Trial) -> float:
+        keep = np.array([trial.suggest_float(space.param_name(i), 0.2, 1.0) for i in range(6)])
+        trial.set_user_attr("keep", keep.tolist())
+        return 1.0 if np.allclose(keep, 0.6) else float(-np.abs(keep - 0.6).sum())
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study.optimize(objective, n_trials=12)
+    children = [np.array(t.user_attrs["keep"]) for t in study.trials[4:]]
+    for c in children:
+        assert np.all(c >= 0.2) and np.all(c <= 1.0)
+    # Mutation only (no crossover): children descend from the pool, mostly the best parent.
+    near = [np.abs(c - parent).max() < 0.3 for c in children]
+    assert sum(near) >= len(children) // 2
