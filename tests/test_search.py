@@ -264,3 +264,21 @@ def test_cli_search_writes_ratios_that_prune_accepts(trained, digits, tmp_path, 
                  "--quiet"]) == 2
     assert "cannot be met" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_demo_runs_search_prune_finetune(tmp_path) -> None:
+    from nasprune.demo import run_demo
+
+    results = run_demo(out=tmp_path, progress=False, device="cpu")
+    base, pruned = results["rows"]
+    assert pruned["method"] == "nas:evolution"
+    assert pruned["macs"] <= 0.5 * base["macs"] and pruned["params"] < base["params"]
+    assert pruned["top1"] >= 0.95 and pruned["top1"] >= base["top1"] - 0.03
+    assert pruned["latency_ms"] > 0 and base["latency_ms"] > 0
+    search_doc = json.loads((tmp_path / "search.json").read_text())
+    assert search_doc["trials"] == 30 and set(search_doc["ratios"]) == {
+        "features.0", "features.3", "features.7", "features.10"}
+    model = nasprune.load(tmp_path / "pruned")
+    assert count_macs(model, torch.randn(1, 1, 8, 8)) == pruned["macs"]
+    data = nasprune.load_dataset("digits")
+    assert nasprune.evaluate(model, data)["top1"] == pytest.approx(pruned["top1"])

@@ -1,9 +1,10 @@
 """``nasprune demo``: the embedded default, on scikit-learn's digits, with no download.
 
 The demo is a list of steps that share one :class:`DemoState`; each step reads what the
-earlier ones left and adds its own results. Today: train the digits CNN with the bundled
-recipe (``configs/demo.yaml``), evaluate it, write ``results.json`` and print a table.
-The search / prune / fine-tune steps slot in between ``evaluate`` and ``report``.
+earlier ones left and adds its own results: train the digits CNN with the bundled recipe
+(``configs/demo.yaml``), evaluate it, search per-group prune ratios at half the MACs,
+prune and fine-tune (``nasprune.search.demo_steps``), write ``results.json`` and print the
+before/after table (latency at batch 1, one thread, median).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class DemoState:
     device: str | None = None
     config: TrainConfig | None = None
     baseline: object = None  # nasprune.train.run.TrainRun after step_train
+    search: object = None  # nasprune.search.SearchResult after step_search
     rows: list[dict] = field(default_factory=list)
     results: dict = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
@@ -85,15 +87,21 @@ def step_report(state: DemoState) -> None:
 
 
 def format_table(rows: Sequence[dict]) -> str:
-    head = f"{'method':<12} {'top-1':>7} {'MACs':>11} {'params':>9} {'MB':>7} {'train s':>8}"
+    head = (f"{'method':<14} {'top-1':>7} {'MACs':>11} {'params':>9} {'MB':>7} "
+            f"{'lat. ms':>8} {'train s':>8}")
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['method']:<12} {r['top1']:>7.2%} {r['macs']:>11,} {r['params']:>9,} "
-                     f"{r['size_mb']:>7.3f} {r['train_seconds']:>8.1f}")
+        lat = f"{r['latency_ms']:>8.3f}" if r.get("latency_ms") is not None else f"{'-':>8}"
+        lines.append(f"{r['method']:<14} {r['top1']:>7.2%} {r['macs']:>11,} {r['params']:>9,} "
+                     f"{r['size_mb']:>7.3f} {lat} {r['train_seconds']:>8.1f}")
     return "\n".join(lines)
 
 
-STEPS: list[Callable[[DemoState], None]] = [step_train, step_evaluate, step_report]
+# Steps 3–4 (search, prune + fine-tune) are owned by the search package.
+from nasprune.search.demo_steps import step_prune_finetune, step_search  # noqa: E402
+
+STEPS: list[Callable[[DemoState], None]] = [step_train, step_evaluate, step_search,
+                                            step_prune_finetune, step_report]
 
 
 def run_demo(out: str | Path = "runs/demo", progress: bool = True,
