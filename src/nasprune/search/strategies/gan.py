@@ -47,14 +47,14 @@ class GANSampler(LearnedSampler):
         space: Any,
         seed: int | None = None,
         warmup: int | None = 8,
-        top: float = 0.25,
+        top: float = 0.2,
         latent: int = 8,
         hidden: int = 32,
-        steps: int = 200,
+        steps: int = 100,
         batch_size: int = 32,
         lr: float = 2e-3,
         explore: float = 0.1,
-        jitter: float = 0.03,
+        jitter: float = 0.1,
     ) -> None:
         super().__init__(space, seed, warmup)
         for name, value in (("latent", latent), ("hidden", hidden), ("steps", steps),

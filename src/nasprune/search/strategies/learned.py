@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -191,6 +192,8 @@ class LearnedSampler(BaseSampler):
         self.upper = np.asarray(space.upper, dtype=np.float64)
         self.names = [space.param_name(i) for i in range(space.dim)]
         self._fallback = RandomSampler(seed=seed_for(seed, 7))
+        # Optuna's n_jobs threads share one sampler: one proposal (and training) at a time.
+        self._lock = threading.Lock()
 
     # --- optuna interface ------------------------------------------------------------
     def infer_relative_search_space(
@@ -211,7 +214,8 @@ class LearnedSampler(BaseSampler):
         if len(history) < self.warmup_trials(study):
             keep = from_unit(rng.random(self.space.dim), self.lower, self.upper)
         else:
-            keep = self.propose(study, trial, history, rng)
+            with self._lock:
+                keep = self.propose(study, trial, history, rng)
         keep = np.clip(np.asarray(keep, dtype=np.float64), self.lower, self.upper)
         return {
             name: float(keep[i]) for i, name in enumerate(self.names) if name in search_space

@@ -1,12 +1,13 @@
 """``predictor`` — a surrogate of the score fitted on finished trials proposes the next vector.
 
-An ensemble of small regressors (gradient-boosted trees by default, or MLPs) is fitted on
-the completed trials' projected keep vectors (rescaled to [0, 1] per group) and standardised
+An ensemble of regressors — gradient-boosted trees (``model="gbr"``, default) or a deep
+ensemble of small MLPs (``model="mlp"``, as in BANANAS, White et al. 2021) — is fitted on the
+completed trials' projected keep vectors (rescaled to [0, 1] per group) and standardised
 scores; each member sees a bootstrap resample, so the members' spread estimates the
-surrogate's uncertainty. A proposal scores many candidates — uniform draws and Gaussian
-mutations of the best trials — by ``mean + kappa · std`` (an upper confidence bound: high
-predicted score or high uncertainty) and returns the best; with probability ``epsilon`` it
-returns a uniform draw instead.
+surrogate's uncertainty. A proposal scores ``candidates`` vectors — uniform draws and, for a
+fraction ``mutate``, Gaussian mutations (σ = ``sigma``) of the ``elite`` best trials — by
+``mean + kappa · std`` (an upper confidence bound: high predicted score or high uncertainty)
+and returns the best; with probability ``epsilon`` it returns a uniform draw instead.
 
 The surrogate is trained on *projected* vectors (what was evaluated), so candidates are
 projected onto the budget before they are scored when the study records its budget
@@ -18,10 +19,10 @@ proposals depend only on the storage and the seed.
 
 from __future__ import annotations
 
-import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from nasprune.errors import NaspruneError
 from nasprune.search.strategies.learned import (
@@ -33,6 +34,7 @@ from nasprune.search.strategies.learned import (
     from_unit,
     seed_for,
     study_budget,
+    tiny_torch,
     to_unit,
 )
 
@@ -43,16 +45,64 @@ if TYPE_CHECKING:
 MODELS = ("gbr", "mlp")
 
 
-def _regressor(kind: str, seed: int | None) -> Any:
-    if kind == "gbr":
+class _GBREnsemble:
+    """Gradient-boosted trees, one per bootstrap resample (sklearn)."""
+
+    def __init__(self, members: int, seed: int | None) -> None:
+        self.members, self.seed = members, seed
+
+    def fit(self, x: np.ndarray, y: np.ndarray, samples: np.ndarray) -> _GBREnsemble:
         from sklearn.ensemble import GradientBoostingRegressor
 
-        return GradientBoostingRegressor(n_estimators=100, max_depth=3, learning_rate=0.05,
-                                         subsample=0.8, random_state=seed)
-    from sklearn.neural_network import MLPRegressor
+        self.models = []
+        for m, idx in enumerate(samples):
+            reg = GradientBoostingRegressor(n_estimators=100, max_depth=3, learning_rate=0.05,
+                                            subsample=0.8, random_state=seed_for(self.seed, m))
+            self.models.append(reg.fit(x[idx], y[idx]))
+        return self
 
-    return MLPRegressor(hidden_layer_sizes=(32, 32), alpha=1e-3, learning_rate_init=3e-3,
-                        max_iter=400, random_state=seed)
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.stack([m.predict(x) for m in self.models])
+
+
+class _MLPEnsemble:
+    """A deep ensemble of small MLPs (as in BANANAS), trained together with batched matmuls.
+
+    Member ``e`` fits its own bootstrap resample (counts as loss weights); full-batch Adam
+    with weight decay, so a fit is a few hundred tiny steps.
+    """
+
+    def __init__(self, members: int, seed: int | None, hidden: int = 32, steps: int = 300,
+                 lr: float = 1e-2, weight_decay: float = 1e-3) -> None:
+        self.members, self.seed, self.hidden = members, seed, hidden
+        self.steps, self.lr, self.weight_decay = steps, lr, weight_decay
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(torch.matmul(x, self.w[0]) + self.b[0])
+        h = torch.relu(torch.bmm(h, self.w[1]) + self.b[1])
+        return (torch.bmm(h, self.w[2]) + self.b[2]).squeeze(-1)
+
+    def fit(self, x: np.ndarray, y: np.ndarray, samples: np.ndarray) -> _MLPEnsemble:
+        e, n, d = self.members, len(y), x.shape[1]
+        counts = np.stack([np.bincount(idx, minlength=n) for idx in samples]).astype(np.float32)
+        with tiny_torch(self.seed):
+            sizes = [(d, self.hidden), (self.hidden, self.hidden), (self.hidden, 1)]
+            self.w = [((torch.rand(e, a, b) * 2 - 1) / a**0.5).requires_grad_() for a, b in sizes]
+            self.b = [torch.zeros(e, 1, b, requires_grad=True) for _, b in sizes]
+            xt = torch.as_tensor(x, dtype=torch.float32)
+            yt = torch.as_tensor(y, dtype=torch.float32)
+            wt = torch.as_tensor(counts) / torch.as_tensor(counts).sum(1, keepdim=True)
+            opt = torch.optim.AdamW(self.w + self.b, lr=self.lr, weight_decay=self.weight_decay)
+            for _ in range(self.steps):
+                loss = (wt * (self._forward(xt) - yt) ** 2).sum()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        with tiny_torch(0), torch.no_grad():
+            return self._forward(torch.as_tensor(x, dtype=torch.float32)).double().numpy()
 
 
 class PredictorSampler(LearnedSampler):
@@ -85,12 +135,12 @@ class PredictorSampler(LearnedSampler):
         self.model, self.ensemble, self.candidates = model, int(ensemble), int(candidates)
         self.mutate, self.sigma, self.elite = mutate, sigma, int(elite)
         self.kappa, self.epsilon, self.project = kappa, epsilon, project
-        self._fitted: tuple[int, list[Any]] | None = None
+        self._fitted: tuple[int, Any] | None = None
 
     def warmup_trials(self, study: Study) -> int:
         return max(3, super().warmup_trials(study))  # a surrogate needs a few points
 
-    def fit(self, history: History) -> list[Any]:
+    def fit(self, history: History) -> Any:
         """The ensemble fitted on bootstrap resamples of the stored trials."""
         n = len(history)
         if self._fitted is not None and self._fitted[0] == n:
@@ -98,14 +148,10 @@ class PredictorSampler(LearnedSampler):
         x = history.unit(self.lower, self.upper)
         y = (history.score - history.score.mean()) / (history.score.std() or 1.0)
         rng = np.random.default_rng(seed_for(self.seed, 5, n))
-        members = []
-        for m in range(self.ensemble):
-            idx = rng.integers(0, n, n) if self.ensemble > 1 else np.arange(n)
-            reg = _regressor(self.model, seed_for(self.seed, 6, n, m))
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # MLP convergence chatter on tiny data
-                reg.fit(x[idx], y[idx])
-            members.append(reg)
+        samples = (rng.integers(0, n, (self.ensemble, n)) if self.ensemble > 1
+                   else np.arange(n)[None])
+        cls = _GBREnsemble if self.model == "gbr" else _MLPEnsemble
+        members = cls(self.ensemble, seed_for(self.seed, 6, n)).fit(x, y, samples)
         self._fitted = (n, members)
         return members
 
@@ -134,7 +180,7 @@ class PredictorSampler(LearnedSampler):
             exact = len(study.directions) == 1
             evaluated = np.stack([self.space.project(k, budget, exact=exact) for k in raw])
         x = to_unit(evaluated, self.lower, self.upper)
-        preds = np.stack([m.predict(x) for m in members])
+        preds = members.predict(x)
         ucb = preds.mean(axis=0) + self.kappa * preds.std(axis=0)
         return raw[int(np.argmax(ucb))]
 

@@ -1,0 +1,131 @@
+"""``nasprune workers``: start N ``nasprune search`` processes on one shared study.
+
+Workers coordinate only through the study's database (Optuna's distributed mode): each is
+an ordinary ``nasprune search`` with the same ``--storage`` and ``--study``; a worker
+starts a trial only while the study holds fewer complete + running trials than
+``--trials``, and stops when it holds that many complete ones. On one machine this module
+launches them; on a cluster, run the same ``nasprune search`` command (or ``nasprune
+workers`` with a smaller N) on every host against a PostgreSQL URL.
+
+Everything is validated once, before any process starts (a bad flag fails one time, not N
+times), and the database tables are created up front so the workers do not race to do it.
+Each worker gets ``cpus // N`` intra-op threads unless ``--threads`` is given; its output
+lines are prefixed with ``[wK]``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import IO, Any
+
+from nasprune.errors import NaspruneError
+
+
+def resolve_search_args(search_argv: Sequence[str]) -> Any:
+    """The :class:`SearchConfig` that ``nasprune search <search_argv>`` would run."""
+    from nasprune.cli import _config_path, _options, build_parser
+    from nasprune.config import load_config
+    from nasprune.search.config import SearchConfig
+
+    parser = build_parser()
+    args = parser.parse_args(["search", *search_argv])
+    keys = ("model", "checkpoint", "data", "data_dir", "strategy", "target_macs",
+            "target_params", "target_latency_ms", "trials", "storage", "study", "objective",
+            "min_keep", "max_keep", "round_to", "bn_batches", "val_size", "finetune_steps",
+            "check_proxy", "check_proxy_epochs", "seed", "device", "out")
+    overrides = {k: getattr(args, k) for k in keys}
+    overrides["strategy_options"] = _options(args.option)
+    cfg = load_config(SearchConfig, _config_path(args.config), overrides)
+    return cfg, args
+
+
+def _pump(stream: IO[str], prefix: str, sink: IO[str], lock: threading.Lock) -> None:
+    for line in stream:
+        with lock:
+            sink.write(prefix + line)
+            sink.flush()
+
+
+def _complete(storage: Any, study: str) -> int | None:
+    import optuna
+    from optuna.trial import TrialState
+
+    from nasprune.search.study import quiet_optuna
+
+    try:
+        with quiet_optuna():
+            s = optuna.load_study(study_name=study, storage=storage)
+            return len(s.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    except Exception:  # not created yet, or a transient database error: just skip a beat
+        return None
+
+
+def run_workers(n: int, search_argv: Sequence[str], progress: bool = True,
+                poll_seconds: float = 2.0) -> int:
+    """Run ``n`` workers of ``nasprune search <search_argv>``; their worst exit code."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise NaspruneError(f"--workers must be at least 1, got {n!r}")
+    argv = list(search_argv)
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    if argv[:1] == ["search"]:
+        argv = argv[1:]
+    cfg, args = resolve_search_args(argv)
+    if cfg.storage is None or not cfg.study:
+        raise NaspruneError("workers share one study through a database: pass --storage "
+                            "sqlite:///FILE or postgresql://... and --study NAME")
+    if cfg.strategy == "differentiable":
+        raise NaspruneError("strategy 'differentiable' trains one gated network per trial "
+                            "and gains nothing from workers: run one `nasprune search`")
+    from nasprune.search.study import open_storage
+
+    storage = open_storage(cfg.storage)  # creates the tables once, before the workers race
+    if args.threads is None:
+        argv += ["--threads", str(max(1, (os.cpu_count() or 1) // n))]
+    if not args.quiet:
+        argv.append("--quiet")  # n progress bars would garble each other: one summary here
+
+    lock = threading.Lock()
+    procs: list[subprocess.Popen] = []
+    pumps: list[threading.Thread] = []
+    start = time.perf_counter()
+    try:
+        for i in range(n):
+            p = subprocess.Popen([sys.executable, "-m", "nasprune.cli", "search", *argv],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 bufsize=1)
+            procs.append(p)
+            for stream, sink in ((p.stdout, sys.stdout), (p.stderr, sys.stderr)):
+                t = threading.Thread(target=_pump, args=(stream, f"[w{i}] ", sink, lock),
+                                     daemon=True)
+                t.start()
+                pumps.append(t)
+        last = None
+        while any(p.poll() is None for p in procs):
+            time.sleep(poll_seconds)
+            done = _complete(storage, cfg.study) if progress else None
+            if done is not None and done != last:
+                last = done
+                with lock:
+                    print(f"study '{cfg.study}': {done}/{cfg.trials} complete trials "
+                          f"({time.perf_counter() - start:.0f} s)", file=sys.stderr,
+                          flush=True)
+    except KeyboardInterrupt:
+        for p in procs:  # their trials stay RUNNING until the heartbeat fails them
+            p.terminate()
+        for p in procs:
+            p.wait()
+        raise
+    for t in pumps:
+        t.join(timeout=5)
+    codes = [p.returncode for p in procs]
+    done = _complete(storage, cfg.study)
+    print(f"{n} workers finished in {time.perf_counter() - start:.1f} s (exit codes "
+          f"{codes}): study '{cfg.study}' holds {done} complete trials")
+    bad = [c for c in codes if c != 0]
+    return bad[0] if bad else 0
