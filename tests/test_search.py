@@ -282,3 +282,11 @@ def test_demo_runs_search_prune_finetune(tmp_path) -> None:
     assert count_macs(model, torch.randn(1, 1, 8, 8)) == pruned["macs"]
     data = nasprune.load_dataset("digits")
     assert nasprune.evaluate(model, data)["top1"] == pytest.approx(pruned["top1"])
+
+
+def test_top_level_search_is_callable_after_the_package_is_imported(trained, digits) -> None:
+    import nasprune.search as pkg  # noqa: F401  (makes nasprune.search the package)
+
+    result = nasprune.search(trained, digits.example_input(), digits, strategy="random",
+                             trials=1, **FAST)
+    assert len(result.trials) == 1 and nasprune.Budget is Budget

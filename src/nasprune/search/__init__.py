@@ -7,6 +7,9 @@ name) and ``search()`` (Optuna studies: in memory, SQLite, PostgreSQL; resumable
 
 from __future__ import annotations
 
+import sys
+import types
+
 from nasprune.search.budget import Budget
 from nasprune.search.evaluate import Evaluator, check_proxy, spearman
 from nasprune.search.run import Candidate, SearchResult, build_result, search
@@ -33,3 +36,18 @@ __all__ = [
     "spearman",
     "strategy_names",
 ]
+
+
+class _CallableModule(types.ModuleType):
+    """``nasprune.search(...)`` must work although ``nasprune.search`` is also this package.
+
+    Importing the subpackage makes ``nasprune.search`` the module (Python sets the parent's
+    attribute), shadowing the lazily resolved function; calling the module calls
+    :func:`search`.
+    """
+
+    def __call__(self, *args, **kwargs):
+        return search(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
