@@ -13,6 +13,7 @@ comparison is written as ``results.json``/``.csv``/``.md``, plots and ``report.h
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -422,6 +423,9 @@ def experiment(config: ExperimentConfig | dict | str | os.PathLike,
                            f"{m['macs'] / base_macs:.1%} ({rec['wall_seconds']:.1f} s)")
         else:
             _log(progress, f"[{i}/{len(jobs)}] {label}: FAILED: {rec['error']}")
+
+    with contextlib.suppress(OSError):  # scratch space of unfinished methods only
+        (run / "work").rmdir()
 
     from nasprune.report.tables import build_rows, write_tables
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -259,10 +260,20 @@ def layer(ctx: Context) -> Pruned:
                         "ratios": _ratios_of(chosen)})
 
 
+def _search(ctx: Context, s: Any, evaluator: Any, space: Any) -> Any:
+    from nasprune.search import Budget, search
+
+    return search(ctx.model, ctx.example, ctx.data, strategy=ctx.spec.strategy,
+                  target=Budget(macs=ctx.cfg.budget), trials=s.trials,
+                  storage=f"sqlite:///{(ctx.work / 'study.db').resolve()}",
+                  study=ctx.spec.slug, seed=ctx.seed, objective=s.objective,
+                  evaluator=evaluator, space=space, progress=ctx.progress, **s.options)
+
+
 @register_method("nas")
 def nas(ctx: Context) -> Pruned:
     """``nas:<strategy>``: the strategy's name is ``ctx.spec.strategy``."""
-    from nasprune.search import Budget, Evaluator, SearchSpace, search
+    from nasprune.search import Evaluator, SearchSpace
 
     s = ctx.settings
     start = time.perf_counter()
@@ -272,11 +283,12 @@ def nas(ctx: Context) -> Pruned:
                           criterion=ctx.cfg.criterion, round_to=ctx.cfg.round_to,
                           min_channels=space.min_channels, seed=ctx.seed)
     ctx.work.mkdir(parents=True, exist_ok=True)
-    result = search(ctx.model, ctx.example, ctx.data, strategy=ctx.spec.strategy,
-                    target=Budget(macs=ctx.cfg.budget), trials=s.trials,
-                    storage=f"sqlite:///{(ctx.work / 'study.db').resolve()}",
-                    study=ctx.spec.slug, seed=ctx.seed, objective=s.objective,
-                    evaluator=evaluator, space=space, progress=ctx.progress, **s.options)
+    with warnings.catch_warnings():
+        # Optuna's notices about its own deprecated/experimental heartbeat classes are not
+        # the user's business in an experiment log.
+        warnings.filterwarnings("ignore", category=FutureWarning, module="nasprune.search")
+        warnings.filterwarnings("ignore", module="optuna")
+        result = _search(ctx, s, evaluator, space)
     model = ctx.prune(result.best.ratios)
     search_info = result.to_dict()
     search_info["candidates"] = [c.to_dict() for c in result.trials]

@@ -55,7 +55,7 @@ def accuracy_vs_macs(doc: dict, run: Path) -> Any | None:
         return None
     several = len({r["seed"] for r in doc["rows"]}) > 1
     base_macs = doc["baseline"]["metrics"]["macs"]
-    fig = _figure()
+    fig = _figure(10.0, 5.5)
     ax = fig.subplots()
     for r in doc["rows"]:
         search = _read(run / "methods" / str(r.get("dir")) / "search.json") \
@@ -81,7 +81,7 @@ def accuracy_vs_macs(doc: dict, run: Path) -> Any | None:
     ax.set_ylabel("test top-1 accuracy (%)")
     ax.set_title("Accuracy vs MACs after the same fine-tuning")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 
@@ -94,7 +94,7 @@ def kept_channels(doc: dict, run: Path) -> Any | None:
     several = len({r["seed"] for r in doc["rows"]}) > 1
     names = [g["name"] for g in groups]
     xs = list(range(len(names)))
-    fig = _figure(max(8.0, 0.45 * len(names) + 3), 5.0)
+    fig = _figure(max(10.0, 0.45 * len(names) + 5), 5.5)
     ax = fig.subplots()
     ax.bar(xs, [g["channels"] for g in groups], color="0.85", label="unpruned")
     for i, r in enumerate(rows):
@@ -105,7 +105,7 @@ def kept_channels(doc: dict, run: Path) -> Any | None:
     ax.set_ylabel("kept channels (count)")
     ax.set_title("Channels kept per group (threshold pruning keeps all: not shown)")
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 
