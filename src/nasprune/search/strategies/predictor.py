@@ -56,7 +56,7 @@ class _GBREnsemble:
 
         self.models = []
         for m, idx in enumerate(samples):
-            reg = GradientBoostingRegressor(n_estimators=100, max_depth=3, learning_rate=0.05,
+            reg = GradientBoostingRegressor(n_estimators=50, max_depth=3, learning_rate=0.1,
                                             subsample=0.8, random_state=seed_for(self.seed, m))
             self.models.append(reg.fit(x[idx], y[idx]))
         return self
