@@ -117,6 +117,23 @@ def test_rebuilds_knowledge_from_stored_trials(space, name, tmp_path):
     assert near < 0.8 * stored, (near, stored)
 
 
+@pytest.mark.parametrize("constrain", [True, False])
+def test_rl_clamps_actions_so_the_recorded_budget_stays_reachable(space, constrain):
+    """AMC's action constraint: with the study's MACs budget known, the raw episode fits it."""
+    rng = np.random.default_rng(1)
+    study = optuna.create_study(direction="maximize", sampler=STRATEGIES.get("rl")(
+        space, 0, constrain=constrain, **CHEAP["rl"]))
+    study.set_user_attr("budget", {"macs": 0.3, "params": None, "latency_ms": None})
+    keeps = rng.uniform(space.lower, space.upper, (12, space.dim))
+    study.add_trials([stored_trial(space, k, float(k.mean())) for k in keeps])  # favours big
+    raw = [space.keep_from_params(study.ask(distributions(space)).params) for _ in range(6)]
+    fractions = [space.cost(k)[0] / space.base_macs for k in raw]
+    if constrain:
+        assert max(fractions) <= 0.3, fractions
+    else:
+        assert max(fractions) > 0.3, fractions  # the clamp is what keeps them in
+
+
 @pytest.mark.parametrize("name", LEARNED)
 def test_warmup_is_the_random_strategy_draw(space, name):
     """Below the warm-up count a learned sampler proposes exactly what ``random`` would."""

@@ -10,11 +10,15 @@ trial's score minus a moving-average baseline, divided by the scores' spread —
 
 The replay buffer is rebuilt from the study's completed trials at every proposal (the
 projected keep vectors the objective stored), so a resumed or shared study trains on all of
-it. The actor/critic and their target networks are cached and trained further (``updates_per_trial``
-DDPG updates per new trial) whenever trials were added. Exploration adds truncated-normal noise
-whose σ decays by ``sigma_decay`` per episode after the random warm-up. When the study records
-a MACs budget, each action is clamped while walking so that the budget stays reachable
-(AMC's action constraint); the objective then projects the vector exactly onto the budget.
+it. The actor/critic and their target networks (soft updates, rate ``tau``; discount 1 as in
+AMC, so the critic's value at a step sums the rewards still to come) are cached and trained
+``updates_per_trial`` more DDPG updates per trial added since the last proposal (at most
+``max_updates`` at once): a resumed process starts from fresh networks trained on the whole
+buffer, so its proposals are equally informed but not bit-identical to an uninterrupted run.
+Exploration adds truncated-normal noise (σ = ``sigma``, AMC's 0.5) that decays by
+``sigma_decay`` (0.95) per episode after the random warm-up. When the study records a MACs
+budget, each action is clamped while walking so that the budget stays reachable (AMC's action
+constraint); the objective then projects the vector exactly onto the budget.
 """
 
 from __future__ import annotations
