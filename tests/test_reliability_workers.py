@@ -7,11 +7,12 @@ of the work, and the total is the requested one — or, documented in the README
 ``workers - 1`` over it when several workers start their last trials at the same moment.
 A sampler in one worker learns from the trials the others stored (``study.get_trials``).
 
-PostgreSQL tests run when ``NASPRUNE_TEST_POSTGRES_URL`` is set (CI: ``.ci/postgres.sh``).
+The PostgreSQL test runs when ``NASPRUNE_TEST_POSTGRES_URL`` is set (CI: ``.ci/postgres.sh``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -27,6 +28,7 @@ import torch
 from optuna.trial import TrialState
 
 import nasprune
+from nasprune.cli import main
 from nasprune.search import STRATEGIES, Budget, SearchSpace, make_sampler
 from nasprune.search import search as run_search
 from nasprune.search.study import quiet_optuna
@@ -41,7 +43,8 @@ def checkpoint(digits, tmp_path_factory) -> Path:
     torch.manual_seed(0)
     model = nasprune.create_model("digitscnn", in_channels=1, width=8)
     nasprune.fit(model, digits, epochs=3, progress=False, seed=0, device="cpu")
-    return nasprune.save(model, tmp_path_factory.mktemp("ck") / "base")
+    return nasprune.save(model, tmp_path_factory.mktemp("ck") / "base",
+                         meta={"data": "digits", "input_shape": [1, 8, 8]})
 
 
 def run_workers(checkpoint: Path, url: str, study: str, workers: int, trials: int,
@@ -94,11 +97,64 @@ def test_three_workers_on_postgresql(checkpoint):
     check_study(PG_URL, study, 30, 3, counts)
 
 
-def test_two_workers_on_sqlite(checkpoint, tmp_path):
-    url = f"sqlite:///{tmp_path / 'workers.db'}"
-    counts = run_workers(checkpoint, url, "workers", workers=2, trials=12,
-                         strategy="random", options={}, sleep=0.2)
-    check_study(url, "workers", 12, 2, counts)
+def _max_overlap(trials) -> int:
+    """The most trials that were running at the same moment."""
+    events = sorted([(t.datetime_start, 1) for t in trials]
+                    + [(t.datetime_complete, -1) for t in trials])
+    best = now = 0
+    for _, step in events:
+        now += step
+        best = max(best, now)
+    return best
+
+
+def test_two_workers_on_sqlite_with_the_workers_verb(checkpoint, tmp_path, capsys):
+    """`nasprune workers -n 2 -- <search flags>`: two real `nasprune search` processes."""
+    url = f"sqlite:///{tmp_path / 'verb.db'}"
+    out = tmp_path / "best.json"
+    code = main(["workers", "-n", "2", "--", "--checkpoint", str(checkpoint),
+                 "--storage", url, "--study", "verb", "--trials", "12",
+                 "--finetune-steps", "60", "--bn-batches", "2", "--val-size", "128",
+                 "--strategy", "evolution", "--option", "population=4", "--out", str(out)])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "[w0] searched evolution" in printed.out and "[w1] searched evolution" in printed.out
+    assert "2 workers finished" in printed.out and "exit codes [0, 0]" in printed.out
+    with quiet_optuna():
+        trials = optuna.load_study(study_name="verb", storage=url).get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert 12 <= len(complete) <= 13 and len(complete) == len(trials)
+    assert sorted(t.number for t in trials) == list(range(len(trials)))
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == len(trials)
+    assert _max_overlap(trials) == 2  # the two workers really ran trials side by side
+    doc = json.loads(out.read_text())
+    best = max(complete, key=lambda t: (t.value, -t.number))
+    assert doc["ratios"] == best.user_attrs["prune_ratios"]
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["-n", "0", "--", "--checkpoint", "{ck}"], "at least 1"),
+    (["-n", "2", "--", "--checkpoint", "{ck}"], "--storage"),
+    (["-n", "2", "--", "--checkpoint", "{ck}", "--storage", "sqlite:///{tmp}/x.db"],
+     "--study NAME"),
+    (["-n", "2", "--", "--checkpoint", "{ck}", "--storage", "sqlite:///{tmp}/x.db",
+      "--study", "s", "--strategy", "differentiable"], "differentiable"),
+    (["-n", "2", "--", "--checkpoint", "{ck}", "--storage", "sqlite:///{tmp}/x.db",
+      "--study", "s", "--target-macs", "2"], "target_macs"),
+    (["-n", "2", "--", "--checkpoint", "{ck}", "--storage", "ftp://x", "--study", "s"],
+     "unsupported storage"),
+    (["-n", "2", "--", "--checkpoint", "{tmp}/missing", "--storage", "sqlite:///{tmp}/x.db",
+      "--study", "s"], "missing"),
+    (["-n", "2", "--", "--checkpoint", "{ck}", "--data", "imagefolder", "--data-dir",
+      "{tmp}/none", "--storage", "sqlite:///{tmp}/x.db", "--study", "s"], "does not exist"),
+])
+def test_workers_verb_rejects_bad_input_before_starting(checkpoint, argv, needle, tmp_path,
+                                                        capsys):
+    argv = [a.format(tmp=tmp_path, ck=checkpoint) for a in argv]
+    assert main(["workers", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and needle in err and len(err.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []  # no database, no result: nothing started
 
 
 # ------------------------------------------------- samplers learn from others' trials

@@ -548,6 +548,31 @@ def cmd_search(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------
+# workers: N `nasprune search` processes on one shared study (owner: reliability)
+# ---------------------------------------------------------------------------------------
+
+
+@command
+def _add_workers(sub) -> None:
+    p = sub.add_parser(
+        "workers", help="run N `nasprune search` processes on one study (shared --storage "
+        "and --study); on a cluster run the same search command on every host",
+        usage="nasprune workers [-n N] -- SEARCH_FLAGS...")
+    p.add_argument("-n", "--workers", type=int, default=2, metavar="N",
+                   help="worker processes on this machine (default 2)")
+    p.add_argument("search_args", nargs=argparse.REMAINDER, metavar="SEARCH_FLAGS",
+                   help="after --: the flags of `nasprune search`, including --storage URL "
+                   "and --study NAME")
+    p.set_defaults(func=cmd_workers)
+
+
+def cmd_workers(args) -> int:
+    from nasprune.search.workers import run_workers
+
+    return run_workers(args.workers, args.search_args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -82,8 +82,10 @@ def run_workers(n: int, search_argv: Sequence[str], progress: bool = True,
     if cfg.strategy == "differentiable":
         raise NaspruneError("strategy 'differentiable' trains one gated network per trial "
                             "and gains nothing from workers: run one `nasprune search`")
+    from nasprune.search.command import _model_and_data
     from nasprune.search.study import open_storage
 
+    _model_and_data(cfg)  # a bad checkpoint or data set fails here once, not in N workers
     storage = open_storage(cfg.storage)  # creates the tables once, before the workers race
     if args.threads is None:
         argv += ["--threads", str(max(1, (os.cpu_count() or 1) // n))]
