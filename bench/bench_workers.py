@@ -112,6 +112,23 @@ def overhead(label: str, storage, trials: int) -> dict:
     """ms per no-op trial over the whole run, and over its first and last quarter."""
     model = nasprune.create_model("digitscnn", in_channels=1)
     data = nasprune.load_dataset("digits")
+    counts = {"commit": 0, "select": 0, "write": 0}
+    if storage is not None:  # count what the search asks of the database
+        from sqlalchemy import event
+
+        from nasprune.search.study import open_storage
+
+        storage = open_storage(storage)
+
+        def on_commit(_conn) -> None:
+            counts["commit"] += 1
+
+        def on_statement(_conn, _cursor, statement, *_a) -> None:
+            is_select = statement.lstrip().upper().startswith("SELECT")
+            counts["select" if is_select else "write"] += 1
+
+        event.listen(storage.engine, "commit", on_commit)
+        event.listen(storage.engine, "before_cursor_execute", on_statement)
     start = time.perf_counter()
     result = run_search(model, torch.zeros(1, 1, 8, 8), data, strategy="random",
                         target=Budget(macs=0.5), trials=trials, storage=storage,
@@ -126,7 +143,8 @@ def overhead(label: str, storage, trials: int) -> dict:
         return 1000 * (span[-1] - span[0]).total_seconds() / (len(span) - 1)
 
     return {"storage": label, "ms_per_trial": 1000 * seconds / trials, "seconds": seconds,
-            "first_quarter_ms": ms(ends[:q]), "last_quarter_ms": ms(ends[-q:])}
+            "first_quarter_ms": ms(ends[:q]), "last_quarter_ms": ms(ends[-q:]),
+            **{f"{k}s_per_trial": v / trials for k, v in counts.items()}}
 
 
 def main() -> None:
@@ -166,8 +184,9 @@ def main() -> None:
           f"torch {torch.__version__}, optuna {optuna.__version__}; load average before "
           f"the run {os.getloadavg()[0]:.1f}. Date: {time.strftime('%Y-%m-%d', time.gmtime())}."
           "\n")
-    print("| storage | workers | complete trials | trials/min (trial window) | speed-up | "
-          "trials/min (wall, incl. start-up) | median s per evaluation |")
+    print(f"| storage | workers | complete trials (asked {args.trials}) | trials/min "
+          "(trial window) | speed-up | trials/min (wall, incl. start-up) | median s per "
+          "evaluation |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         speedup = r["per_min_window"] / base[r["storage"]]["per_min_window"]
@@ -177,11 +196,15 @@ def main() -> None:
     print()
     mem = over[0]["ms_per_trial"]
     print(f"| storage ({n} no-op trials) | ms per trial | overhead vs memory | "
-          f"ms per trial, first {max(2, n // 4)} | last {max(2, n // 4)} |")
-    print("|---|---:|---:|---:|---:|")
+          f"ms per trial, first {max(2, n // 4)} | last {max(2, n // 4)} | "
+          "commits / SELECTs / writes per trial |")
+    print("|---|---:|---:|---:|---:|---:|")
     for o in over:
+        sql = ("—" if o["storage"] == "memory" else
+               f"{o['commits_per_trial']:.1f} / {o['selects_per_trial']:.1f} / "
+               f"{o['writes_per_trial']:.1f}")
         print(f"| {o['storage']} | {o['ms_per_trial']:.1f} | {o['ms_per_trial'] - mem:+.1f} ms "
-              f"| {o['first_quarter_ms']:.1f} | {o['last_quarter_ms']:.1f} |")
+              f"| {o['first_quarter_ms']:.1f} | {o['last_quarter_ms']:.1f} | {sql} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"throughput": rows, "overhead": over},
                                               indent=1))
