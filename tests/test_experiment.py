@@ -30,7 +30,7 @@ def small_config(**extra) -> dict:
         "baseline": {"epochs": 2},
         "finetune": {"epochs": 1, "bn_batches": 4},
         "search": {"trials": 3, "val_size": 200, "bn_batches": 4},
-        "latency": {"batch": 8, "warmup": 1, "repeats": 2},
+        "latency": {"batch": 8, "warmup": 1, "repeats": 2, "rounds": 2},
         "threads": 1,
         "methods": ["unpruned", "threshold", "uniform", "nas:random",
                     {"method": "test-nan-weights", "name": "broken"}],

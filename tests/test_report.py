@@ -24,7 +24,7 @@ def run(tmp_path_factory):
         "finetune": {"epochs": 1, "bn_batches": 2},
         "search": {"trials": 4, "val_size": 150, "bn_batches": 2, "objective": "multi"},
         "sensitivity": {"levels": [0.5, 0.9], "bn_batches": 2, "val_size": 150},
-        "latency": {"batch": 4, "warmup": 0, "repeats": 1},
+        "latency": {"batch": 4, "warmup": 0, "repeats": 1, "rounds": 1},
         "threads": 1,
         "methods": ["unpruned", "sensitivity", "nas:random",
                     {"method": "uniform", "name": HOSTILE}],

@@ -119,9 +119,11 @@ class ThresholdSettings:
 
 @dataclass
 class LatencySettings:
-    """Latency measured for every method at batch 1 and ``batch``."""
+    """Latency measured for every method at batch 1 and ``batch``, interleaved with the
+    unpruned model over ``rounds`` rounds of ``repeats`` timed runs."""
 
     batch: int = _kw(64, min=1)
+    rounds: int = _kw(3, min=1)
     warmup: int = _kw(3, min=0)
     repeats: int = _kw(10, min=1)
     threads: int | None = _kw(1, min=1)  # CPU threads while timing: 1 is steadier when shared

@@ -135,13 +135,35 @@ def _resolve_device(device: str | None) -> torch.device:
 
 # ---- measuring ---------------------------------------------------------------------------
 
-def _latency(model: nn.Module, data, cfg: ExperimentConfig, device: torch.device) -> dict:
+def _latency(models: list[nn.Module], data, cfg: ExperimentConfig,
+             device: torch.device) -> list[dict]:
+    """Latency of each model at batch 1 and N, measured in interleaved rounds.
+
+    Every round times every model once (``measure_latency``: median of ``repeats`` runs);
+    the result per batch size is the median of the round medians. Interleaving puts the
+    models under the same machine load, which on shared cores moves by seconds.
+    """
+    import statistics
+
     from nasprune.metrics import measure_latency
 
     lat = cfg.latency
-    table = measure_latency(model, data.input_shape, batch_sizes=(1, lat.batch), device=device,
-                            warmup=lat.warmup, repeats=lat.repeats, num_threads=lat.threads)
-    return {str(b): v for b, v in table.items()}
+    rounds: list[list[dict]] = [[] for _ in models]
+    for _ in range(lat.rounds):
+        for i, m in enumerate(models):
+            rounds[i].append(measure_latency(m, data.input_shape, batch_sizes=(1, lat.batch),
+                                             device=device, warmup=lat.warmup,
+                                             repeats=lat.repeats, num_threads=lat.threads))
+    out = []
+    for per_model in rounds:
+        table = {}
+        for b in per_model[0]:
+            medians = [r[b]["median_ms"] for r in per_model]
+            table[str(b)] = {"median_ms": statistics.median(medians), "min_ms": min(
+                r[b]["min_ms"] for r in per_model), "round_medians_ms": medians,
+                "repeats": lat.repeats}
+        out.append(table)
+    return out
 
 
 def _measure(model: nn.Module, data, cfg: ExperimentConfig, device: torch.device) -> dict:
@@ -236,7 +258,7 @@ def _baseline(cfg: ExperimentConfig, data, run: Path, device: torch.device, resu
         source = {"model": cfg.model, "model_kwargs": kwargs}
     model.to(device).eval()
     metrics = _measure(model, data, cfg, device)
-    latency = _latency(model, data, cfg, device)
+    (latency,) = _latency([model], data, cfg, device)
     info = {"fingerprint": fp, "source": source, "train_seconds": train_seconds,
             "history": history, "metrics": metrics, "latency": latency}
     save(model, folder / MODEL_DIR, meta={"train_seconds": train_seconds, "metrics": metrics})
@@ -315,10 +337,9 @@ def _run_method(ctx: Context, cfg: ExperimentConfig, baseline: dict, groups: lis
             if spec.kind == "unpruned":
                 latency = reference = baseline["latency"]
             else:
-                # The unpruned model is timed again right before: on a shared machine the
-                # load changes over minutes, and the speed-up should compare like with like.
-                reference = _latency(ctx.model, ctx.data, cfg, ctx.device)
-                latency = _latency(model, ctx.data, cfg, ctx.device)
+                # The unpruned model is timed again, interleaved with this one: on a shared
+                # machine the load moves, and the speed-up should compare like with like.
+                reference, latency = _latency([ctx.model, model], ctx.data, cfg, ctx.device)
             record.update({
                 "status": "ok", "error": None, "metrics": metrics, "latency": latency,
                 "reference_latency": reference,

@@ -138,7 +138,7 @@ def render(run: Path) -> str:
 FLOPs = 2 × MACs; sizes in MB of 2<sup>20</sup> bytes (CSR: sparse storage of threshold
 pruning); latency = median forward time at batch 1 and {_e(doc['rows'][0]['latency_batch']
 if doc['rows'] else 'N')}, speed-up against the unpruned model timed
-just before it; train s = baseline training
+in the same interleaved rounds; train s = baseline training
 + extra training + fine-tuning.</p>
 {_results_table(doc["rows"])}
 <h2>Plots</h2>

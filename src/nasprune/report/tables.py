@@ -4,7 +4,7 @@ One row per method (and seed): test top-1 and its change against the unpruned mo
 percentage points, macro precision/recall/F1, params, MACs (and their fraction of the
 unpruned model's), FLOPs (2 × MACs), size in MB (2**20 bytes) — plus sparse MACs and CSR
 size for unstructured threshold pruning — latency (median) at batch 1 and batch N with the
-speed-up over the unpruned model timed right before it, and the seconds spent searching,
+speed-up over the unpruned model timed in the same rounds, and the seconds spent searching,
 fine-tuning and training in all (baseline training + any extra training + fine-tuning).
 """
 
@@ -47,7 +47,7 @@ def build_rows(records: list[dict[str, Any]], baseline: dict[str, Any], cfg: Any
         if rec["status"] == "ok":
             m = rec["metrics"]
             b1, bn = _median(rec["latency"], 1), _median(rec["latency"], n)
-            ref = rec.get("reference_latency")  # unpruned, timed just before this model
+            ref = rec.get("reference_latency")  # unpruned, timed in the same rounds
             ref_b1 = _median(ref, 1) if ref else base_b1
             ref_bn = _median(ref, n) if ref else base_bn
             sparse = rec["kind"] == "threshold"
