@@ -228,6 +228,8 @@ CASES = [
     ("search-option-malformed", [*SEARCH, "--option", "population"], ("KEY=VALUE",)),
     ("search-option-unknown", [*SEARCH, "--strategy", "evolution", "--option",
                                "populaton=3"], ("'populaton'", "did you mean 'population'")),
+    ("search-option-for-random", [*SEARCH, "--strategy", "random", "--option", "warmup=3"],
+     ("unknown option 'warmup'", "takes no options")),
     ("search-option-bad-value", [*SEARCH, "--strategy", "evolution", "--option",
                                  "population=abc"], ("population", "'abc'")),
     ("search-trials-zero", [*SEARCH, "--trials", "0"], ("trials", "≥ 1")),

@@ -255,6 +255,7 @@ def construct(cls: type, space: Any, seed: int | None, options: dict[str, Any]) 
         from nasprune.registry import did_you_mean
 
         raise NaspruneError(
-            f"unknown option '{unknown[0]}' for {cls.__name__}: {did_you_mean(unknown[0], valid)}"
+            f"unknown option '{unknown[0]}' for {cls.__name__}: "
+            f"{did_you_mean(unknown[0], valid) if valid else 'it takes no options'}"
         )
     return cls(space, seed=seed, **options)
