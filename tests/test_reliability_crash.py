@@ -195,3 +195,48 @@ def test_sigkill_during_save_never_leaves_a_trusted_partial_checkpoint(
     assert k >= saves_before_kill
     meta = nasprune.checkpoint.read_spec(target)["meta"]
     assert meta["k"] == k
+
+
+EXPERIMENT = """\
+experiment:
+  name: crash
+  baseline: {epochs: 2}
+  finetune: {epochs: 2, bn_batches: 2}
+  latency: {batch: 4, warmup: 0, repeats: 1}
+  threads: 1
+  methods: [unpruned, uniform, global, slimming]
+"""
+
+
+def test_sigkill_mid_experiment_resumes_without_trusting_partial_results(tmp_path):
+    """Kill `nasprune experiment` right after a method finished; the re-run reuses exactly
+    the finished methods and recomputes the rest."""
+    (tmp_path / "exp.yaml").write_text(EXPERIMENT)
+    run = tmp_path / "run"
+    argv = ["experiment", "--config", str(tmp_path / "exp.yaml"), "--out", str(run), "--quiet"]
+    proc = subprocess.Popen([sys.executable, "-m", "nasprune.cli", *argv],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait(proc, lambda: (run / "methods" / "uniform" / "result.json").exists())
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert not (run / "results.json").exists()  # the comparison is written only at the end
+    finished = {d.name: (d / "result.json").stat().st_mtime_ns
+                for d in (run / "methods").iterdir() if (d / "result.json").exists()}
+    assert {"unpruned", "uniform"} <= set(finished) and len(finished) < 4
+    for name in finished:  # a committed method directory is complete
+        assert json.loads((run / "methods" / name / "result.json").read_text())["status"] == "ok"
+        assert (run / "methods" / name / "model" / "spec.json").is_file()
+
+    result = nasprune.experiment(tmp_path / "exp.yaml", run, progress=False, report=False)
+    assert sorted(result.skipped) == sorted(finished)
+    assert sorted(result.computed) == sorted({"unpruned", "uniform", "global", "slimming"}
+                                             - set(finished))
+    assert not result.failed
+    for name, stamp in finished.items():
+        assert (run / "methods" / name / "result.json").stat().st_mtime_ns == stamp
+    doc = json.loads((run / "results.json").read_text())
+    assert [r["method"] for r in doc["rows"]] == ["unpruned", "uniform", "global", "slimming"]
+    assert all(r["status"] == "ok" for r in doc["rows"])
