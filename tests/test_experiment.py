@@ -117,6 +117,7 @@ def test_resume_skips_finished_methods(run):
         assert (methods / name / "result.json").stat().st_mtime_ns == stamps[name]
     assert (out / "baseline" / "model" / "spec.json").stat().st_mtime_ns == baseline_stamp
     assert again.row("uniform")["macs"] == first.row("uniform")["macs"]
+    assert again.row("uniform")["top1"] == first.row("uniform")["top1"]  # seeded: same model
     assert again.row("threshold")["top1"] == first.row("threshold")["top1"]
 
     # A changed setting invalidates exactly the results that depend on it.

@@ -244,11 +244,12 @@ def _baseline(cfg: ExperimentConfig, data, run: Path, device: torch.device, resu
         source = {"checkpoint": str(ckpt)}
     else:
         from nasprune.models import create_model
-        from nasprune.train import fit
+        from nasprune.train import fit, seed_everything
 
         b = cfg.baseline
         kwargs = {"num_classes": data.num_classes, "in_channels": data.input_shape[0],
                   **cfg.model_kwargs}
+        seed_everything(cfg.seeds[0])  # the initial weights too, not only the training
         model = create_model(cfg.model, **kwargs)
         _log(progress, f"baseline: training {cfg.model} on {cfg.data} for {b.epochs} epochs")
         res = fit(model, data, epochs=b.epochs, optimizer=b.optimizer, lr=b.lr,
