@@ -106,18 +106,13 @@ def study_budget(study: Study) -> Any:
 
     Accepts a ``Budget`` or its dict form; anything unreadable counts as unknown.
     """
-    try:
-        raw = study.user_attrs.get("budget")
-    except Exception:  # storages without user attrs: the budget is simply unknown
-        return None
-    if raw is None:
-        return None
+    raw = study.user_attrs.get("budget")
     if isinstance(raw, dict):
-        try:
-            from nasprune.search.budget import Budget
+        from nasprune.search.budget import Budget
 
+        try:
             return Budget(**{k: v for k, v in raw.items() if v is not None})
-        except Exception:
+        except (TypeError, NaspruneError):  # not a budget we can read: treat as unknown
             return None
     return raw
 
