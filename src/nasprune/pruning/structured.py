@@ -64,8 +64,12 @@ def _check_ratio(value: object, where: str) -> float:
     return float(value)  # type: ignore[arg-type]
 
 
-def _check_options(criterion: str, round_to: int | None, min_channels: int) -> None:
+def _check_options(criterion: str, round_to: int | None, min_channels: int, data=None) -> None:
     CRITERIA.get(criterion)  # unknown names fail here with a did-you-mean hint
+    if criterion == "taylor" and data is None:
+        # Checked up front so the answer does not depend on whether any channel is removed.
+        raise NaspruneError("criterion 'taylor' needs training data: pass data=<nasprune "
+                            "Dataset> to prune()")
     if round_to is not None and (isinstance(round_to, bool) or not isinstance(round_to, int)
                                  or round_to < 1):
         raise NaspruneError(f"round_to must be a positive integer or None, got {round_to!r}")
@@ -143,7 +147,7 @@ def _global_ratios(scored: list[tuple[ChannelGroup, torch.Tensor]], target: floa
 def _plan(model: nn.Module, example_inputs, ratios: Ratios, criterion: str,
           round_to: int | None, min_channels: int, ignored, data, global_target, seed: int):
     """Score and choose on ``model`` (may set its ``.grad``): (graph, [(GroupPlan, tp_group)])."""
-    _check_options(criterion, round_to, min_channels)
+    _check_options(criterion, round_to, min_channels, data)
     graph = build_graph(model, example_inputs)
     pairs = list(iter_tp_groups(model, graph, example_inputs, ignored))
     requested = _requested(ratios, [g.name for g, _ in pairs], global_target)
