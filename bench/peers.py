@@ -138,6 +138,7 @@ class Settings:
     out: str | None = None
     runs: str = "runs/peers"  # where the baseline is cached
     deadline_minutes: float | None = None
+    label: str | None = None  # names the BENCHMARKS.md block (default: the protocol)
 
     @property
     def out_dir(self) -> Path:
@@ -483,6 +484,47 @@ def cpu_latency(s: Settings, rows: list[dict[str, Any]], exp_dir: Path,
         row["latency"]["cpu"] = {str(b): v for b, v in table.items()}
 
 
+def proxy_scores(s: Settings, checkpoint: Path, rows: list[dict[str, Any]]) -> None:
+    """Each method's pruned network scored by the searches' own proxy, before fine-tuning.
+
+    The proxy is the one every ``nas:`` strategy maximised (``nasprune.search.Evaluator``:
+    BN statistics re-estimated on ``bn_batches`` training batches, then top-1 on
+    ``val_size`` validation images, same seed). It tells whether a search beat the
+    hand-set ratios on its own objective, separately from what fine-tuning did later.
+    Torch-Pruning's networks are rebuilt with their recorded ``pruning_ratio``; nasprune's
+    from their per-group ratios; ``unpruned`` is the baseline itself.
+    """
+    from nasprune.checkpoint import load
+    from nasprune.data import load_dataset
+    from nasprune.search import Evaluator, SearchSpace
+    from nasprune.train.device import resolve_device
+
+    cfg = experiment_config(s, checkpoint)
+    data = load_dataset(cfg["data"], root=cfg["data_dir"], seed=s.seed, **cfg["data_options"])
+    device = resolve_device(s.device)
+    model = load(s.out_dir / "experiment" / "baseline" / "model").to(device).eval()
+    x = data.example_input(1).to(device)
+    space = SearchSpace(model, x)  # the nas methods' space: its min_channels, same rounding
+    ev = Evaluator(model, data, bn_batches=s.bn_batches, val_size=s.val_size, device=device,
+                   example_inputs=x, criterion="l1", round_to=None,
+                   min_channels=space.min_channels, seed=s.seed)
+    for row in rows:
+        info = row.get("info") or {}
+        net = None
+        if row["method"] in TP_METHODS:
+            net = tp_prune(model, x, info["pruning_ratio"], info["global_pruning"],
+                           info.get("round_to")).to(device)
+        elif row["method"] == "unpruned":
+            net = copy.deepcopy(model)
+        if net is not None:
+            ev.recalibrate(net)
+            row["proxy"] = ev.accuracy(net)
+        elif row.get("ratios"):
+            row["proxy"] = ev.score(row["ratios"])
+        else:
+            row["proxy"] = None
+
+
 def input_shape_of(s: Settings, checkpoint: Path) -> tuple[int, ...]:
     """The baseline's input shape: from its checkpoint meta, else from the data set."""
     from nasprune.checkpoint import read_spec
@@ -512,7 +554,18 @@ def machine(device: str) -> str:
     if device.startswith("cuda") and torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda}), " \
                f"{os.cpu_count()} CPU cores"
-    return f"{os.cpu_count()}-core CPU container ({platform.processor() or platform.machine()})"
+    return f"{os.cpu_count()}-core CPU container ({cpu_name()})"
+
+
+def cpu_name() -> str:
+    """The CPU model (``/proc/cpuinfo`` on Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def comparisons(rows: list[dict[str, Any]], reference: str = "tp-uniform") -> list[str]:
@@ -542,16 +595,19 @@ def markdown_table(rows: list[dict[str, Any]], device: str) -> str:
     """The per-method table (latency columns for the run's device, plus CPU on CUDA)."""
     devs = [device] + (["cpu"] if device != "cpu" and any("cpu" in r["latency"] for r in rows)
                        else [])
-    head = ["method", "top-1 %", "Δ top-1 pp", "MACs (M)", "MACs %", "params (K)", "params %"]
+    head = ["method", "top-1 %", "Δ top-1 pp", "proxy %", "MACs (M)", "MACs %", "params (K)",
+            "params %"]
     for d in devs:
         head += [f"{d.upper()} b1 ms", f"{d.upper()} b128 ms"]
     head += ["b1 ×", "b128 ×", "search s", "fine-tune s"]
     lines = ["| " + " | ".join(head) + " |",
              "|---|" + "---:|" * (len(head) - 1)]
     for r in rows:
+        proxy = r.get("proxy")
         cells = [f"`{r['method']}`", f"{100 * r['top1']:.2f}", f"{r['delta_top1_pp']:+.2f}",
-                 f"{r['macs'] / 1e6:.2f}", f"{100 * r['macs_fraction']:.1f}",
-                 f"{r['params'] / 1e3:.1f}", f"{100 * r['params_fraction']:.1f}"]
+                 "—" if proxy is None else f"{100 * proxy:.1f}", f"{r['macs'] / 1e6:.2f}",
+                 f"{100 * r['macs_fraction']:.1f}", f"{r['params'] / 1e3:.1f}",
+                 f"{100 * r['params_fraction']:.1f}"]
         for d in devs:
             lat = r["latency"].get(d)
             cells += [_ms(lat, 1), _ms(lat, 128)]
@@ -597,7 +653,9 @@ def section(s: Settings, result: dict[str, Any], command: str, env: dict[str, An
         f"{s.sensitivity_levels}, same proxy. Latency: median of {s.latency_repeats} runs "
         f"after {s.latency_warmup} warm-up, {s.latency_threads} CPU thread(s); speed-ups "
         "against the unpruned model timed right before each method. `search s`: the "
-        "method's analysis, search or ratio-bisection time.",
+        "method's analysis, search or ratio-bisection time. `proxy %`: the searches' "
+        "objective (top-1 on those validation images after BN re-estimation) of the "
+        "method's pruned network before fine-tuning.",
         "",
         markdown_table(rows, dev),
         "",
@@ -613,12 +671,13 @@ def section(s: Settings, result: dict[str, Any], command: str, env: dict[str, An
     return "\n".join(lines)
 
 
-def update_benchmarks(path: Path, protocol: str, body: str) -> Path:
-    """Put ``body`` between this protocol's markers in ``path`` (appended the first time)."""
+def update_benchmarks(path: Path, label: str, body: str) -> Path:
+    """Put ``body`` between the ``label`` block's markers in ``path`` (appended the first
+    time)."""
     from nasprune.checkpoint import write_atomic
 
-    begin = f"<!-- peers:{protocol}:begin (written by bench/peers.py) -->"
-    end = f"<!-- peers:{protocol}:end -->"
+    begin = f"<!-- peers:{label}:begin (written by bench/peers.py) -->"
+    end = f"<!-- peers:{label}:end -->"
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
     block = f"{begin}\n{body.rstrip()}\n{end}"
     if begin in text and end in text:
@@ -680,13 +739,15 @@ def run(s: Settings, command: str, report_only: bool = False, append: Path | Non
     if device == "cuda":
         cpu_latency(s, result["rows"], s.out_dir / "experiment",
                     input_shape_of(s, checkpoint))
+    if result["rows"]:
+        proxy_scores(s, checkpoint, result["rows"])
     env = {"versions": versions(), "device": device, "machine": machine(device),
            "date": time.strftime("%Y-%m-%d", time.gmtime()), "started": started,
            "finished": _last_result_time(s) or started, "load_start": load_start,
            "load_end": " ".join(f"{x:.1f}" for x in os.getloadavg()),
            "wall_minutes": None if report_only else (time.perf_counter() - t0) / 60}
     body = section(s, result, command_md, env)
-    keep = ("method", "dir", "status", "top1", "delta_top1_pp", "macs", "macs_fraction", "params",
+    keep = ("method", "dir", "status", "top1", "delta_top1_pp", "proxy", "macs", "macs_fraction", "params",
             "params_fraction", "latency", "speedup_b1", "speedup_bN", "search_seconds",
             "finetune_seconds", "finetune_epochs", "ratios", "info")
     record = {"protocol": s.protocol, "command": command, "settings": dataclasses.asdict(s),
@@ -697,7 +758,7 @@ def run(s: Settings, command: str, report_only: bool = False, append: Path | Non
     write_atomic(out / "peers.json", json.dumps(record, indent=1, default=_jsonable) + "\n")
     write_atomic(out / "peers.md", body + "\n")
     if append is not None:
-        update_benchmarks(append, s.protocol, body)
+        update_benchmarks(append, s.label or s.protocol, body)
     _log(progress, f"wrote {out / 'peers.md'} and peers.json"
                    + (f"; updated {append}" if append else ""))
     return record
@@ -739,6 +800,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="only write the table from the methods finished so far")
     ap.add_argument("--append", metavar="BENCHMARKS.md",
                     help="also write the table into this Markdown file")
+    ap.add_argument("--label", help="name of the table's block in the --append file "
+                    "(default: the protocol; another label adds a second table)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     methods = ([m.strip() for m in args.methods.split(",") if m.strip()]
@@ -751,7 +814,7 @@ def main(argv: list[str] | None = None) -> int:
             trials=args.trials, val_size=args.val_size, bn_batches=args.bn_batches,
             methods=methods, device=args.device, threads=args.threads,
             train_subset=args.train_subset, seed=args.seed, out=args.out, runs=args.runs,
-            deadline_minutes=args.deadline_minutes)
+            deadline_minutes=args.deadline_minutes, label=args.label)
         if args.full_train:
             s.train_subset = None
         command = shlex.join(["python", "bench/peers.py", *argv])

@@ -38,7 +38,8 @@ def finished(peers, tmp_path_factory):
     s = peers.settings_from(
         "cpu", model="digitscnn", data="digits", baseline_epochs=3, finetune_epochs=1,
         train_subset=600, trials=2, val_size=100, bn_batches=2, latency_warmup=0,
-        latency_repeats=1, methods=["unpruned", "tp-uniform", "tp-global", "uniform"],
+        latency_repeats=1,
+        methods=["unpruned", "tp-uniform", "tp-global", "uniform", "nas:random"],
         runs=str(tmp / "runs"), out=str(tmp / "out"))
     bench_md = tmp / "BENCHMARKS.md"
     bench_md.write_text("# Benchmarks\n\nEarlier text stays.\n", encoding="utf-8")
@@ -52,7 +53,7 @@ def test_torch_pruning_meets_the_budget_and_is_measured(peers, finished, digits)
 
     s, record, _ = finished
     rows = {r["method"]: r for r in record["rows"]}
-    assert set(rows) == {"unpruned", "tp-uniform", "tp-global", "uniform"}
+    assert set(rows) == {"unpruned", "tp-uniform", "tp-global", "uniform", "nas:random"}
     assert record["missing"] == []
     base_macs = rows["unpruned"]["macs"]
     x = digits.example_input(1)
@@ -79,6 +80,12 @@ def test_torch_pruning_meets_the_budget_and_is_measured(peers, finished, digits)
         assert 0.0 < info["pruning_ratio"] < 0.95
         assert info["macs"] == rows[name]["macs"] and info["tp_count_ops"] > 0
     assert rows["unpruned"]["finetune_seconds"] == 0.0
+    # The proxy column re-scores every pruned network with the searches' own evaluator:
+    # for a searched method it is exactly the score its search recorded.
+    assert rows["nas:random"]["proxy"] == rows["nas:random"]["info"]["proxy_score"]
+    for r in rows.values():
+        assert 0.0 <= r["proxy"] <= 1.0
+    assert rows["unpruned"]["proxy"] >= max(r["proxy"] for r in rows.values()) - 0.05
 
 
 def test_tables_json_and_benchmarks_file(peers, finished):
