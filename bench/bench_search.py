@@ -1,0 +1,194 @@
+"""Benchmark: the search core.
+
+``--part strategies``: on digits at 50 % MACs, ``--trials`` trials and ``--seeds`` seeds,
+every registered strategy searches the same trained digits CNN (the demo's recipe) with the
+same proxy (adaptive BN on ``--bn-batches`` training batches, accuracy on the whole digits
+validation split); reports the best proxy score (mean ± std over seeds), the mean score of
+the last 10 trials (does the strategy concentrate on good regions?) and the wall time.
+
+``--part cost``: microseconds per analytic ``SearchSpace.cost()`` call and milliseconds per
+budget projection for ResNet-56 (32×32), next to counting a really pruned model.
+
+``--part cifar``: seconds per candidate evaluation on CPU for a CIFAR-10 ResNet-20 checkpoint
+(``--checkpoint``; 1,000 validation images, 20 BN batches of 64) and the Spearman correlation
+between the proxy and ``--finetune-epochs`` of fine-tuning on ``--candidates`` candidates.
+
+Usage: ``nice .venv/bin/python bench/bench_search.py --part strategies [--trials 40]
+[--seeds 0,1,2] [--threads 1] [--json F]``. Prints Markdown tables for BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import numpy as np
+import torch
+
+import nasprune
+from nasprune.search import Budget, SearchSpace, search, strategy_names
+
+
+def machine() -> str:
+    import os
+
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    return (f"{os.cpu_count()}-core {platform.machine()} CPU, {torch.get_num_threads()} torch "
+            f"thread(s), Python {platform.python_version()}, torch {torch.__version__}, "
+            f"load average {load}")
+
+
+def baseline_digits():
+    """The demo's baseline: the bundled recipe, seed 0 (deterministic on CPU)."""
+    from nasprune.config import TrainConfig, bundled_config, load_config
+    from nasprune.train.run import train_from_config
+
+    cfg = load_config(TrainConfig, bundled_config("demo.yaml"), {"device": "cpu"})
+    run = train_from_config(cfg, progress=False)
+    return run.model.cpu().eval(), run.data, run.test["top1"]
+
+
+def part_strategies(args) -> dict:
+    model, data, test_acc = baseline_digits()
+    x = data.example_input(1)
+    space = SearchSpace(model, x)
+    from nasprune.search import Evaluator
+
+    full = Evaluator(model, data, bn_batches=args.bn_batches, val_size=10_000, device="cpu")
+    unpruned = full.accuracy(model)
+    names = strategy_names() if args.strategies == "all" else args.strategies.split(",")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    rows = {}
+    for name in names:
+        bests, lasts, secs = [], [], []
+        for seed in seeds:
+            ev = Evaluator(model, data, bn_batches=args.bn_batches, val_size=10_000,
+                           device="cpu", seed=0)  # same proxy for every strategy and seed
+            t0 = time.perf_counter()
+            r = search(model, x, data, strategy=name, target=Budget(macs=args.budget),
+                       trials=args.trials, seed=seed, evaluator=ev, space=space,
+                       progress=False)
+            secs.append(time.perf_counter() - t0)
+            bests.append(r.best.score)
+            lasts.append(float(np.mean([c.score for c in r.trials[-10:]])))
+            print(f"{name:15s} seed {seed}: best {r.best.score:.4f} last10 {lasts[-1]:.4f} "
+                  f"{secs[-1]:.1f} s", flush=True)
+        rows[name] = {"best": bests, "last10": lasts, "seconds": secs}
+    table = ["| strategy | best proxy (mean ± std) | per seed | mean of last 10 trials "
+             "| wall s / search |", "|---|---|---|---|---|"]
+    for name, r in rows.items():
+        table.append(
+            f"| {name} | {statistics.mean(r['best']):.4f} ± {statistics.pstdev(r['best']):.4f} "
+            f"| {', '.join(f'{b:.4f}' for b in r['best'])} "
+            f"| {statistics.mean(r['last10']):.4f} | {statistics.mean(r['seconds']):.1f} |")
+    print("\n".join(table))
+    return {"rows": rows, "unpruned_val_acc": unpruned, "test_acc": test_acc,
+            "val_images": full.val_count, "trials": args.trials, "seeds": seeds,
+            "budget": args.budget, "bn_batches": args.bn_batches, "table": table}
+
+
+def part_cost(args) -> dict:
+    import timeit
+
+    from nasprune.metrics import count_macs, count_params
+    from nasprune.pruning import prune
+
+    model, x = nasprune.create_model("resnet56"), torch.randn(1, 3, 32, 32)
+    t0 = time.perf_counter()
+    space = SearchSpace(model, x)
+    build = time.perf_counter() - t0
+    rng = np.random.default_rng(0)
+    keeps = rng.uniform(0.1, 1.0, size=(200, space.dim))
+    it = iter(np.tile(keeps, (100, 1)))
+    cost_us = min(timeit.repeat(lambda: space.cost(next(it)), number=2000, repeat=5)) / 2000 * 1e6
+    t0 = time.perf_counter()
+    for k in keeps[:100]:
+        space.project(k, Budget(macs=0.5))
+    project_ms = (time.perf_counter() - t0) / 100 * 1e3
+    t0 = time.perf_counter()
+    for k in keeps[:5]:
+        p = prune(model, x, space.prune_ratios(k))
+        count_macs(p, x), count_params(p)
+    real_ms = (time.perf_counter() - t0) / 5 * 1e3
+    table = ["| ResNet-56, 32×32 | value |", "|---|---|",
+             f"| groups (search dimensions) | {space.dim} |",
+             f"| build SearchSpace (trace + groups + cost model), s | {build:.2f} |",
+             f"| `cost(keep)` µs per call (best of 5 × 2000) | {cost_us:.1f} |",
+             f"| `project(keep, Budget(macs=0.5))` ms per call (mean of 100) | {project_ms:.2f} |",
+             f"| prune + count_macs/params of the real model, ms (mean of 5) | {real_ms:.0f} |"]
+    print("\n".join(table))
+    return {"dim": space.dim, "build_s": build, "cost_us": cost_us, "project_ms": project_ms,
+            "real_prune_count_ms": real_ms, "table": table}
+
+
+def part_cifar(args) -> dict:
+    from nasprune.checkpoint import load, read_spec
+    from nasprune.data import load_dataset
+    from nasprune.search import Evaluator, check_proxy
+
+    meta = read_spec(args.checkpoint).get("meta") or {}
+    data = load_dataset("cifar10", root=args.data_dir, seed=int(meta.get("seed", 0)))
+    model = load(args.checkpoint).eval()
+    x = torch.randn(1, 3, 32, 32)
+    space = SearchSpace(model, x)
+    ev = Evaluator(model, data, bn_batches=20, val_size=1000, batch_size=64, device="cpu")
+    unpruned = ev.accuracy(model)
+    rng = np.random.default_rng(0)
+    cands, secs = [], []
+    for i in range(args.candidates):
+        keep = space.project(rng.uniform(0.1, 1, space.dim), Budget(macs=[0.3, 0.5, 0.7][i % 3]))
+        cands.append(space.prune_ratios(keep))
+    for c in cands[:6]:
+        t0 = time.perf_counter()
+        ev.score(c)
+        secs.append(time.perf_counter() - t0)
+    out = {"unpruned_val_acc": unpruned, "seconds_per_candidate": secs,
+           "median_s": float(np.median(secs)), "min_s": float(np.min(secs)),
+           "machine_before": machine()}
+    print(f"CIFAR-10 ResNet-20: {np.median(secs):.2f} s per candidate (median of {len(secs)}, "
+          f"fastest {np.min(secs):.2f} s); unpruned val acc {unpruned:.4f}", flush=True)
+    if args.finetune_epochs > 0:
+        pc = check_proxy(ev, cands, finetune_epochs=args.finetune_epochs,
+                         device=args.finetune_device or "cpu")
+        out["proxy_check"] = pc
+        print(f"Spearman {pc['spearman']:.3f} on {pc['n']} candidates "
+              f"({args.finetune_epochs} fine-tune epochs)")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--part", choices=("strategies", "cost", "cifar"), required=True)
+    ap.add_argument("--trials", type=int, default=40)
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--strategies", default="all")
+    ap.add_argument("--budget", type=float, default=0.5)
+    ap.add_argument("--bn-batches", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--candidates", type=int, default=12)
+    ap.add_argument("--finetune-epochs", type=float, default=1.0)
+    ap.add_argument("--finetune-device", default=None)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    t0 = time.perf_counter()
+    result = {"part_strategies": part_strategies, "part_cost": part_cost,
+              "part_cifar": part_cifar}[f"part_{args.part}"](args)
+    result.update({"machine": machine(), "date": time.strftime("%Y-%m-%d", time.gmtime()),
+                   "seconds": time.perf_counter() - t0, "args": vars(args)})
+    print(f"machine: {result['machine']}; {result['date']}; {result['seconds']:.0f} s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
