@@ -15,6 +15,7 @@ import numpy as np
 import optuna
 import pytest
 import torch
+from optuna.trial import TrialState
 
 import nasprune
 from nasprune.errors import NaspruneError
@@ -23,6 +24,7 @@ from nasprune.search.space import SearchSpace
 from nasprune.search.strategies import DIFFERENTIABLE_PROCEDURES, STRATEGIES
 from nasprune.search.strategies.differentiable import RelaxedCost, read_keep
 from nasprune.search.strategies.differentiable import run as run_gates
+from nasprune.search.strategies.learned import completed_history
 
 X = torch.zeros(1, 1, 8, 8)
 LEARNED = ("rl", "gan", "predictor")
@@ -158,10 +160,25 @@ def test_same_seed_same_proposals_within_bounds(name):
 
 
 @pytest.mark.parametrize("name", LEARNED)
-def test_multi_objective_study_uses_the_first_objective(space, name):
+def test_multi_objective_study_learns_the_first_objective(space, name):
     study = run_study(space, name, 0, 10, k_star(space, 3), two=True)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(done) == 10 and len({tuple(t.params.values()) for t in done}) == 10
+    history = completed_history(study, space)
+    assert history.score.tolist() == [t.values[0] for t in done]
+    assert np.allclose(history.keep, [t.user_attrs["keep"] for t in done])
+
+
+def test_history_scores_are_higher_is_better_and_skip_unusable_trials(space):
+    study = optuna.create_study(direction="minimize")
+    keeps = np.random.default_rng(0).uniform(space.lower, space.upper, (3, space.dim))
+    study.add_trials([stored_trial(space, k, v) for k, v in zip(keeps, [0.5, 0.2, 0.9],
+                                                                 strict=True)])
+    failed = stored_trial(space, keeps[0], 0.1)
+    study.add_trial(optuna.trial.create_trial(
+        params=failed.params, distributions=failed.distributions, state=TrialState.FAIL))
+    history = completed_history(study, space)
+    assert history.score.tolist() == [-0.5, -0.2, -0.9] and history.numbers.tolist() == [0, 1, 2]
 
 
 @pytest.mark.parametrize("name", LEARNED)
