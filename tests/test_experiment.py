@@ -181,3 +181,7 @@ def test_cli_experiment_errors_are_one_line(capsys, tmp_path):
     assert main(["experiment", "--config", str(bad), "--out", str(tmp_path / "r")]) == 2
     assert "unknown search strategy 'gradient'" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()  # nothing written for a bad config
+    assert main(["experiment", "--config", str(bad), "--methods", "unpruned", "--checkpoint",
+                 str(tmp_path / "missing"), "--out", str(tmp_path / "r")]) == 2
+    assert "checkpoint directory not found" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

@@ -396,6 +396,10 @@ def experiment(config: ExperimentConfig | dict | str | os.PathLike,
     cfg = load_experiment_config(config, overrides)
     specs = resolve_methods(cfg)
     run = Path(out_dir) if out_dir is not None else Path("runs") / cfg.name
+    # What the user named must exist before anything is written.
+    if cfg.checkpoint and not (Path(cfg.checkpoint) / "spec.json").is_file():
+        raise NaspruneError(f"checkpoint directory not found (no spec.json): {cfg.checkpoint}")
+    data = load_dataset(cfg.data, root=cfg.data_dir, seed=cfg.seeds[0], **cfg.data_options)
     try:
         (run / "methods").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -407,7 +411,6 @@ def experiment(config: ExperimentConfig | dict | str | os.PathLike,
     save_resolved(cfg, run / "config.yaml")
     _write_json(run / "environment.json", environment(device))
 
-    data = load_dataset(cfg.data, root=cfg.data_dir, seed=cfg.seeds[0], **cfg.data_options)
     model, baseline = _baseline(cfg, data, run, device, resume, progress)
     example = data.example_input(1).to(device)
     groups = list_groups(model, example)

@@ -31,6 +31,16 @@ def _figure(width: float = 8.0, height: float = 5.0):
     return fig
 
 
+def _colors(n: int) -> list:
+    """``n`` distinguishable colours: the default cycle, tab20 beyond ten."""
+    from matplotlib import colormaps
+
+    if n <= 10:
+        return [f"C{i}" for i in range(n)]
+    cmap = colormaps["tab20"]
+    return [cmap(i % 20) for i in range(n)]
+
+
 def _save(fig, path: Path) -> Path:
     from nasprune.checkpoint import write_atomic
 
@@ -65,7 +75,8 @@ def accuracy_vs_macs(doc: dict, run: Path) -> Any | None:
             pts = sorted((c["macs"] / 1e6, 100 * c["score"]) for c in front)
             ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", alpha=0.35,
                     marker=".", label=f"Pareto front of {_label(r, several)} (proxy score)")
-    markers = "oDs^v<>pPhX*"
+    markers = "oDs^v<>pPhXd"
+    colors = _colors(len(rows))
     for i, r in enumerate(rows):
         sparse = r["kind"] == "threshold"
         x = (r["sparse_macs"] if sparse else r["macs"]) / 1e6
@@ -74,7 +85,7 @@ def accuracy_vs_macs(doc: dict, run: Path) -> Any | None:
         ax.scatter([x], [100 * r["top1"]], s=90 if star else 55, zorder=3,
                    marker="*" if star else markers[i % len(markers)],
                    facecolors="none" if sparse else None,
-                   edgecolors=f"C{i % 10}", color=f"C{i % 10}", label=label)
+                   edgecolors=colors[i], color=colors[i], label=label)
     ax.axvline(doc["budget_macs_fraction"] * base_macs / 1e6, color="grey", ls="--", lw=1,
                label=f"budget ({doc['budget_macs_fraction']:.0%} of the unpruned MACs)")
     ax.set_xlabel("MACs per image (millions)")
@@ -97,9 +108,10 @@ def kept_channels(doc: dict, run: Path) -> Any | None:
     fig = _figure(max(10.0, 0.45 * len(names) + 5), 5.5)
     ax = fig.subplots()
     ax.bar(xs, [g["channels"] for g in groups], color="0.85", label="unpruned")
+    colors = _colors(len(rows))
     for i, r in enumerate(rows):
         ax.plot(xs, [r["kept"].get(n, 0) for n in names], marker="o", ms=4, lw=1.2,
-                color=f"C{i % 10}", label=_label(r, several))
+                color=colors[i], label=_label(r, several))
     ax.set_xticks(xs, names, rotation=60, ha="right", fontsize=7)
     ax.set_xlabel("channel group (its first layer)")
     ax.set_ylabel("kept channels (count)")
@@ -123,14 +135,15 @@ def search_progress(doc: dict, run: Path) -> Any | None:
         return None
     fig = _figure()
     ax = fig.subplots()
+    colors = _colors(len(series))
     for i, (label, scores) in enumerate(series):
         best, run_best = [], float("-inf")
         for s in scores:
             run_best = max(run_best, s)
             best.append(run_best)
         xs = list(range(1, len(scores) + 1))
-        ax.scatter(xs, scores, s=8, alpha=0.3, color=f"C{i % 10}")
-        ax.plot(xs, best, color=f"C{i % 10}", lw=1.8, label=label)
+        ax.scatter(xs, scores, s=8, alpha=0.3, color=colors[i])
+        ax.plot(xs, best, color=colors[i], lw=1.8, label=label)
     ax.set_xlabel("trial (completed, in order)")
     ax.set_ylabel("proxy score: validation top-1 (%)")
     ax.set_title("Search progress: best score so far (line) and each trial (dots)")
@@ -150,9 +163,10 @@ def sensitivity(doc: dict, run: Path) -> Any | None:
         return None
     fig = _figure()
     ax = fig.subplots()
+    colors = _colors(len(table["curves"]))
     for i, (group, curve) in enumerate(table["curves"].items()):
         ax.plot([100 * lv for lv, _ in curve], [100 * acc for _, acc in curve], marker="o",
-                ms=3, lw=1.2, color=f"C{i % 10}", ls="-" if i < 10 else "--", label=group)
+                ms=3, lw=1.2, color=colors[i], ls="-" if i % 2 == 0 else "--", label=group)
     ax.axhline(100 * table["baseline"], color="grey", ls=":", lw=1, label="unpruned")
     ax.set_xlabel("channels removed from the group (%)")
     ax.set_ylabel("validation top-1 accuracy (%)")
