@@ -93,7 +93,7 @@ def check_study(url: str, study: str, trials: int, workers: int, counts: list[in
 def test_three_workers_on_postgresql(checkpoint):
     study = f"workers-pg-{uuid.uuid4().hex[:12]}"
     counts = run_workers(checkpoint, PG_URL, study, workers=3, trials=30,
-                         strategy="evolution", options={"population": 6}, sleep=0.2)
+                         strategy="evolution", options={"population": 6}, sleep=0.1)
     check_study(PG_URL, study, 30, 3, counts)
 
 
