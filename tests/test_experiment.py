@@ -185,3 +185,25 @@ def test_cli_experiment_errors_are_one_line(capsys, tmp_path):
                  str(tmp_path / "missing"), "--out", str(tmp_path / "r")]) == 2
     assert "checkpoint directory not found" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_cli_runs_an_experiment_flags_over_yaml(capsys, tmp_path):
+    from nasprune.cli import main
+
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text("experiment:\n  name: cli\n  baseline: {epochs: 5}\n  threads: 1\n"
+                   "  latency: {batch: 4, repeats: 1, rounds: 1}\n"
+                   "  methods: [unpruned, uniform]\n")
+    out = tmp_path / "run"
+    code = main(["experiment", "--config", str(cfg), "--out", str(out), "--quiet",
+                 "--baseline-epochs", "1", "--epochs", "0",
+                 "--methods", "unpruned,uniform,test-nan-weights", "--budget", "0.6"])
+    assert code == 1  # a method failed: recorded in the table, the run still completes
+    printed = capsys.readouterr().out
+    assert "| test-nan-weights | failed |" in printed and "| uniform |" in printed
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["config"]["baseline"]["epochs"] == 1 and doc["config"]["budget"] == 0.6
+    assert len(json.loads((out / "baseline" / "baseline.json").read_text())["history"]) == 1
+    uniform = next(r for r in doc["rows"] if r["method"] == "uniform")
+    assert 0.5 < uniform["macs_fraction"] <= 0.6 and uniform["finetune_seconds"] == 0
+    assert (out / "report.html").is_file()

@@ -389,7 +389,11 @@ def _csv_list(text: str | None, cast=str) -> list | None:
 @command
 def _add_experiment(sub) -> None:
     p = sub.add_parser("experiment", help="compare pruning methods (classic and NAS) at one "
-                       "MACs budget: table, plots and an HTML report")
+                       "MACs budget: table, plots and an HTML report",
+                       description="Compare pruning methods at one MACs budget. Re-running "
+                       "resumes (finished methods are skipped). Exit code 0 when every "
+                       "method finished, 1 when some failed (recorded in the table), 2 for "
+                       "a bad config.")
     p.add_argument("--config", required=True, metavar="FILE.yaml|NAME",
                    help="experiment YAML (an `experiment:` section or flat keys) or a "
                    "bundled example name, e.g. example-digits")
