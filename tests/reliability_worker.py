@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heartbeat", type=int, default=1)
     p.add_argument("--grace", type=int, default=3)
     p.add_argument("--option", action="append", default=[], metavar="KEY=INT")
+    p.add_argument("--barrier", default=None, metavar="DIR",
+                   help="start searching only when --peers workers have checked in here")
+    p.add_argument("--peers", type=int, default=1)
     args = p.parse_args(argv)
 
     import torch
@@ -49,6 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     storage = open_storage(args.storage, heartbeat_interval=args.heartbeat,
                            grace_period=args.grace)
     options = {k: int(v) for k, v in (o.split("=", 1) for o in args.option)}
+    if args.barrier:  # start-up (imports, data) varies by seconds on a busy machine
+        import os
+        from pathlib import Path
+
+        Path(args.barrier, str(os.getpid())).touch()
+        deadline = time.monotonic() + 120
+        while len(os.listdir(args.barrier)) < args.peers and time.monotonic() < deadline:
+            time.sleep(0.05)
     result = search(model, torch.zeros(1, 1, 8, 8), data, strategy=args.strategy,
                     target=Budget(macs=0.5), trials=args.trials, storage=storage,
                     study=args.study, seed=args.seed, evaluator=evaluator, progress=False,

@@ -48,11 +48,13 @@ def checkpoint(digits, tmp_path_factory) -> Path:
 
 
 def run_workers(checkpoint: Path, url: str, study: str, workers: int, trials: int,
-                strategy: str, options: dict[str, int], sleep: float) -> list[int]:
+                strategy: str, options: dict[str, int], sleep: float,
+                barrier: Path) -> list[int]:
     """Start ``workers`` processes on one study, wait for all; their evaluation counts."""
+    barrier.mkdir()
     cmd = [sys.executable, WORKER, "--checkpoint", str(checkpoint), "--storage", url,
            "--study", study, "--trials", str(trials), "--strategy", strategy,
-           "--sleep", str(sleep)]
+           "--sleep", str(sleep), "--barrier", str(barrier), "--peers", str(workers)]
     for k, v in options.items():
         cmd += ["--option", f"{k}={v}"]
     procs = [subprocess.Popen(cmd + ["--seed", "0"], stdout=subprocess.PIPE,
@@ -90,10 +92,11 @@ def check_study(url: str, study: str, trials: int, workers: int, counts: list[in
 
 
 @pytest.mark.skipif(not PG_URL, reason="NASPRUNE_TEST_POSTGRES_URL is not set")
-def test_three_workers_on_postgresql(checkpoint):
+def test_three_workers_on_postgresql(checkpoint, tmp_path):
     study = f"workers-pg-{uuid.uuid4().hex[:12]}"
     counts = run_workers(checkpoint, PG_URL, study, workers=3, trials=30,
-                         strategy="evolution", options={"population": 6}, sleep=0.1)
+                         strategy="evolution", options={"population": 6}, sleep=0.1,
+                         barrier=tmp_path / "barrier")
     check_study(PG_URL, study, 30, 3, counts)
 
 
