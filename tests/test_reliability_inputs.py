@@ -394,3 +394,37 @@ def test_resuming_a_study_with_another_budget_is_refused(model, digits, tmp_path
     import optuna
 
     assert len(optuna.load_study(study_name="s", storage=url).trials) == 1
+
+
+# ------------------------------------------------------------------- never unpickle
+
+def test_source_never_unpickles():
+    """No code path can unpickle a downloaded file: ``torch.load`` only with
+    ``weights_only=True``, no ``pickle.load(s)``/``numpy.load(allow_pickle=True)``/
+    ``torch.jit.load``, and the pickle module only in the restricted CIFAR unpickler."""
+    import ast
+
+    root = Path(nasprune.__file__).parent
+    problems, pickle_users = [], set()
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        rel = path.relative_to(root).as_posix()
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
+                if any(n.split(".")[0] in ("pickle", "dill", "cloudpickle", "joblib")
+                       for n in names):
+                    pickle_users.add(rel)
+            if not isinstance(node, ast.Call):
+                continue
+            call = ast.unparse(node.func)
+            kw = {k.arg: ast.unparse(k.value) for k in node.keywords}
+            if call.endswith("torch.load") and kw.get("weights_only") != "True":
+                problems.append(f"{rel}:{node.lineno} torch.load without weights_only=True")
+            if call in ("pickle.load", "pickle.loads", "torch.jit.load"):
+                problems.append(f"{rel}:{node.lineno} {call}")
+            if call.endswith(("np.load", "numpy.load")) and kw.get("allow_pickle") == "True":
+                problems.append(f"{rel}:{node.lineno} {call}(allow_pickle=True)")
+    assert problems == []
+    assert pickle_users == {"data/pickles.py"}  # the allow-listed CIFAR batch reader
+
