@@ -205,3 +205,70 @@ def test_generated_uniform_ratio(cnn, ratio, criterion):
     event("accepted")
     assert valid, f"invalid ratio {ratio!r} ({criterion}) accepted"
     _check_pruned(model, pruned, gs, {g.name: ratio for g in gs}, None, 1)
+
+
+# --------------------------------------------------------------------- experiment configs
+
+def _experiment_paths() -> list[str]:
+    """Dotted paths of every scalar setting of ExperimentConfig (sections included)."""
+    from nasprune.report.config import ExperimentConfig
+
+    paths = []
+    for f in dataclasses.fields(ExperimentConfig):
+        default = getattr(ExperimentConfig(), f.name)
+        if dataclasses.is_dataclass(default):
+            paths += [f"{f.name}.{g.name}" for g in dataclasses.fields(default)]
+        else:
+            paths.append(f.name)
+    return paths
+
+
+@FAST
+@given(data=st.data())
+def test_generated_experiment_configs(tmp_path_factory, data):
+    """Nested experiment configs: a few settings replaced by anything — rejected with one
+    line, or loaded with every constraint met and the given values kept."""
+    from nasprune.report.config import ExperimentConfig, load_experiment_config
+
+    def default_of(dotted: str):
+        node = ExperimentConfig()
+        for part in dotted.split("."):
+            node = getattr(node, part, None)
+        return node
+
+    def plausible(dotted: str):
+        """Mostly values of the right type near the valid range, sometimes anything."""
+        d = default_of(dotted)
+        near = (st.booleans() if isinstance(d, bool) else
+                st.integers(-1, 60) if isinstance(d, int) else
+                st.floats(-0.1, 1.1) if isinstance(d, float) else st.just(d))
+        return st.one_of(st.just(d), near, near, values)
+
+    paths = st.sampled_from(_experiment_paths())
+    keys = data.draw(st.lists(paths | st.text(max_size=8).filter(lambda k: "." not in k),
+                              max_size=3, unique=True), label="keys")
+    changes = {k: data.draw(plausible(k), label=k) for k in keys}
+    doc: dict = {}
+    for path, value in changes.items():
+        *parents, leaf = path.split(".")
+        node = doc
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    path = tmp_path_factory.mktemp("exp") / "e.yaml"
+    path.write_text(yaml.safe_dump({"experiment": doc}))
+    try:
+        cfg = load_experiment_config(path)
+    except NaspruneError as exc:
+        assert str(exc) and "\n" not in str(exc)
+        event("rejected")
+        return
+    event("accepted")
+    assert isinstance(cfg, ExperimentConfig)
+    _check_constraints(cfg, "experiment")
+    for dotted, value in changes.items():
+        got = cfg
+        for part in dotted.split("."):
+            got = getattr(got, part)
+        if value is not None and not isinstance(value, (dict, list)):
+            assert _same(got, value), (dotted, value, got)
