@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Literal, TypeVar, Union
 import yaml
 
 from nasprune.errors import NaspruneError
-from nasprune.registry import did_you_mean
+from nasprune.registry import did_you_mean, shown
 
 C = TypeVar("C")
 
@@ -229,7 +229,7 @@ def _check_constraints(value: Any, meta: typing.Mapping[str, Any], name: str) ->
     if "choices" in meta and isinstance(value, str):
         choices = list(meta["choices"]())
         if value not in choices:
-            raise NaspruneError(f"unknown {name.rpartition('.')[2]} '{value}' in {name}: "
+            raise NaspruneError(f"unknown {name.rpartition('.')[2]} '{shown(value)}' in {name}: "
                                 f"{did_you_mean(value, choices)}")
 
 
@@ -244,7 +244,7 @@ def from_dict(cls: type[C], data: Any, where: str | None = None) -> C:
         if not isinstance(key, str):
             raise NaspruneError(f"keys in the {where} section must be strings, got {key!r}")
         if key not in fields:
-            raise NaspruneError(f"unknown key '{key}' in {where} section: "
+            raise NaspruneError(f"unknown key '{shown(key)}' in {where} section: "
                                 f"{did_you_mean(key, list(fields))}")
     hints = typing.get_type_hints(cls)
     kwargs = {}

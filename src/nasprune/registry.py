@@ -15,6 +15,12 @@ from nasprune.errors import NaspruneError
 T = TypeVar("T")
 
 
+def shown(name: object) -> str:
+    """``name`` for a one-line message: control characters (newlines...) escaped."""
+    text = str(name)
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
 def did_you_mean(name: str, choices: list[str]) -> str:
     """A short hint naming the closest valid choice, or listing them all."""
     close = difflib.get_close_matches(name, choices, n=1)
@@ -42,7 +48,8 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         if not isinstance(name, str) or name not in self._items:
             raise NaspruneError(
-                f"unknown {self.kind} '{name}': {did_you_mean(str(name), list(self._items))}"
+                f"unknown {self.kind} '{shown(name)}': "
+                f"{did_you_mean(str(name), list(self._items))}"
             )
         return self._items[name]
 
