@@ -14,7 +14,7 @@ budget projection for ResNet-56 (32×32), next to counting a really pruned model
 between the proxy and ``--finetune-epochs`` of fine-tuning on ``--candidates`` candidates.
 
 Usage: ``nice .venv/bin/python bench/bench_search.py --part strategies [--trials 40]
-[--seeds 0,1,2] [--threads 1] [--json F]``. Prints Markdown tables for BENCHMARKS.md.
+[--seeds 0,1,2] [--strategies a,b] [--option KEY=VALUE] [--threads 1] [--json F]``. Prints Markdown tables for BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -51,6 +51,13 @@ def baseline_digits():
     return run.model.cpu().eval(), run.data, run.test["top1"]
 
 
+def options(items: list[str] | None) -> dict:
+    """``--option KEY=VALUE`` strategy options (YAML values: true, 5, 0.1)."""
+    import yaml
+
+    return {k: yaml.safe_load(v) for k, _, v in (i.partition("=") for i in items or [])}
+
+
 def part_strategies(args) -> dict:
     model, data, test_acc = baseline_digits()
     x = data.example_input(1)
@@ -70,7 +77,7 @@ def part_strategies(args) -> dict:
             t0 = time.perf_counter()
             r = search(model, x, data, strategy=name, target=Budget(macs=args.budget),
                        trials=args.trials, seed=seed, evaluator=ev, space=space,
-                       progress=False)
+                       progress=False, **options(args.option))
             secs.append(time.perf_counter() - t0)
             bests.append(r.best.score)
             lasts.append(float(np.mean([c.score for c in r.trials[-10:]])))
@@ -113,15 +120,42 @@ def part_cost(args) -> dict:
         p = prune(model, x, space.prune_ratios(k))
         count_macs(p, x), count_params(p)
     real_ms = (time.perf_counter() - t0) / 5 * 1e3
+    gaps = projection_gaps(space, keeps[:100])
+    model_d = nasprune.create_model("digitscnn", in_channels=1)
+    gaps_d = projection_gaps(SearchSpace(model_d, torch.randn(1, 1, 8, 8)), None)
     table = ["| ResNet-56, 32×32 | value |", "|---|---|",
              f"| groups (search dimensions) | {space.dim} |",
              f"| build SearchSpace (trace + groups + cost model), s | {build:.2f} |",
              f"| `cost(keep)` µs per call (best of 5 × 2000) | {cost_us:.1f} |",
              f"| `project(keep, Budget(macs=0.5))` ms per call (mean of 100) | {project_ms:.2f} |",
-             f"| prune + count_macs/params of the real model, ms (mean of 5) | {real_ms:.0f} |"]
+             f"| prune + count_macs/params of the real model, ms (mean of 5) | {real_ms:.0f} |",
+             "", "| projection: largest gap under the budget, relative (100 random vectors) "
+             "| MACs 50 % | MACs 25 % | params 30 % |", "|---|---|---|---|",
+             f"| ResNet-56 | {gaps['macs=0.5']:.3%} | {gaps['macs=0.25']:.3%} "
+             f"| {gaps['params=0.3']:.3%} |",
+             f"| digits CNN | {gaps_d['macs=0.5']:.3%} | {gaps_d['macs=0.25']:.3%} "
+             f"| {gaps_d['params=0.3']:.3%} |"]
     print("\n".join(table))
     return {"dim": space.dim, "build_s": build, "cost_us": cost_us, "project_ms": project_ms,
-            "real_prune_count_ms": real_ms, "table": table}
+            "real_prune_count_ms": real_ms, "projection_gap_resnet56": gaps,
+            "projection_gap_digits": gaps_d, "table": table}
+
+
+def projection_gaps(space: SearchSpace, keeps) -> dict[str, float]:
+    """Worst relative shortfall under the budget after projection (over/under: a bug)."""
+    if keeps is None:
+        keeps = np.random.default_rng(0).uniform(0.1, 1.0, size=(100, space.dim))
+    out = {}
+    for key, budget in (("macs=0.5", Budget(macs=0.5)), ("macs=0.25", Budget(macs=0.25)),
+                        ("params=0.3", Budget(params=0.3))):
+        worst = 0.0
+        for k in keeps:
+            macs_f, params_f = space.fractions(space.project(k, budget))
+            frac, limit = (macs_f, budget.macs) if budget.macs else (params_f, budget.params)
+            assert frac <= limit
+            worst = max(worst, 1 - frac / limit)
+        out[key] = worst
+    return out
 
 
 def part_cifar(args) -> dict:
@@ -165,6 +199,8 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=40)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--strategies", default="all")
+    ap.add_argument("--option", action="append", default=None, metavar="KEY=VALUE",
+                    help="strategy option for every strategy searched (repeatable)")
     ap.add_argument("--budget", type=float, default=0.5)
     ap.add_argument("--bn-batches", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1)

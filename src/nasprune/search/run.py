@@ -260,7 +260,8 @@ def search(
         procedure = DIFFERENTIABLE_PROCEDURES.get(strategy)
         sampler: Any = optuna.samplers.RandomSampler(seed=seed)  # only enqueued trials run
     else:
-        sampler = make_sampler(strategy, space, seed, **strategy_options)
+        with quiet_optuna():  # experimental-feature warnings of Optuna's samplers
+            sampler = make_sampler(strategy, space, seed, **strategy_options)
     if evaluator is None:
         evaluator = Evaluator(model, data, bn_batches=bn_batches, val_size=val_size,
                               finetune_steps=finetune_steps, device=device,
