@@ -432,16 +432,21 @@ def run_methods(s: Settings, checkpoint: Path, progress: bool = True) -> dict[st
     return {"finished": done, "not_finished": skipped, "seconds": time.perf_counter() - start}
 
 
-def collect(s: Settings, checkpoint: Path, report: bool = True) -> dict[str, Any]:
-    """The results of the finished methods (read from disk), as the peers record.
+def collect(s: Settings, checkpoint: Path, prior: dict[str, dict] | None = None
+            ) -> dict[str, Any]:
+    """The results of the finished methods, as the peers record's rows.
 
-    With ``report`` the experiment's own tables, plots and HTML report are rewritten for
-    the finished methods (nothing is recomputed: every one of them is resumed).
+    A method's row comes from ``prior`` (rows an earlier run of this script recorded in
+    ``peers.json``: a report-only call re-renders them instead of mixing in results that
+    something else rewrote since) or else from its ``result.json`` in the experiment.
+    The experiment's own tables, plots and HTML report are rewritten from the records on
+    disk by rendering only: nothing is ever recomputed here.
     """
-    from nasprune.report import experiment
     from nasprune.report.config import load_experiment_config, resolve_methods
     from nasprune.report.experiment import RESULT_FILE, read_json
-    from nasprune.report.tables import build_rows
+    from nasprune.report.html import write_report
+    from nasprune.report.plots import make_plots
+    from nasprune.report.tables import build_rows, write_tables
     from nasprune.train.device import resolve_device
 
     exp_dir = s.out_dir / "experiment"
@@ -449,22 +454,27 @@ def collect(s: Settings, checkpoint: Path, report: bool = True) -> dict[str, Any
     baseline = read_json(exp_dir / "baseline" / "baseline.json")
     if not isinstance(baseline, dict):
         raise NaspruneError(f"no finished baseline in '{exp_dir}': run the benchmark first")
-    records, missing = [], []
+    device = resolve_device(s.device).type
+    records, rows, missing = [], [], []
     for spec in resolve_methods(cfg):
         rec = read_json(exp_dir / "methods" / spec.slug / RESULT_FILE)
-        if isinstance(rec, dict) and rec.get("status") == "ok":
+        ok = isinstance(rec, dict) and rec.get("status") == "ok"
+        if ok:
             records.append(rec)
+        if prior and spec.name in prior:
+            rows.append(prior[spec.name])
+        elif ok:
+            row = build_rows([rec], baseline, cfg)[0]
+            row["finetune_epochs"] = s.finetune_epochs if rec.get("finetuned") else 0
+            row["latency"] = {device: rec.get("latency")}
+            rows.append(row)
         else:
             missing.append(spec.name if not isinstance(rec, dict) else
                            f"{spec.name} (failed: {rec.get('error')})")
-    if report and records:
-        experiment(experiment_config(s, checkpoint, [r["method"] for r in records]),
-                   out_dir=exp_dir, resume=True, progress=False, report=True)
-    rows = build_rows(records, baseline, cfg)
-    device = resolve_device(s.device).type
-    for row, rec in zip(rows, records, strict=True):
-        row["finetune_epochs"] = s.finetune_epochs if rec.get("finetuned") else 0
-        row["latency"] = {device: rec.get("latency")}
+    if records:
+        write_tables(exp_dir, build_rows(records, baseline, cfg), baseline, cfg)
+        make_plots(exp_dir)
+        write_report(exp_dir, draw=False)
     return {"rows": rows, "baseline": baseline, "missing": missing, "cfg": cfg}
 
 
@@ -724,21 +734,26 @@ def run(s: Settings, command: str, report_only: bool = False, append: Path | Non
     out = s.out_dir
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     command_md = f"`{command}`"
+    earlier = _read(out / "peers.json") if report_only else None
+    if not isinstance(earlier, dict):
+        earlier = None
     if report_only:
-        prior = _read(out / "command.json")
-        if prior:
-            command_md = f"`{prior['command']}` (table rewritten by `{command}`)"
-            command = prior["command"]
-            started, load_start = prior["started"], prior["load_start"]
+        began = _read(out / "command.json")
+        if isinstance(began, dict):
+            command_md = f"`{began['command']}` (table rewritten by `{command}`)"
+            command = began["command"]
+            started, load_start = began["started"], began["load_start"]
     else:
         write_atomic(out / "command.json", json.dumps(
             {"command": command, "started": started, "load_start": load_start}) + "\n")
     checkpoint = s.baseline_dir if report_only else ensure_baseline(s, progress)
-    progress_info = None if report_only else run_methods(s, checkpoint, progress)
-    result = collect(s, checkpoint, report=True)
+    progress_info = run_methods(s, checkpoint, progress) if not report_only else (
+        earlier or {}).get("run")
+    prior = {r["method"]: r for r in earlier.get("rows", [])} if earlier else None
+    result = collect(s, checkpoint, prior)
     if device == "cuda":
-        cpu_latency(s, result["rows"], s.out_dir / "experiment",
-                    input_shape_of(s, checkpoint))
+        cpu_latency(s, [r for r in result["rows"] if "cpu" not in r["latency"]],
+                    s.out_dir / "experiment", input_shape_of(s, checkpoint))
     if result["rows"]:
         proxy_scores(s, checkpoint, result["rows"])
     env = {"versions": versions(), "device": device, "machine": machine(device),
@@ -746,9 +761,14 @@ def run(s: Settings, command: str, report_only: bool = False, append: Path | Non
            "finished": _last_result_time(s) or started, "load_start": load_start,
            "load_end": " ".join(f"{x:.1f}" for x in os.getloadavg()),
            "wall_minutes": None if report_only else (time.perf_counter() - t0) / 60}
+    if earlier and all(r["method"] in prior for r in result["rows"]):
+        # Every row is the earlier run's: so are its date, times and load.
+        env = {**env, **{k: earlier["environment"][k] for k in (
+            "date", "started", "finished", "load_start", "load_end", "wall_minutes")
+            if k in earlier.get("environment", {})}}
     body = section(s, result, command_md, env)
-    keep = ("method", "dir", "status", "top1", "delta_top1_pp", "proxy", "macs", "macs_fraction", "params",
-            "params_fraction", "latency", "speedup_b1", "speedup_bN", "search_seconds",
+    keep = ("method", "dir", "status", "top1", "delta_top1_pp", "proxy", "macs",
+            "macs_fraction", "params", "params_fraction", "latency", "speedup_b1", "speedup_bN", "search_seconds",
             "finetune_seconds", "finetune_epochs", "ratios", "info")
     record = {"protocol": s.protocol, "command": command, "settings": dataclasses.asdict(s),
               "environment": env, "baseline": result["baseline"]["metrics"],

@@ -110,11 +110,17 @@ def test_report_only_reads_back_and_labels_missing_methods(peers, finished):
     s, record, _ = finished
     import dataclasses
 
-    more = dataclasses.replace(s, methods=[*s.methods, "global"])
+    results = sorted((s.out_dir / "experiment" / "methods").glob("*/result.json"))
+    stamps = [p.stat().st_mtime_ns for p in results]
+    # Changed settings give every method a new fingerprint: a report must still only
+    # render what is there, never recompute it.
+    more = dataclasses.replace(s, methods=[*s.methods, "global"], finetune_lr=0.02)
     again = peers.run(more, "python bench/peers.py --report-only", report_only=True,
                       progress=False)
     assert again["missing"] == ["global"]
     assert [r["top1"] for r in again["rows"]] == [r["top1"] for r in record["rows"]]
+    assert sorted((s.out_dir / "experiment" / "methods").glob("*/result.json")) == results
+    assert [p.stat().st_mtime_ns for p in results] == stamps
     assert "**PARTIAL**" in (s.out_dir / "peers.md").read_text(encoding="utf-8")
 
 
