@@ -14,9 +14,11 @@ study does not replay its first proposals, and workers sharing a seed still diff
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from optuna.exceptions import ExperimentalWarning
 from optuna.samplers import BaseSampler, GPSampler, TPESampler
 
 from nasprune.errors import NaspruneError
@@ -111,13 +113,15 @@ def make_gp(space: Any, seed: int | None = None, **options: Any) -> BaseSampler:
     startup = options.get("n_startup_trials", 10)
     if not isinstance(startup, int) or startup < 1:
         raise NaspruneError(f"strategy option n_startup_trials must be an integer ≥ 1, got {startup!r}")
-    inner = GPSampler(
-        seed=seed_for(seed, 1),
-        independent_sampler=_UniformIndependent(space, seed=seed),
-        n_startup_trials=startup,
-        deterministic_objective=bool(options.get("deterministic_objective", True)),
-        warn_independent_sampling=False,
-    )
+    with warnings.catch_warnings():  # deterministic_objective is "experimental" in Optuna
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        inner = GPSampler(
+            seed=seed_for(seed, 1),
+            independent_sampler=_UniformIndependent(space, seed=seed),
+            n_startup_trials=startup,
+            deterministic_objective=bool(options.get("deterministic_objective", True)),
+            warn_independent_sampling=False,
+        )
     return TrialSeeded(inner, seed)
 
 
