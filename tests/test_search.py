@@ -290,3 +290,31 @@ def test_top_level_search_is_callable_after_the_package_is_imported(trained, dig
     result = nasprune.search(trained, digits.example_input(), digits, strategy="random",
                              trials=1, **FAST)
     assert len(result.trials) == 1 and nasprune.Budget is Budget
+
+
+def test_cli_search_from_config_with_proxy_check(trained, digits, tmp_path, capsys) -> None:
+    from nasprune.checkpoint import save
+    from nasprune.cli import main
+
+    ckpt = tmp_path / "base"
+    save(trained, ckpt, meta={"data": "digits", "seed": 0, "input_shape": [1, 8, 8]})
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text("search:\n  strategy: evolution\n  strategy_options: {population: 2}\n"
+                   "  trials: 4\n  bn_batches: 2\n  val_size: 100\n  target_params: 0.4\n")
+    out = tmp_path / "s.json"
+    rc = main(["search", "--config", str(cfg), "--checkpoint", str(ckpt), "--check-proxy", "3",
+               "--check-proxy-epochs", "0.2", "--out", str(out), "--quiet",
+               "--storage", f"sqlite:///{tmp_path / 's.db'}", "--study", "cfg"])
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    assert doc["strategy"] == "evolution" and doc["trials"] == 4
+    assert doc["budget"]["params"] == 0.4 and 0.396 <= doc["best"]["params_fraction"] <= 0.4
+    assert doc["proxy_check"]["n"] == 3 and "Spearman" in capsys.readouterr().out
+    assert (tmp_path / "s.config.yaml").exists()
+    cfg.write_text("search:\n  stratgy: evolution\n")
+    assert main(["search", "--config", str(cfg), "--checkpoint", str(ckpt), "--out",
+                 str(tmp_path / "t.json"), "--quiet"]) == 2
+    assert "did you mean 'strategy'" in capsys.readouterr().err
+    assert main(["search", "--checkpoint", str(ckpt), "--option", "population",
+                 "--out", str(tmp_path / "t.json"), "--quiet"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
