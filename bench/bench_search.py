@@ -9,6 +9,9 @@ the last 10 trials (does the strategy concentrate on good regions?) and the wall
 ``--part cost``: microseconds per analytic ``SearchSpace.cost()`` call and milliseconds per
 budget projection for ResNet-56 (32×32), next to counting a really pruned model.
 
+``--part latency``: the latency model's prediction (per-layer table measured once, batch 1,
+fastest of repeated runs) against the measured latency of really pruned ResNet-20s.
+
 ``--part cifar``: seconds per candidate evaluation on CPU for a CIFAR-10 ResNet-20 checkpoint
 (``--checkpoint``; 1,000 validation images, 20 BN batches of 64) and the Spearman correlation
 between the proxy and ``--finetune-epochs`` of fine-tuning on ``--candidates`` candidates.
@@ -158,6 +161,36 @@ def projection_gaps(space: SearchSpace, keeps) -> dict[str, float]:
     return out
 
 
+def part_latency(args) -> dict:
+    """Predicted (per-layer table) vs measured latency of really pruned ResNet-20s, batch 1."""
+    import tempfile
+
+    from nasprune.metrics import measure_latency
+    from nasprune.pruning import prune
+    from nasprune.search.latency import LatencyModel
+
+    model, x = nasprune.create_model("resnet20").eval(), torch.randn(1, 3, 32, 32)
+    space = SearchSpace(model, x)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as cache:
+        lat = LatencyModel.for_space(space, model, x, device="cpu", cache_dir=cache,
+                                     num_threads=args.threads)
+    table_s = time.perf_counter() - t0
+    rng = np.random.default_rng(0)
+    rows = []
+    for keep in [np.ones(space.dim)] + list(rng.uniform(0.1, 1.0, size=(args.candidates,
+                                                                         space.dim))):
+        pruned = prune(model, x, space.prune_ratios(keep))
+        measured = min(measure_latency(pruned, (3, 32, 32), batch_sizes=(1,), repeats=30,
+                                       num_threads=args.threads)[1]["min_ms"]
+                       for _ in range(3))
+        rows.append((space.fractions(keep)[0], lat.predict(space.kept(keep)), measured))
+    err = [p / m - 1 for _, p, m in rows]
+    print(f"table built in {table_s:.1f} s; predicted/measured - 1: median "
+          f"{np.median(np.abs(err)):.1%}, worst {max(err, key=abs):+.1%} over {len(rows)} nets")
+    return {"table_seconds": table_s, "rows": rows, "relative_errors": err}
+
+
 def part_cifar(args) -> dict:
     from nasprune.checkpoint import load, read_spec
     from nasprune.data import load_dataset
@@ -195,7 +228,7 @@ def part_cifar(args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=("strategies", "cost", "cifar"), required=True)
+    ap.add_argument("--part", choices=("strategies", "cost", "latency", "cifar"), required=True)
     ap.add_argument("--trials", type=int, default=40)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--strategies", default="all")
@@ -217,7 +250,7 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     t0 = time.perf_counter()
     result = {"part_strategies": part_strategies, "part_cost": part_cost,
-              "part_cifar": part_cifar}[f"part_{args.part}"](args)
+              "part_latency": part_latency, "part_cifar": part_cifar}[f"part_{args.part}"](args)
     result.update({"machine": machine(), "date": time.strftime("%Y-%m-%d", time.gmtime()),
                    "seconds": time.perf_counter() - t0, "args": vars(args)})
     print(f"machine: {result['machine']}; {result['date']}; {result['seconds']:.0f} s")
