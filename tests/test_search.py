@@ -318,3 +318,17 @@ def test_cli_search_from_config_with_proxy_check(trained, digits, tmp_path, caps
     assert main(["search", "--checkpoint", str(ckpt), "--option", "population",
                  "--out", str(tmp_path / "t.json"), "--quiet"]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_search_at_a_latency_budget(trained, digits, space, tmp_path) -> None:
+    from nasprune.search.latency import LatencyModel
+
+    x = digits.example_input()
+    lat = LatencyModel.for_space(space, trained, x, device="cpu", cache_dir=tmp_path,
+                                 warmup=2, repeats=5)
+    limit = 0.8 * lat.predict(space.channels)
+    result = search(trained, x, digits, strategy="random", target=Budget(latency_ms=limit),
+                    trials=3, latency_cache=tmp_path, device="cpu", **FAST)
+    for c in result.trials:  # the cached table (same fingerprint) was used
+        assert 0.97 * limit <= c.latency_ms <= limit
+    assert len(list(tmp_path.glob("*.json"))) == 1
