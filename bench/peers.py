@@ -681,6 +681,34 @@ def section(s: Settings, result: dict[str, Any], command: str, env: dict[str, An
     return "\n".join(lines)
 
 
+def combine(dirs: list[str | Path]) -> str:
+    """Earlier runs (``peers.json`` in each directory, e.g. one per seed) side by side:
+    each run's test top-1, the mean, the mean against ``tp-uniform``, the mean proxy."""
+    docs = []
+    for d in dirs:
+        doc = _read(Path(d) / "peers.json")
+        if not isinstance(doc, dict) or "rows" not in doc:
+            raise NaspruneError(f"'{d}' holds no peers.json: run bench/peers.py there first")
+        docs.append({r["method"]: r for r in doc["rows"]})
+    methods = [m for m in docs[0] if all(m in d for d in docs)]
+
+    def mean(m: str, key: str) -> float | None:
+        vals = [d[m].get(key) for d in docs]
+        return None if any(v is None for v in vals) else sum(vals) / len(vals)
+
+    ref = mean("tp-uniform", "top1") if "tp-uniform" in methods else None
+    head = ["method", *[f"top-1 % ({Path(d).name})" for d in dirs], "mean",
+            "vs `tp-uniform` (pp)", "proxy % (mean)"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for m in methods:
+        top, proxy = mean(m, "top1"), mean(m, "proxy")
+        lines.append("| " + " | ".join([
+            f"`{m}`", *[f"{100 * d[m]['top1']:.2f}" for d in docs], f"{100 * top:.2f}",
+            "—" if ref is None else f"{100 * (top - ref):+.2f}",
+            "—" if proxy is None else f"{100 * proxy:.1f}"]) + " |")
+    return "\n".join(lines)
+
+
 def update_benchmarks(path: Path, label: str, body: str) -> Path:
     """Put ``body`` between the ``label`` block's markers in ``path`` (appended the first
     time)."""
@@ -822,8 +850,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="also write the table into this Markdown file")
     ap.add_argument("--label", help="name of the table's block in the --append file "
                     "(default: the protocol; another label adds a second table)")
+    ap.add_argument("--combine", nargs="+", metavar="OUT_DIR",
+                    help="only print earlier runs' tables side by side (e.g. two seeds)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
+    if args.combine:
+        try:
+            print(combine(args.combine))
+        except NaspruneError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     methods = ([m.strip() for m in args.methods.split(",") if m.strip()]
                if args.methods else None)
     try:

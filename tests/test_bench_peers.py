@@ -124,6 +124,17 @@ def test_report_only_reads_back_and_labels_missing_methods(peers, finished):
     assert "**PARTIAL**" in (s.out_dir / "peers.md").read_text(encoding="utf-8")
 
 
+def test_combine_puts_runs_side_by_side(peers, finished, tmp_path, capsys):
+    s, record, _ = finished
+    table = peers.combine([s.out_dir, s.out_dir])
+    tp = next(r for r in record["rows"] if r["method"] == "tp-uniform")
+    assert f"| `tp-uniform` | {100 * tp['top1']:.2f} | {100 * tp['top1']:.2f} | " \
+           f"{100 * tp['top1']:.2f} | +0.00 |" in table
+    assert table.count("\n") == len(record["rows"]) + 1
+    assert peers.main(["--combine", str(tmp_path)]) == 2
+    assert "holds no peers.json" in capsys.readouterr().err
+
+
 def test_tp_bisection_on_resnet20(peers):
     from nasprune import create_model
     from nasprune.metrics import count_macs
