@@ -30,7 +30,9 @@ The baseline is trained once with the same code as ``nasprune train`` and cached
 ``runs/peers/<model>-<data>-e<epochs>`` (``--checkpoint DIR`` uses a saved model instead).
 Finished methods are kept in ``<out>/experiment`` and skipped when the command is run
 again; ``--deadline-minutes`` stops starting new methods after that long, and
-``--report-only`` writes the table from whatever has finished (labelled partial).
+``--report-only`` writes the table from whatever has finished (labelled partial), without
+recomputing anything; ``--combine DIR DIR ...`` prints earlier runs (e.g. two seeds) side by
+side.
 
 ``--train-subset N`` fine-tunes every method on the same seeded N-image subset of the
 training split (the data set registered here as ``train-subset``): the baseline, the
