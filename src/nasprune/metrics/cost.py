@@ -68,19 +68,19 @@ def _density(w: torch.Tensor) -> float:
     return float(torch.count_nonzero(w.detach()).item()) / n if n else 0.0
 
 
-def _first_sample(x: Any) -> Any:
+def first_sample(x: Any) -> Any:
     """Cut every tensor in ``x`` (tensor, tuple/list, dict) down to its first batch entry."""
     if isinstance(x, torch.Tensor):
         return x[:1] if x.dim() > 0 else x
     if isinstance(x, (list, tuple)):
-        return type(x)(_first_sample(v) for v in x)
+        return type(x)(first_sample(v) for v in x)
     if isinstance(x, dict):
-        return {k: _first_sample(v) for k, v in x.items()}
+        return {k: first_sample(v) for k, v in x.items()}
     return x
 
 
 def _run(model: nn.Module, example_inputs: Any, slice_batch: bool) -> Any:
-    x = _first_sample(example_inputs) if slice_batch else example_inputs
+    x = first_sample(example_inputs) if slice_batch else example_inputs
     if isinstance(x, dict):
         return model(**x)
     if isinstance(x, (list, tuple)):

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nasprune.models.registry import register_model
-from nasprune.models.resnet_cifar import BasicBlock
+from nasprune.models.resnet_cifar import basic_stages
 from nasprune.models.weight_init import kaiming_init
 
 
@@ -25,17 +25,9 @@ class ResNet18(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
-        cin = widths[0]
-        stages = []
-        for i, w in enumerate(widths):
-            layer = []
-            for j in range(blocks):
-                layer.append(BasicBlock(cin, w, stride=2 if (i > 0 and j == 0) else 1))
-                cin = w
-            stages.append(nn.Sequential(*layer))
-        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.layer1, self.layer2, self.layer3, self.layer4 = basic_stages(widths[0], widths, blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(cin, num_classes)
+        self.fc = nn.Linear(widths[-1], num_classes)
         kaiming_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -40,6 +40,19 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
+def basic_stages(cin: int, widths: tuple[int, ...], blocks: int) -> list[nn.Sequential]:
+    """One stage of ``blocks`` BasicBlocks per width; every stage after the first halves
+    the resolution in its first block."""
+    stages = []
+    for i, w in enumerate(widths):
+        layer = []
+        for j in range(blocks):
+            layer.append(BasicBlock(cin, w, stride=2 if (i > 0 and j == 0) else 1))
+            cin = w
+        stages.append(nn.Sequential(*layer))
+    return stages
+
+
 class CifarResNet(nn.Module):
     """Stem, three stages (``layer1..3``) of ``blocks`` BasicBlocks, pool, ``fc``."""
 
@@ -48,17 +61,9 @@ class CifarResNet(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
-        cin = widths[0]
-        stages = []
-        for i, w in enumerate(widths):
-            layer = []
-            for j in range(blocks):
-                layer.append(BasicBlock(cin, w, stride=2 if (i > 0 and j == 0) else 1))
-                cin = w
-            stages.append(nn.Sequential(*layer))
-        self.layer1, self.layer2, self.layer3 = stages
+        self.layer1, self.layer2, self.layer3 = basic_stages(widths[0], widths, blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(cin, num_classes)
+        self.fc = nn.Linear(widths[-1], num_classes)
         kaiming_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nasprune.metrics.cost import first_sample
 from nasprune.pruning.graph import ChannelGroup
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -51,18 +52,8 @@ class LayerGeometry:
         return self.kind == "conv" and self.groups > 1 and self.groups == self.in_dim == self.out_dim
 
 
-def _first_sample(x: Any) -> Any:
-    if isinstance(x, torch.Tensor):
-        return x[:1] if x.dim() > 0 else x
-    if isinstance(x, (list, tuple)):
-        return type(x)(_first_sample(v) for v in x)
-    if isinstance(x, dict):
-        return {k: _first_sample(v) for k, v in x.items()}
-    return x
-
-
 def _run(model: nn.Module, example_inputs: Any) -> None:
-    x = _first_sample(example_inputs)
+    x = first_sample(example_inputs)
     if isinstance(x, dict):
         model(**x)
     elif isinstance(x, (list, tuple)):
