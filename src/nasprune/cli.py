@@ -535,9 +535,9 @@ def _options(items: list[str] | None) -> dict | None:
     return out
 
 
-def cmd_search(args) -> int:
+def search_config_from_args(args):
+    """The resolved :class:`SearchConfig` of parsed ``nasprune search`` flags (YAML < flags)."""
     from nasprune.config import load_config
-    from nasprune.search.command import run_search_command
     from nasprune.search.config import SearchConfig
 
     keys = ("model", "checkpoint", "data", "data_dir", "strategy", "target_macs",
@@ -546,7 +546,13 @@ def cmd_search(args) -> int:
             "check_proxy", "check_proxy_epochs", "seed", "device", "out")
     overrides = {k: getattr(args, k) for k in keys}
     overrides["strategy_options"] = _options(args.option)
-    cfg = load_config(SearchConfig, _config_path(args.config), overrides)
+    return load_config(SearchConfig, _config_path(args.config), overrides)
+
+
+def cmd_search(args) -> int:
+    from nasprune.search.command import run_search_command
+
+    cfg = search_config_from_args(args)
     _set_threads(args.threads)
     run_search_command(cfg, progress=not args.quiet)
     return 0

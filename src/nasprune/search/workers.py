@@ -28,20 +28,10 @@ from nasprune.errors import NaspruneError
 
 def resolve_search_args(search_argv: Sequence[str]) -> Any:
     """The :class:`SearchConfig` that ``nasprune search <search_argv>`` would run."""
-    from nasprune.cli import _config_path, _options, build_parser
-    from nasprune.config import load_config
-    from nasprune.search.config import SearchConfig
+    from nasprune.cli import build_parser, search_config_from_args
 
-    parser = build_parser()
-    args = parser.parse_args(["search", *search_argv])
-    keys = ("model", "checkpoint", "data", "data_dir", "strategy", "target_macs",
-            "target_params", "target_latency_ms", "trials", "storage", "study", "objective",
-            "min_keep", "max_keep", "round_to", "bn_batches", "val_size", "finetune_steps",
-            "check_proxy", "check_proxy_epochs", "seed", "device", "out")
-    overrides = {k: getattr(args, k) for k in keys}
-    overrides["strategy_options"] = _options(args.option)
-    cfg = load_config(SearchConfig, _config_path(args.config), overrides)
-    return cfg, args
+    args = build_parser().parse_args(["search", *search_argv])
+    return search_config_from_args(args), args
 
 
 def _pump(stream: IO[str], prefix: str, sink: IO[str], lock: threading.Lock) -> None:
