@@ -409,7 +409,7 @@ def experiment(config: ExperimentConfig | dict | str | os.PathLike,
         torch.set_num_threads(cfg.threads)
     device = _resolve_device(cfg.device)
     save_resolved(cfg, run / "config.yaml")
-    _write_json(run / "environment.json", environment(device))
+    env_written = False  # written when something is computed: it describes that machine
 
     model, baseline = _baseline(cfg, data, run, device, resume, progress)
     example = data.example_input(1).to(device)
@@ -435,6 +435,9 @@ def experiment(config: ExperimentConfig | dict | str | os.PathLike,
             skipped.append(dname)
             continue
         _log(progress, f"[{i}/{len(jobs)}] {label}: running")
+        if not env_written:
+            _write_json(run / "environment.json", environment(device))
+            env_written = True
         ctx = Context(cfg=cfg, spec=spec, data=data, model=model, example=example,
                       base_macs=base_macs, seed=seed, device=device,
                       work=run / "work" / f"{dname}-{fp}", progress=False)
