@@ -388,3 +388,18 @@ def test_export_onnx_valid(tmp_path):
 def test_export_bad_format(tmp_path):
     with pytest.raises(NaspruneError, match="unknown export format 'tflite'"):
         export(_digits(), tmp_path / "m", X8[:1], format="tflite")
+
+
+def test_write_atomic_gives_files_the_usual_permissions(tmp_path) -> None:
+    import os
+    import stat
+
+    from nasprune.checkpoint import write_atomic
+
+    umask = os.umask(0o022)
+    try:
+        path = write_atomic(tmp_path / "out.json", "{}")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert path.read_text() == "{}"

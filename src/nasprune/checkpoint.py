@@ -48,6 +48,10 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
     except OSError as exc:
         raise NaspruneError(f"cannot write '{path}': {exc.strerror or exc}") from exc
     try:
+        # mkstemp creates 0600; give the file the mode a plain open() would (0666 & ~umask).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
             f.flush()
