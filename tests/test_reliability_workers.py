@@ -220,3 +220,44 @@ def test_a_new_worker_learns_from_the_stored_trials(worker_a, strategy, tmp_path
     # ... and it depends on what A measured: other scores for the same trials change it
     other = _propose(_copy_study(stored, [1.0 - s for s in scores]), strategy, space)
     assert not np.array_equal(in_b, other)
+
+
+@pytest.mark.skipif(not PG_URL, reason="NASPRUNE_TEST_POSTGRES_URL is not set")
+def test_workers_opening_a_brand_new_postgresql_database_at_once_all_succeed():
+    """Every worker of a new cluster creates Optuna's schema at the same instant: none fails."""
+    import threading
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from nasprune.search.study import open_storage
+
+    base = make_url(PG_URL)
+    name = f"race_{uuid.uuid4().hex[:10]}"
+    admin = base.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = base.set(database=name).render_as_string(hide_password=False)
+    start, errors, opened = threading.Barrier(6), [], []
+
+    def worker() -> None:
+        start.wait()
+        try:
+            opened.append(open_storage(url, heartbeat_interval=0))
+        except Exception as exc:  # the assertion below names it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert errors == [] and len(opened) == 6
+        study = optuna.create_study(storage=opened[0], study_name="race")
+        assert optuna.load_study(storage=opened[-1], study_name="race")._study_id == study._study_id
+    finally:
+        for st in opened:
+            st.engine.dispose()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -116,12 +117,30 @@ def open_storage(url: str | optuna.storages.BaseStorage | None,
             if heartbeat_interval:
                 kwargs.update(heartbeat_interval=heartbeat_interval, grace_period=grace_period,
                               **{_RETRY_KW: _Retry(max_retry=MAX_RETRY)})
-            return RDBStorage(url, **kwargs)
+            return _create_rdb_storage(url, kwargs)
     except Exception as exc:  # sqlalchemy/driver errors come in many types
         # One line (drivers add hints and links on more lines), and never the password.
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise NaspruneError(f"cannot open storage {_safe_url(url)}: {type(exc).__name__}: "
                             f"{first}") from exc
+
+
+def _create_rdb_storage(url: str, kwargs: dict[str, Any], attempts: int = 6) -> Any:
+    """``RDBStorage(url)``, retried when workers race to create the schema of a new database.
+
+    Several workers started at once on an empty PostgreSQL database all try to create
+    Optuna's tables; the losers get a unique-violation or "already exists" error. The
+    tables exist by then, so opening again succeeds. Connection errors are not retried.
+    """
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(attempts):
+        try:
+            return RDBStorage(url, **kwargs)
+        except (IntegrityError, ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def _safe_url(url: str) -> str:
