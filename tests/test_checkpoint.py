@@ -21,15 +21,6 @@ X8 = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(1))
 X16 = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(2))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models run fastest on one thread (and the CI box is shared)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _digits(width: int = 32) -> nn.Module:
     torch.manual_seed(0)
     model = nasprune.create_model("digitscnn", num_classes=10, in_channels=1, width=width)

@@ -15,14 +15,6 @@ from nasprune.pruning.criteria import ScoreContext, combine
 from nasprune.pruning.graph import build_graph, iter_tp_groups, members
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class TwoConv(nn.Module):
     """conv(3→6) → ReLU → conv(6→4) → pool → linear: one prunable group of 6 channels."""
 

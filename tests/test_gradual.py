@@ -20,16 +20,6 @@ from nasprune.pruning import (
 from nasprune.pruning.masks import MASK
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Many small forward passes: with other processes on the 2 cores, intra-op threads
-    # spin-wait and make this file several times slower; one thread is fastest here.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def sparsity(model: nn.Module) -> tuple[int, int]:
     """(zero weights, total weights) over the conv/linear layers."""
     ws = [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]

@@ -19,17 +19,6 @@ from nasprune.pruning.layers import (
     residual_blocks,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Many small forward passes: with other processes on the 2 cores, intra-op threads
-    # spin-wait and make this file several times slower; one thread is fastest here.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 RGB = torch.randn(2, 3, 8, 8)
 GRAY = torch.randn(2, 1, 8, 8)
 

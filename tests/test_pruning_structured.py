@@ -19,15 +19,6 @@ from nasprune.pruning import groups, kept_channels, plan, prune, removed_channel
 BIG = {"resnet110", "vgg19"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The CI box has 2 cores shared by many processes; one thread avoids oversubscription.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _zoo(name: str) -> tuple[nn.Module, torch.Tensor]:
     if name == "digitscnn":
         return nasprune.create_model(name, in_channels=1).eval(), torch.randn(2, 1, 8, 8)

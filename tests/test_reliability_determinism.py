@@ -32,14 +32,6 @@ def base(digits):
     return model.eval()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def trajectory(model, data, strategy: str, seed: int):
     result = run_search(model, X, data, strategy=strategy, target=Budget(macs=0.5),
                         trials=TRIALS, seed=seed, progress=False, bn_batches=2, val_size=128,

@@ -18,15 +18,6 @@ from nasprune.search import Budget, Evaluator, SearchSpace, check_proxy, search,
 FAST = {"bn_batches": 3, "val_size": 200, "progress": False}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # The digits CNN's ops are too small to split; extra threads only spin on a busy CPU.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def trained(digits):
     torch.manual_seed(0)

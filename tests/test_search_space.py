@@ -16,15 +16,6 @@ from nasprune.pruning import prune
 from nasprune.search import Budget, SearchSpace
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Tracing and pruning are Python-bound; extra OpenMP threads only spin on a busy CPU.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _zoo(name: str) -> tuple[torch.nn.Module, torch.Tensor]:
     if name == "digitscnn":
         return nasprune.create_model(name, in_channels=1), torch.randn(1, 1, 8, 8)

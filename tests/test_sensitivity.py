@@ -18,17 +18,6 @@ from nasprune.pruning.sensitivity import (
     sensitivity,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Many small forward passes: with other processes on the 2 cores, intra-op threads
-    # spin-wait and make this file several times slower; one thread is fastest here.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 LEVELS = (0.1, 0.5, 0.9)
 
 

@@ -14,17 +14,6 @@ from nasprune.metrics import count_macs, evaluate
 from nasprune.pruning import slim
 from nasprune.pruning.slimming import bn_gammas, channel_gammas
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Many small forward passes: with other processes on the 2 cores, intra-op threads
-    # spin-wait and make this file several times slower; one thread is fastest here.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # Short runs need a far stronger penalty than the paper's 1e-4 over 160 CIFAR epochs.
 BN_L1 = 3e-2
 

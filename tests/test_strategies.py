@@ -34,14 +34,6 @@ FAST_OPTIONS = {
 EVAL = {"bn_batches": 3, "val_size": 200, "progress": False}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def trained(digits):
     torch.manual_seed(0)

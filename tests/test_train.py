@@ -33,15 +33,6 @@ from nasprune.train.optim import param_groups
 QUICK = dict(progress=False, validate=False, augment=False, batch_size=64)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models train fastest on one thread (and the CI box is shared)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _small(seed: int = 0, width: int = 8) -> nn.Module:
     torch.manual_seed(seed)
     return nasprune.create_model("digitscnn", num_classes=10, in_channels=1, width=width)

@@ -14,17 +14,6 @@ from nasprune.metrics import count_macs, layer_macs, model_size_mb
 from nasprune.pruning.masks import MASK
 from nasprune.pruning.unstructured import threshold
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Many small forward passes: with other processes on the 2 cores, intra-op threads
-    # spin-wait and make this file several times slower; one thread is fastest here.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 EXAMPLE = torch.randn(1, 1, 8, 8)
 
 
