@@ -20,3 +20,16 @@ def digits():
     import nasprune
 
     return nasprune.load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def digits_cnn_checkpoint(digits, tmp_path_factory):
+    """A briefly trained (3 epochs) narrow digits CNN saved to disk, so candidates' scores
+    differ: the base of the subprocess search, crash and worker tests."""
+    import nasprune
+
+    torch.manual_seed(0)
+    model = nasprune.create_model("digitscnn", in_channels=1, width=8)
+    nasprune.fit(model, digits, epochs=3, progress=False, seed=0, device="cpu")
+    return nasprune.save(model, tmp_path_factory.mktemp("ck") / "base",
+                         meta={"data": "digits", "input_shape": [1, 8, 8]})

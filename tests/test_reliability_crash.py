@@ -18,7 +18,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-import torch
 from optuna.trial import TrialState
 
 import nasprune
@@ -31,13 +30,8 @@ TRIALS = 8
 
 
 @pytest.fixture(scope="module")
-def checkpoint(digits, tmp_path_factory) -> Path:
-    """A briefly trained digits CNN on disk, so the scores of candidates differ."""
-    torch.manual_seed(0)
-    model = nasprune.create_model("digitscnn", in_channels=1, width=8)
-    nasprune.fit(model, digits, epochs=3, progress=False, seed=0, device="cpu")
-    return nasprune.save(model, tmp_path_factory.mktemp("ck") / "base",
-                         meta={"data": "digits", "input_shape": [1, 8, 8]})
+def checkpoint(digits_cnn_checkpoint: Path) -> Path:
+    return digits_cnn_checkpoint
 
 
 def _trials(url: str, study: str) -> list[optuna.trial.FrozenTrial]:

@@ -39,12 +39,8 @@ X = torch.zeros(1, 1, 8, 8)
 
 
 @pytest.fixture(scope="module")
-def checkpoint(digits, tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = nasprune.create_model("digitscnn", in_channels=1, width=8)
-    nasprune.fit(model, digits, epochs=3, progress=False, seed=0, device="cpu")
-    return nasprune.save(model, tmp_path_factory.mktemp("ck") / "base",
-                         meta={"data": "digits", "input_shape": [1, 8, 8]})
+def checkpoint(digits_cnn_checkpoint: Path) -> Path:
+    return digits_cnn_checkpoint
 
 
 def run_workers(checkpoint: Path, url: str, study: str, workers: int, trials: int,
