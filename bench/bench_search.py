@@ -195,6 +195,7 @@ def part_cifar(args) -> dict:
     from nasprune.checkpoint import load, read_spec
     from nasprune.data import load_dataset
     from nasprune.search import Evaluator, check_proxy
+    from nasprune.search.evaluate import spearman
 
     meta = read_spec(args.checkpoint).get("meta") or {}
     data = load_dataset("cifar10", root=args.data_dir, seed=int(meta.get("seed", 0)))
@@ -205,8 +206,10 @@ def part_cifar(args) -> dict:
     unpruned = ev.accuracy(model)
     rng = np.random.default_rng(0)
     cands, secs = [], []
-    for i in range(args.candidates):
-        keep = space.project(rng.uniform(0.1, 1, space.dim), Budget(macs=[0.3, 0.5, 0.7][i % 3]))
+    budgets = [float(b) for b in args.budgets.split(",")]
+    of_budget = [budgets[i % len(budgets)] for i in range(args.candidates)]
+    for b in of_budget:
+        keep = space.project(rng.uniform(0.1, 1, space.dim), Budget(macs=b))
         cands.append(space.prune_ratios(keep))
     for c in cands[:6]:
         t0 = time.perf_counter()
@@ -220,9 +223,17 @@ def part_cifar(args) -> dict:
     if args.finetune_epochs > 0:
         pc = check_proxy(ev, cands, finetune_epochs=args.finetune_epochs,
                          device=args.finetune_device or "cpu")
+        # Across budgets, bigger networks win under both measures; what a search relies on
+        # is the agreement among candidates of one budget, reported per budget as well.
+        pc["budgets"] = of_budget
+        rows = list(zip(of_budget, pc["proxy"], pc["finetuned"], strict=True))
+        pc["spearman_within"] = {
+            str(b): spearman([p for c, p, _ in rows if c == b], [f for c, _, f in rows if c == b])
+            for b in budgets if of_budget.count(b) >= 3}
         out["proxy_check"] = pc
         print(f"Spearman {pc['spearman']:.3f} on {pc['n']} candidates "
-              f"({args.finetune_epochs} fine-tune epochs)")
+              f"({args.finetune_epochs} fine-tune epochs); within one budget: "
+              + ", ".join(f"{b}: {r:.3f}" for b, r in pc["spearman_within"].items()))
     return out
 
 
@@ -240,6 +251,8 @@ def main() -> None:
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--candidates", type=int, default=12)
+    ap.add_argument("--budgets", default="0.3,0.5,0.7",
+                    help="MACs budgets the CIFAR candidates are projected onto, in turn")
     ap.add_argument("--finetune-epochs", type=float, default=1.0)
     ap.add_argument("--finetune-device", default=None)
     ap.add_argument("--json", default=None)

@@ -231,9 +231,13 @@ def test_generated_experiment_configs(tmp_path_factory, data):
     from nasprune.report.config import ExperimentConfig, load_experiment_config
 
     def default_of(dotted: str):
+        """The default at a settings path; None for a key that is no setting (``__dict__``)."""
         node = ExperimentConfig()
         for part in dotted.split("."):
-            node = getattr(node, part, None)
+            if not (dataclasses.is_dataclass(node)
+                    and part in {f.name for f in dataclasses.fields(node)}):
+                return None
+            node = getattr(node, part)
         return node
 
     def plausible(dotted: str):
