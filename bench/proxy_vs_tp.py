@@ -29,6 +29,7 @@ from torch import nn
 import nasprune
 from nasprune.checkpoint import load, read_spec
 from nasprune.data import load_dataset
+from nasprune.errors import NaspruneError
 from nasprune.metrics import count_macs
 from nasprune.report.methods import smallest_cut
 from nasprune.search import Evaluator
@@ -75,7 +76,12 @@ def main() -> None:
     start, rows = time.time(), []
     for budget in (float(b) for b in args.budgets.split(",")):
         for name, make in makers.items():
-            net = copy.deepcopy(make(budget))
+            try:
+                net = copy.deepcopy(make(budget))
+            except NaspruneError as exc:  # e.g. Torch-Pruning's uniform ratio cannot get there
+                rows.append({"budget": budget, "method": name, "error": str(exc)})
+                print(f"{budget:.2f} {name:17s} {exc}", flush=True)
+                continue
             ev.recalibrate(net)
             rows.append({"budget": budget, "method": name, "macs": count_macs(net, x) / base,
                          "proxy": ev.accuracy(net)})
@@ -88,8 +94,9 @@ def main() -> None:
     print("| MACs budget | " + " | ".join(names) + " |")
     print("|---:|" + "---:|" * len(names))
     for budget in dict.fromkeys(r["budget"] for r in rows):
-        cells = [next(f"{r['proxy']:.2%} ({r['macs']:.1%})" for r in rows
-                      if r["budget"] == budget and r["method"] == n) for n in names]
+        cells = [next(f"{r['proxy']:.2%} ({r['macs']:.1%})" if "proxy" in r else "cannot"
+                      for r in rows if r["budget"] == budget and r["method"] == n)
+                 for n in names]
         print(f"| {budget:.0%} | " + " | ".join(cells) + " |")
     if args.json:
         with open(args.json, "w") as f:

@@ -12,7 +12,15 @@ from torch import nn
 
 import nasprune
 from arch_models import ARCHITECTURES, build
-from nasprune.checkpoint import SPEC_FILE, WEIGHTS_FILE, export, load, read_spec, save
+from nasprune.checkpoint import (
+    SPEC_FILE,
+    WEIGHTS_FILE,
+    WEIGHTS_FILES,
+    export,
+    load,
+    read_spec,
+    save,
+)
 from nasprune.errors import NaspruneError
 from nasprune.metrics import count_params
 from nasprune.pruning.masks import MASK, apply_masks, set_mask
@@ -187,6 +195,40 @@ def test_overwrite_keeps_other_files(tmp_path):
     assert (d / "notes.txt").read_text() == "keep me"
     assert torch.equal(load(d)(X8), model(X8))
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_overwrite_alternates_weights_files_and_removes_the_old_one(tmp_path):
+    d = tmp_path / "ck"
+    models = [_digits(width=w) for w in (16, 24, 32)]
+    for i, model in enumerate(models):
+        save(model, d)
+        named = read_spec(d)["weights"]["file"]
+        assert named == WEIGHTS_FILES[i % 2]
+        assert sorted(os.listdir(d)) == sorted([SPEC_FILE, named])
+        assert torch.equal(load(d)(X8), model(X8))
+
+
+def test_overwrite_interrupted_before_the_spec_keeps_the_old_checkpoint(tmp_path, monkeypatch):
+    """The new weights are in place but the spec rename fails: the old save still loads."""
+    d = tmp_path / "ck"
+    old = _digits(width=16)
+    save(old, d)
+    real_replace = os.replace
+
+    def spec_fails(src, dst):
+        if Path(dst).name == SPEC_FILE:
+            raise OSError(5, "Input/output error")
+        real_replace(src, dst)
+
+    monkeypatch.setattr("nasprune.checkpoint.os.replace", spec_fails)
+    with pytest.raises(NaspruneError, match="Input/output error"):
+        save(_digits(width=24), d)
+    monkeypatch.undo()
+    assert torch.equal(load(d)(X8), old(X8))
+    new = _digits(width=32)  # the next save writes over the stray file, drops the old one
+    save(new, d)
+    assert torch.equal(load(d)(X8), new(X8))
+    assert sorted(os.listdir(d)) == [SPEC_FILE, WEIGHTS_FILES[1]]
 
 
 def test_failed_save_leaves_nothing(tmp_path, monkeypatch):

@@ -2,8 +2,8 @@
 
 A killed search must lose no finished trial; its running trial is failed through the
 storage heartbeat and re-run (same parameters) when the search is resumed, and the study
-ends with exactly the requested number of complete trials. A killed ``save`` must never
-leave a checkpoint that ``load`` trusts but that holds anything other than one complete save.
+ends with exactly the requested number of complete trials. A killed ``save`` (an overwrite)
+must leave a checkpoint that loads as exactly one complete save, the old one or the new.
 """
 
 from __future__ import annotations
@@ -173,8 +173,8 @@ while True:
 """
 
 
-@pytest.mark.parametrize("saves_before_kill, extra_delay", [(2, 0.0), (4, 0.013)])
-def test_sigkill_during_save_never_leaves_a_trusted_partial_checkpoint(
+@pytest.mark.parametrize("saves_before_kill, extra_delay", [(2, 0.0), (4, 0.013), (3, 0.004)])
+def test_sigkill_during_save_keeps_the_old_or_the_new_checkpoint(
         tmp_path, saves_before_kill, extra_delay):
     target = tmp_path / "ck"
     proc = subprocess.Popen([sys.executable, "-c", SAVER, str(target)],
@@ -188,12 +188,9 @@ def test_sigkill_during_save_never_leaves_a_trusted_partial_checkpoint(
     finally:
         proc.kill()
         proc.communicate()
-    try:
-        model = nasprune.load(target)
-    except NaspruneError as exc:  # an interrupted overwrite is refused, loudly
-        assert "sha256" in str(exc) or "weights" in str(exc)
-        return
-    # Anything load accepts is one complete save: every weight and the meta agree on k.
+    # An interrupted overwrite leaves the previous save or the new one, never neither:
+    # load succeeds and what it returns is one complete save (weights and meta agree on k).
+    model = nasprune.load(target)
     values = {float(v) for p in model.parameters() for v in p.detach().flatten().unique()}
     assert len(values) == 1
     k = values.pop()

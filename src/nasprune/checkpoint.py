@@ -6,6 +6,11 @@ free-form ``meta`` (metrics, config) and the sha256 of the weights. ``load`` reb
 architecture from registered code only, checks the hash and every shape, and loads the
 tensors with safetensors: a downloaded checkpoint can never run code. ``export`` writes
 ONNX or TorchScript for deployment.
+
+Overwriting a checkpoint never loses it: the new weights go to the other of two file names
+(``weights.safetensors`` / ``weights.1.safetensors``), then ``spec.json``, which names its
+weights file, is replaced in one rename, and only then is the old weights file removed. A
+kill at any instant leaves a spec whose named weights are complete: the old save or the new.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ FORMAT = "nasprune-checkpoint"
 VERSION = 1
 SPEC_FILE = "spec.json"
 WEIGHTS_FILE = "weights.safetensors"
+# The alternate name an overwrite writes its weights under, so the old ones stay until the
+# new spec is in place. A spec may name only these two files (never a path).
+WEIGHTS_FILES = (WEIGHTS_FILE, "weights.1.safetensors")
 MAX_SPEC_BYTES = 64 * 2**20  # a spec is small; refuse to parse absurd files
 EXPORT_FORMATS = ("onnx", "torchscript")
 
@@ -69,9 +77,8 @@ def _write_files(directory: Path, files: dict[str, bytes]) -> None:
     """Write ``files`` into ``directory`` atomically.
 
     They are written into a sibling ``DIR.tmp-XXXX`` first. A new directory then appears
-    complete in one rename; an existing one gets each file renamed in, the spec last, so
-    an interrupted overwrite leaves a hash mismatch that ``load`` refuses, never a
-    checkpoint it trusts. Other files in the directory are left alone.
+    complete in one rename; an existing one gets each file renamed in, in the order given
+    (``save`` puts the spec last). Other files in the directory are left alone.
     """
     try:
         directory.parent.mkdir(parents=True, exist_ok=True)
@@ -131,11 +138,22 @@ def _dedupe(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], di
     return unique, aliases
 
 
+def _named_weights(directory: Path) -> str | None:
+    """The weights file an existing ``spec.json`` in ``directory`` names, if any."""
+    try:
+        name = json.loads((directory / SPEC_FILE).read_text(encoding="utf-8"))["weights"]["file"]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return None
+    return name if name in WEIGHTS_FILES else None
+
+
 def save(model: nn.Module, directory: str | os.PathLike, meta: dict | None = None) -> Path:
     """Write ``spec.json`` + ``weights.safetensors`` into ``directory`` (atomically).
 
     ``meta`` is any JSON-able dict (metrics, config, notes) kept in the spec. Returns the
-    directory. Other files already in the directory are left alone.
+    directory. Other files already in the directory are left alone. Overwriting a
+    checkpoint alternates the weights file name (module docstring), so a save killed
+    halfway leaves the previous checkpoint loadable.
     """
     from safetensors.torch import save as st_save
 
@@ -144,6 +162,8 @@ def save(model: nn.Module, directory: str | os.PathLike, meta: dict | None = Non
     if meta is not None and not isinstance(meta, dict):
         raise NaspruneError(f"meta must be a dict, got {type(meta).__name__}")
     directory = Path(directory)
+    old = _named_weights(directory)
+    name = WEIGHTS_FILES[1] if old == WEIGHTS_FILE else WEIGHTS_FILE
     unique, aliases = _dedupe(model.state_dict())
     blob = st_save({k: v.detach().to("cpu", copy=True).contiguous() for k, v in unique.items()})
     doc = {
@@ -152,13 +172,18 @@ def save(model: nn.Module, directory: str | os.PathLike, meta: dict | None = Non
         "arch": getattr(model, "nasprune_arch", None),
         "pruning": getattr(model, "nasprune_pruning", None),
         "meta": meta,
-        "weights": {"file": WEIGHTS_FILE, "sha256": hashlib.sha256(blob).hexdigest(),
+        "weights": {"file": name, "sha256": hashlib.sha256(blob).hexdigest(),
                     "bytes": len(blob)},
         "aliases": aliases,
         "spec": capture_spec(model),
     }
     text = json.dumps(doc, indent=1, default=_json_default)
-    _write_files(directory, {WEIGHTS_FILE: blob, SPEC_FILE: text.encode()})
+    _write_files(directory, {name: blob, SPEC_FILE: text.encode()})  # spec last
+    if old is not None and old != name:
+        try:  # the new spec is in place: the old weights are no longer named by anything
+            (directory / old).unlink(missing_ok=True)
+        except OSError:
+            pass  # a stale file costs disk space only; the next save replaces it
     return directory
 
 
@@ -179,12 +204,12 @@ def _check_header(doc: object, where: Path) -> dict:
         if doc.get(key) is not None and not isinstance(doc[key], dict):
             raise NaspruneError(f"'{where}': '{key}' must be null or an object")
     weights = doc.get("weights")
-    if not (isinstance(weights, dict) and weights.get("file") == WEIGHTS_FILE
+    if not (isinstance(weights, dict) and weights.get("file") in WEIGHTS_FILES
             and isinstance(weights.get("sha256"), str)
             and re.fullmatch(r"[0-9a-f]{64}", weights["sha256"])
             and isinstance(weights.get("bytes"), int) and weights["bytes"] >= 0):
-        raise NaspruneError(f"'{where}': 'weights' must name {WEIGHTS_FILE} with its sha256 "
-                            "and size")
+        raise NaspruneError(f"'{where}': 'weights' must name {' or '.join(WEIGHTS_FILES)} "
+                            "with its sha256 and size")
     aliases = doc.get("aliases", {})
     if not isinstance(aliases, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in aliases.items()):
@@ -219,11 +244,11 @@ def _read_weights(directory: Path, info: dict) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load as st_load
 
-    path = directory / WEIGHTS_FILE
+    path = directory / info["file"]  # one of WEIGHTS_FILES, checked by _check_header
     try:
         blob = path.read_bytes()
     except FileNotFoundError as exc:
-        raise NaspruneError(f"checkpoint '{directory}' has no {WEIGHTS_FILE}") from exc
+        raise NaspruneError(f"checkpoint '{directory}' has no {info['file']}") from exc
     except OSError as exc:
         raise NaspruneError(f"cannot read '{path}': {exc.strerror or exc}") from exc
     if len(blob) < info["bytes"]:
@@ -293,15 +318,15 @@ def _check_weights(tensors: dict[str, torch.Tensor], spec_tensors: dict[str, dic
     """The decoded weights must be exactly the tensors the spec describes."""
     for key, rec in spec_tensors.items():
         if key not in tensors:
-            raise NaspruneError(f"{WEIGHTS_FILE} has no tensor '{key}' that spec.json lists")
+            raise NaspruneError(f"the weights file has no tensor '{key}' that spec.json lists")
         t = tensors[key]
         if list(t.shape) != rec["shape"] or str(t.dtype).removeprefix("torch.") != rec["dtype"]:
             raise NaspruneError(
-                f"tensor '{key}' is {t.dtype} {list(t.shape)} in {WEIGHTS_FILE} but "
+                f"tensor '{key}' is {t.dtype} {list(t.shape)} in the weights file but "
                 f"{rec['dtype']} {rec['shape']} in spec.json: the files do not belong together")
     extra = sorted(set(tensors) - set(spec_tensors))
     if extra:
-        raise NaspruneError(f"{WEIGHTS_FILE} has tensor '{extra[0]}' that spec.json does not "
+        raise NaspruneError(f"the weights file has tensor '{extra[0]}' that spec.json does not "
                             "list")
 
 
@@ -318,7 +343,7 @@ def load(directory: str | os.PathLike, base: nn.Module | None = None) -> nn.Modu
     for alias, target in doc.get("aliases", {}).items():
         if target not in tensors:
             raise NaspruneError(f"spec.json aliases '{alias}' to '{target}', which "
-                                f"{WEIGHTS_FILE} does not hold")
+                                f"{doc['weights']['file']} does not hold")
         tensors[alias] = tensors[target]
     _check_weights(tensors, doc["spec"]["tensors"])
     model = apply_spec(_base_model(doc, base), doc["spec"])
