@@ -180,32 +180,29 @@ def sensitivity_method(ctx: Context) -> Pruned:
                   info={"ratios": ratios}, artifacts={"sensitivity": table.to_dict()})
 
 
-@register_method("uniform")
-def uniform(ctx: Context) -> Pruned:
+def _one_knob(ctx: Context, prune_at: Callable[[float], nn.Module], knob: str,
+              what: str) -> Pruned:
+    """Structured pruning steered by one number, bisected to the MACs budget."""
     start = time.perf_counter()
 
     def make(r: float) -> tuple[nn.Module, float]:
-        m = ctx.prune(r)
+        m = prune_at(r)
         return m, float(_macs(m, ctx.example))
 
-    model, ratio = smallest_cut(make, ctx.target_macs, 0.0, 0.95, steps=14,
-                                  what="uniform pruning")
+    model, value = smallest_cut(make, ctx.target_macs, 0.0, 0.95, steps=14, what=what)
     return Pruned(model, search_seconds=time.perf_counter() - start,
-                  info={"ratio": ratio, "ratios": _ratios_of(model)})
+                  info={knob: value, "ratios": _ratios_of(model)})
+
+
+@register_method("uniform")
+def uniform(ctx: Context) -> Pruned:
+    return _one_knob(ctx, ctx.prune, "ratio", "uniform pruning")
 
 
 @register_method("global")
 def global_method(ctx: Context) -> Pruned:
-    start = time.perf_counter()
-
-    def make(r: float) -> tuple[nn.Module, float]:
-        m = ctx.prune("global", global_target=r)
-        return m, float(_macs(m, ctx.example))
-
-    model, fraction = smallest_cut(make, ctx.target_macs, 0.0, 0.95, steps=14,
-                                     what="global pruning")
-    return Pruned(model, search_seconds=time.perf_counter() - start,
-                  info={"global_fraction": fraction, "ratios": _ratios_of(model)})
+    return _one_knob(ctx, lambda r: ctx.prune("global", global_target=r), "global_fraction",
+                     "global pruning")
 
 
 @register_method("slimming")
