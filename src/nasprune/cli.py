@@ -23,19 +23,25 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="nasprune", description=__doc__.splitlines()[0])
+    parser = _Parser(
+        prog="nasprune",
+        description="Prune a trained network to a MACs, parameter or latency budget: search "
+                    "how many channels each layer keeps, remove them for real, fine-tune, "
+                    "and compare with the classic methods. Start with `nasprune demo`.")
     from nasprune import __version__
 
     parser.add_argument("--version", action="version", version=f"nasprune {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for add in _COMMANDS:
+    # --help lists the verbs in the order a new user meets them, not in source order.
+    for add in sorted(_COMMANDS, key=lambda f: _HELP_ORDER.index(f.__name__.removeprefix("_add_"))):
         add(sub)
     return parser
 
 
 # Each entry adds one sub-command; modules for the verbs live beside their subject.
 _COMMANDS: list = []
+_HELP_ORDER = ("demo", "train", "evaluate", "prune", "search", "workers", "experiment", "report")
 
 
 def command(fn):
