@@ -12,7 +12,8 @@ def test_top_level_help_lists_every_verb_in_workflow_order(capsys):
         main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    verbs = ["demo", "train", "evaluate", "prune", "search", "workers", "experiment", "report"]
+    verbs = ["demo", "train", "evaluate", "prune", "finetune", "search", "workers", "experiment",
+             "report"]
     listed = [line.split()[0] for line in out.splitlines()
               if line.startswith("    ") and line.split()[0] in verbs]
     assert listed == verbs

@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Each entry adds one sub-command; modules for the verbs live beside their subject.
 _COMMANDS: list = []
-_HELP_ORDER = ("demo", "train", "evaluate", "prune", "search", "workers", "experiment", "report")
+_HELP_ORDER = ("demo", "train", "evaluate", "prune", "finetune", "search", "workers",
+               "experiment", "report")
 
 
 def command(fn):
@@ -64,13 +65,15 @@ def _add_evaluate(sub) -> None:
     )
     p.add_argument("--checkpoint", required=True, metavar="DIR",
                    help="directory written by nasprune.save / `nasprune train`")
-    p.add_argument("--data", required=True, metavar="NAME", help="data set name, e.g. digits")
+    p.add_argument("--data", default=None, metavar="NAME",
+                   help="data set name, e.g. digits (default: the one the checkpoint records)")
     p.add_argument("--data-dir", default=None, metavar="DIR", help="where the data set lives")
     p.add_argument("--download", action="store_true",
                    help="fetch the data set's official files if they are missing")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
-    p.add_argument("--seed", type=int, default=0,
-                   help="data split seed; use the training run's to get the same val split")
+    p.add_argument("--seed", type=int, default=None,
+                   help="data split seed (default: the training run's, recorded in the "
+                   "checkpoint, so its val and test images stay unseen)")
     p.add_argument("--batch-size", type=int, default=256, metavar="N")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
     p.add_argument("--latency", action="store_true",
@@ -91,13 +94,20 @@ def cmd_evaluate(args) -> int:
     if args.batch_size < 1:
         raise NaspruneError(f"--batch-size must be at least 1, got {args.batch_size}")
 
-    from nasprune.checkpoint import load
+    from nasprune.checkpoint import load, read_spec
     from nasprune.data import load_dataset
     from nasprune.metrics import format_summary, resolve_device, summarize, write_json
 
     model = load(ckpt)  # before the data: a bad checkpoint fails fast, without a long decode
+    meta = read_spec(ckpt).get("meta") or {}
+    name = args.data or meta.get("data")
+    if not isinstance(name, str):
+        raise NaspruneError("the checkpoint does not record its data set: pass --data NAME")
+    seed = args.seed if args.seed is not None else meta.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise NaspruneError(f"the checkpoint records split seed {seed!r}: pass --seed N")
     extra = {"download": True} if args.download else {}
-    data = load_dataset(args.data, root=args.data_dir, seed=args.seed, **extra)
+    data = load_dataset(name, root=args.data_dir, seed=seed, **extra)
     if args.device is not None:
         model.to(resolve_device(args.device))
     summary = {"checkpoint": str(ckpt), "model": (getattr(model, "nasprune_arch", None)
@@ -263,6 +273,80 @@ def cmd_prune(args) -> int:
           + f"  ({after['params'] / max(before['params'], 1):.1%})")
     print(_cost_line(f"{sparse}size MB", f"{before['size_mb']:.3f}", f"{after['size_mb']:.3f}")
           + f"  ({after['size_mb'] / max(before['size_mb'], 1e-12):.1%})")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# finetune: recover the accuracy of a pruned checkpoint (owner: train)
+# ---------------------------------------------------------------------------------------
+
+
+@command
+def _add_finetune(sub) -> None:
+    p = sub.add_parser("finetune", help="fine-tune a saved (pruned) checkpoint on the data it "
+                       "was trained on, optionally distilling from the unpruned model")
+    p.add_argument("--checkpoint", required=True, metavar="DIR", help="model to fine-tune")
+    p.add_argument("--teacher", default=None, metavar="DIR",
+                   help="the unpruned checkpoint: distil from it (knowledge distillation)")
+    p.add_argument("--data", default=None, metavar="NAME",
+                   help="data set (default: the one the checkpoint records)")
+    p.add_argument("--data-dir", default=None, metavar="DIR", help="where the data set lives")
+    p.add_argument("--download", action="store_true",
+                   help="fetch the data set's official files if they are missing")
+    p.add_argument("--epochs", type=int, default=5, metavar="N")
+    p.add_argument("--batch-size", type=int, default=128, metavar="N")
+    p.add_argument("--optimizer", default="sgd",
+                   help="sgd, momentum, nesterov, adagrad, rmsprop, adam, adamw, adadelta")
+    p.add_argument("--lr", type=float, default=None,
+                   help="default: a tenth of the optimizer's training default")
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--schedule", default="cosine", help="constant, step, cosine, onecycle")
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--kd-temperature", type=float, default=4.0, metavar="T",
+                   help="distillation temperature (with --teacher)")
+    p.add_argument("--kd-weight", type=float, default=0.9, metavar="W",
+                   help="weight of the distillation loss, 0..1 (with --teacher)")
+    p.add_argument("--bn-batches", type=int, default=20, metavar="N",
+                   help="re-estimate BatchNorm statistics on N batches first (0: off)")
+    p.add_argument("--no-augment", dest="augment", action="store_false",
+                   help="fine-tune without random crops/flips")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the fine-tuning (the data split is always the checkpoint's)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if any)")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="where to save the fine-tuned checkpoint (default: CHECKPOINT-ft)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_finetune)
+
+
+def cmd_finetune(args) -> int:
+    from pathlib import Path
+
+    from nasprune.train.finetune_run import finetune_checkpoint
+
+    ckpt = Path(args.checkpoint)
+    if not ckpt.is_dir():
+        raise NaspruneError(f"checkpoint directory not found: {ckpt}")
+    if args.teacher is not None and not Path(args.teacher).is_dir():
+        raise NaspruneError(f"teacher checkpoint directory not found: {args.teacher}")
+    _set_threads(args.threads)
+    out = Path(args.out) if args.out else ckpt.with_name(ckpt.name + "-ft")
+    summary = finetune_checkpoint(
+        ckpt, out, teacher=args.teacher, data=args.data, data_dir=args.data_dir,
+        download=args.download, bn_batches=args.bn_batches, progress=not args.quiet,
+        epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+        momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
+        label_smoothing=args.label_smoothing, kd_temperature=args.kd_temperature,
+        kd_weight=args.kd_weight, augment=args.augment, seed=args.seed, device=args.device)
+    b, a = summary["before"], summary["after"]
+    print(f"fine-tuned {ckpt} on {summary['data']}: {len(summary['history'])} epochs in "
+          f"{summary['finetune_seconds']:.1f} s"
+          + (f", distilled from {args.teacher}" if args.teacher else ""))
+    print(f"test top-1 {b['top1']:.2%} → {a['top1']:.2%}  F1 {b['f1']:.3f} → {a['f1']:.3f}  "
+          f"(n={a['n']})")
+    print(f"saved checkpoint and results.json in {out}")
     return 0
 
 
