@@ -273,6 +273,7 @@ def cmd_prune(args) -> int:
           + f"  ({after['params'] / max(before['params'], 1):.1%})")
     print(_cost_line(f"{sparse}size MB", f"{before['size_mb']:.3f}", f"{after['size_mb']:.3f}")
           + f"  ({after['size_mb'] / max(before['size_mb'], 1e-12):.1%})")
+    print(f"not fine-tuned yet; next: nasprune finetune --checkpoint {out} --teacher {src}")
     return 0
 
 
