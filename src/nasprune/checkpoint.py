@@ -361,6 +361,32 @@ def load(directory: str | os.PathLike, base: nn.Module | None = None) -> nn.Modu
     return model.eval()
 
 
+# ---- the data a checkpoint was trained on ----------------------------------------------
+
+def recorded_dataset(directory: str | os.PathLike, data: str | None = None,
+                     data_dir: str | None = None, download: bool = False,
+                     seed: int | None = None, fallback_seed: int = 0) -> tuple[Any, dict]:
+    """The data set a checkpoint records (``meta.data``), split with its recorded seed.
+
+    ``data``/``seed`` override the record (``fallback_seed`` when it has no seed); with the
+    recorded seed the split is the training run's, so its validation and test images stay
+    unseen. Returns ``(dataset, meta)``.
+    """
+    from nasprune.data import load_dataset
+
+    meta = read_spec(directory).get("meta") or {}
+    name = data or meta.get("data")
+    if not isinstance(name, str):
+        raise NaspruneError(f"checkpoint '{directory}' does not record its data set: "
+                            "pass --data NAME")
+    split_seed = meta.get("seed", fallback_seed) if seed is None else seed
+    if not isinstance(split_seed, int) or isinstance(split_seed, bool) or split_seed < 0:
+        raise NaspruneError(f"checkpoint '{directory}' records split seed {split_seed!r}: "
+                            "pass --seed N")
+    extra = {"download": True} if download else {}
+    return load_dataset(name, root=data_dir, seed=split_seed, **extra), meta
+
+
 # ---- export ----------------------------------------------------------------------------
 
 def export(model: nn.Module, path: str | os.PathLike, example_inputs,

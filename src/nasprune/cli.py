@@ -94,20 +94,11 @@ def cmd_evaluate(args) -> int:
     if args.batch_size < 1:
         raise NaspruneError(f"--batch-size must be at least 1, got {args.batch_size}")
 
-    from nasprune.checkpoint import load, read_spec
-    from nasprune.data import load_dataset
+    from nasprune.checkpoint import load, recorded_dataset
     from nasprune.metrics import format_summary, resolve_device, summarize, write_json
 
     model = load(ckpt)  # before the data: a bad checkpoint fails fast, without a long decode
-    meta = read_spec(ckpt).get("meta") or {}
-    name = args.data or meta.get("data")
-    if not isinstance(name, str):
-        raise NaspruneError("the checkpoint does not record its data set: pass --data NAME")
-    seed = args.seed if args.seed is not None else meta.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise NaspruneError(f"the checkpoint records split seed {seed!r}: pass --seed N")
-    extra = {"download": True} if args.download else {}
-    data = load_dataset(name, root=args.data_dir, seed=seed, **extra)
+    data, _ = recorded_dataset(ckpt, args.data, args.data_dir, args.download, args.seed)
     if args.device is not None:
         model.to(resolve_device(args.device))
     summary = {"checkpoint": str(ckpt), "model": (getattr(model, "nasprune_arch", None)

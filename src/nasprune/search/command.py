@@ -27,16 +27,13 @@ def _model_and_data(cfg: SearchConfig) -> tuple[Any, Any, dict]:
         raise NaspruneError("give exactly one of --model NAME or --checkpoint DIR")
     meta: dict = {}
     if cfg.checkpoint is not None:
-        from nasprune.checkpoint import load, read_spec
+        from nasprune.checkpoint import load, recorded_dataset
 
         if not Path(cfg.checkpoint).is_dir():
             raise NaspruneError(f"checkpoint directory not found: {cfg.checkpoint}")
-        meta = read_spec(cfg.checkpoint).get("meta") or {}
-        data_name = cfg.data or meta.get("data")
-        if data_name is None:
-            raise NaspruneError("the checkpoint does not record its data set: pass --data NAME")
         # The split seed the model was trained with: its validation images stay unseen.
-        data = load_dataset(data_name, root=cfg.data_dir, seed=int(meta.get("seed", cfg.seed)))
+        data, meta = recorded_dataset(cfg.checkpoint, cfg.data, cfg.data_dir,
+                                      fallback_seed=cfg.seed)
         model = load(cfg.checkpoint)
     else:
         from nasprune.models import create_model

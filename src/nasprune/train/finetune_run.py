@@ -24,24 +24,6 @@ from nasprune.errors import NaspruneError
 RESULTS_FILE = "results.json"
 
 
-def _data_for(checkpoint: Path, data: str | None, data_dir: str | None,
-              download: bool) -> tuple[Any, dict]:
-    """The checkpoint's data set, split with its recorded seed."""
-    from nasprune.checkpoint import read_spec
-    from nasprune.data import load_dataset
-
-    meta = read_spec(checkpoint).get("meta") or {}
-    name = data or meta.get("data")
-    if not isinstance(name, str):
-        raise NaspruneError(f"checkpoint '{checkpoint}' does not record its data set: "
-                            "pass --data NAME")
-    split_seed = meta.get("seed", 0)
-    if not isinstance(split_seed, int) or isinstance(split_seed, bool) or split_seed < 0:
-        raise NaspruneError(f"checkpoint '{checkpoint}' records split seed {split_seed!r}")
-    extra = {"download": True} if download else {}
-    return load_dataset(name, root=data_dir, seed=split_seed, **extra), meta
-
-
 def _check_fits(model: nn.Module, data: Any, what: str) -> None:
     """``model`` takes the data's images and returns one score per class."""
     x = data.example_input(2)
@@ -67,7 +49,7 @@ def finetune_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike,
     go to :func:`nasprune.finetune` (epochs, optimizer, lr, schedule, kd_weight, ...).
     Returns the content of ``out/results.json``.
     """
-    from nasprune.checkpoint import load, save, write_atomic
+    from nasprune.checkpoint import load, recorded_dataset, save, write_atomic
     from nasprune.metrics import evaluate
     from nasprune.train import finetune, recalibrate_bn
     from nasprune.train.device import resolve_device
@@ -77,7 +59,7 @@ def finetune_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike,
         raise NaspruneError(f"bn_batches must be an integer ≥ 0, got {bn_batches!r}")
     model = load(checkpoint)  # before the data: a bad checkpoint fails fast
     teacher_model = load(teacher) if teacher is not None else None
-    ds, meta = _data_for(checkpoint, data, data_dir, download)
+    ds, meta = recorded_dataset(checkpoint, data, data_dir, download)
     _check_fits(model, ds, f"checkpoint '{checkpoint}'")
     if teacher_model is not None:
         _check_fits(teacher_model, ds, f"teacher '{teacher}'")
