@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -184,6 +185,18 @@ def test_tied_weights_stored_once(tmp_path):
     idx = torch.tensor([[1, 2, 3]])
     assert torch.equal(loaded(idx), model(idx))
     assert loaded.out.weight is loaded.emb.weight
+
+
+def test_saved_directory_and_files_get_the_umask_modes(tmp_path):
+    """Not mkdtemp's 0700: workers on other hosts and other users can read a checkpoint."""
+    umask = os.umask(0o022)
+    try:
+        out = save(_digits(), tmp_path / "ck")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    for name in (SPEC_FILE, WEIGHTS_FILE):
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o644
 
 
 def test_overwrite_keeps_other_files(tmp_path):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -54,7 +56,11 @@ def test_table_matches_saved_models(run, digits):
     assert [r["method"] for r in ok] == ["unpruned", "threshold", "uniform", "nas:random"]
     base = result.baseline["metrics"]
     example = digits.example_input(1)
+    umask = os.umask(0)
+    os.umask(umask)
     for row in ok:
+        # committed method directories have mkdir's mode, not the 0700 of their temp dir
+        assert stat.S_IMODE((out / "methods" / row["dir"]).stat().st_mode) == 0o777 & ~umask
         model = nasprune.load(out / "methods" / row["dir"] / "model")
         ev = nasprune.evaluate(model, digits, split="test")
         assert ev["top1"] == row["top1"], row["method"]  # exact: same data, same weights

@@ -46,6 +46,24 @@ EXPORT_FORMATS = ("onnx", "torchscript")
 
 # ---- atomic files ----------------------------------------------------------------------
 
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def temp_dir_beside(target: Path) -> Path:
+    """A fresh ``.NAME.tmp-XXXX`` directory next to ``target``, to be renamed onto it.
+
+    mkdtemp makes it 0700; it gets the mode a plain mkdir would (0777 & ~umask), so the
+    directory it becomes is readable by the same users as any other (workers on other
+    hosts, a colleague's report).
+    """
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
+
+
 def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
     """Write ``data`` to ``path`` via a temp file + ``os.replace``: never half-written."""
     path = Path(path)
@@ -57,9 +75,7 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
         raise NaspruneError(f"cannot write '{path}': {exc.strerror or exc}") from exc
     try:
         # mkstemp creates 0600; give the file the mode a plain open() would (0666 & ~umask).
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
             f.flush()
@@ -76,7 +92,7 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
 def _write_files(directory: Path, files: dict[str, bytes]) -> None:
     """Write ``files`` into ``directory`` atomically.
 
-    They are written into a sibling ``DIR.tmp-XXXX`` first. A new directory then appears
+    They are written into a sibling ``.DIR.tmp-XXXX`` first. A new directory then appears
     complete in one rename; an existing one gets each file renamed in, in the order given
     (``save`` puts the spec last). Other files in the directory are left alone.
     """
@@ -85,7 +101,7 @@ def _write_files(directory: Path, files: dict[str, bytes]) -> None:
         if directory.exists() and not directory.is_dir():
             raise NaspruneError(f"cannot save to '{directory}': it exists and is not a "
                                 "directory")
-        tmp = Path(tempfile.mkdtemp(prefix=f"{directory.name}.tmp-", dir=directory.parent))
+        tmp = temp_dir_beside(directory)
     except OSError as exc:
         raise NaspruneError(f"cannot save to '{directory}': {exc.strerror or exc}") from exc
     try:

@@ -19,7 +19,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -302,7 +301,7 @@ def _commit_dir(tmp: Path, final: Path) -> None:
 def _run_method(ctx: Context, cfg: ExperimentConfig, baseline: dict, groups: list,
                 folder: Path, fp: str) -> dict[str, Any]:
     """Compress, fine-tune, measure and save one method; returns its result record."""
-    from nasprune.checkpoint import save
+    from nasprune.checkpoint import save, temp_dir_beside
     from nasprune.train import finetune, recalibrate_bn, seed_everything
 
     spec = ctx.spec
@@ -310,7 +309,7 @@ def _run_method(ctx: Context, cfg: ExperimentConfig, baseline: dict, groups: lis
                               "fingerprint": fp, "dir": folder.name,
                               "settings": spec.to_dict().get("settings")}
     start = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    tmp = temp_dir_beside(folder)
     try:
         try:
             seed_everything(ctx.seed)
