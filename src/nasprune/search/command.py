@@ -105,6 +105,8 @@ def run_search_command(cfg: SearchConfig, progress: bool = True) -> dict:
         pc = doc["proxy_check"]
         print(f"proxy check: Spearman {pc['spearman']:.3f} between proxy and "
               f"{cfg.check_proxy_epochs:g}-epoch fine-tuned accuracy on {pc['n']} candidates")
-    print(f"wrote {out} (prune ratios per group); next: nasprune prune --checkpoint DIR "
-          f"--ratios {out} --out DIR")
+    src = cfg.checkpoint or "DIR"  # a --model search has no checkpoint to name
+    dest = f"{src}-pruned" if cfg.checkpoint else "DIR"
+    print(f"wrote {out} (prune ratios per group); next: nasprune prune --checkpoint {src} "
+          f"--ratios {out} --out {dest}")
     return doc
