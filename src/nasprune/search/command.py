@@ -99,8 +99,11 @@ def run_search_command(cfg: SearchConfig, progress: bool = True) -> dict:
     best = result.best
     print(f"searched {cfg.strategy}: {len(result.trials)} trials in study "
           f"'{result.study.study_name}' ({result.seconds:.1f} s, {result.failed} failed)")
+    latency = ("" if best.latency_ms is None
+               else f", predicted latency {best.latency_ms:.3g} ms (batch 1)")
     print(f"best score {best.score:.4f} (trial {best.number}): MACs {best.macs:,} "
-          f"({best.macs_fraction:.1%}), params {best.params:,} ({best.params_fraction:.1%})")
+          f"({best.macs_fraction:.1%}), params {best.params:,} ({best.params_fraction:.1%})"
+          f"{latency}")
     if "proxy_check" in doc:
         pc = doc["proxy_check"]
         print(f"proxy check: Spearman {pc['spearman']:.3f} between proxy and "
