@@ -10,23 +10,26 @@ batches, then top-1 on ``--val-size`` validation images. This separates the prun
 from the fine-tuning noise of the peer benchmark.
 
 Usage: ``nice .venv/bin/python bench/proxy_vs_tp.py --checkpoint DIR --data cifar10
---data-dir data/cifar10 [--budgets 0.3,0.5,0.7] [--val-size 10000] [--bn-batches 20]``.
+--data-dir data/cifar10 [--budgets 0.3,0.5,0.7] [--val-size 10000] [--bn-batches 20]
+[--variants]``.
 Prints a Markdown table for BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from peers import cpu_name, tp_to_budget
 from torch import nn
 
 import nasprune
+import nasprune.pruning.criteria.base as criteria_base
 from nasprune.checkpoint import load, read_spec
 from nasprune.data import load_dataset
 from nasprune.errors import NaspruneError
@@ -47,6 +50,26 @@ def ours_at(model: nn.Module, x: torch.Tensor, budget: float, how: str) -> nn.Mo
     return smallest_cut(make, limit, 0.0, 0.95, steps=14, what=how)[0]
 
 
+def raw_mean(per_layer: list[torch.Tensor], channels: int) -> torch.Tensor:
+    """Torch-Pruning's way to combine a group's layers: average the raw norms, then divide
+    by the mean (nasprune's ``combine`` divides each layer by its mean before averaging)."""
+    if not per_layer:
+        return torch.zeros(channels, dtype=torch.float64)
+    s = torch.stack(per_layer).mean(0)
+    return s / s.mean() if s.mean() > 0 else s
+
+
+@contextlib.contextmanager
+def combining(how: Callable[[list[torch.Tensor], int], torch.Tensor]) -> Iterator[None]:
+    """A what-if for ``--variants``: nasprune's criteria with another ``combine``."""
+    saved = criteria_base.combine
+    criteria_base.combine = how
+    try:
+        yield
+    finally:
+        criteria_base.combine = saved
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", required=True)
@@ -57,6 +80,9 @@ def main() -> None:
     ap.add_argument("--bn-batches", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--variants", action="store_true",
+                    help="also nasprune's uniform and global with Torch-Pruning's way of "
+                    "combining a group's layers (raw mean), as a what-if")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -73,6 +99,12 @@ def main() -> None:
         "TP uniform": lambda b: tp_to_budget(model, x, b, global_pruning=False)[0],
         "TP global": lambda b: tp_to_budget(model, x, b, global_pruning=True)[0],
     }
+    if args.variants:
+        for how in ("uniform", "global"):
+            def make(b: float, how: str = how) -> nn.Module:
+                with combining(raw_mean):
+                    return ours_at(model, x, b, how)
+            makers[f"nasprune {how}, raw mean"] = make
     start, rows = time.time(), []
     for budget in (float(b) for b in args.budgets.split(",")):
         for name, make in makers.items():
