@@ -273,6 +273,30 @@ def cmd_prune(args) -> int:
 # ---------------------------------------------------------------------------------------
 
 
+_NO_DEFAULTS = dict.fromkeys(("epochs", "batch_size", "optimizer", "momentum", "weight_decay",
+                              "schedule", "label_smoothing", "augment", "seed"))
+
+
+def _add_fit_flags(p: argparse.ArgumentParser, defaults: dict, lr_help: str,
+                   seed_help: str | None = None) -> None:
+    """The optimisation flags ``train`` and ``finetune`` share (``nasprune.fit``'s)."""
+    d = defaults
+    p.add_argument("--epochs", type=int, default=d["epochs"], metavar="N")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"], metavar="N")
+    p.add_argument("--optimizer", default=d["optimizer"],
+                   help="sgd, momentum, nesterov, adagrad, rmsprop, adam, adamw, adadelta")
+    p.add_argument("--lr", type=float, default=None, help=lr_help)
+    p.add_argument("--momentum", type=float, default=d["momentum"])
+    p.add_argument("--weight-decay", type=float, default=d["weight_decay"])
+    p.add_argument("--schedule", default=d["schedule"], help="constant, step, cosine, onecycle")
+    p.add_argument("--label-smoothing", type=float, default=d["label_smoothing"])
+    p.add_argument("--no-augment", dest="augment", action="store_const", const=False,
+                   default=d["augment"], help="no random crops/flips")
+    p.add_argument("--seed", type=int, default=d["seed"], help=seed_help)
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if any)")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads")
+
+
 @command
 def _add_finetune(sub) -> None:
     p = sub.add_parser("finetune", help="fine-tune a saved (pruned) checkpoint on the data it "
@@ -285,28 +309,18 @@ def _add_finetune(sub) -> None:
     p.add_argument("--data-dir", default=None, metavar="DIR", help="where the data set lives")
     p.add_argument("--download", action="store_true",
                    help="fetch the data set's official files if they are missing")
-    p.add_argument("--epochs", type=int, default=5, metavar="N")
-    p.add_argument("--batch-size", type=int, default=128, metavar="N")
-    p.add_argument("--optimizer", default="sgd",
-                   help="sgd, momentum, nesterov, adagrad, rmsprop, adam, adamw, adadelta")
-    p.add_argument("--lr", type=float, default=None,
-                   help="default: a tenth of the optimizer's training default")
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--schedule", default="cosine", help="constant, step, cosine, onecycle")
-    p.add_argument("--label-smoothing", type=float, default=0.0)
+    _add_fit_flags(p, {"epochs": 5, "batch_size": 128, "optimizer": "sgd", "momentum": 0.9,
+                       "weight_decay": 5e-4, "schedule": "cosine", "label_smoothing": 0.0,
+                       "augment": True, "seed": 0},
+                   lr_help="default: a tenth of the optimizer's training default",
+                   seed_help="seeds the fine-tuning (the data split is always the "
+                   "checkpoint's)")
     p.add_argument("--kd-temperature", type=float, default=4.0, metavar="T",
                    help="distillation temperature (with --teacher)")
     p.add_argument("--kd-weight", type=float, default=0.9, metavar="W",
                    help="weight of the distillation loss, 0..1 (with --teacher)")
     p.add_argument("--bn-batches", type=int, default=20, metavar="N",
                    help="re-estimate BatchNorm statistics on N batches first (0: off)")
-    p.add_argument("--no-augment", dest="augment", action="store_false",
-                   help="fine-tune without random crops/flips")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seeds the fine-tuning (the data split is always the checkpoint's)")
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if any)")
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="where to save the fine-tuned checkpoint (default: CHECKPOINT-ft)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -357,22 +371,9 @@ def _add_train(sub) -> None:
     p.add_argument("--data-dir", default=None, metavar="DIR", help="where the data set lives")
     p.add_argument("--download", action="store_true",
                    help="fetch the data set's official files if they are missing")
-    p.add_argument("--epochs", type=int, default=None, metavar="N")
-    p.add_argument("--batch-size", type=int, default=None, metavar="N")
-    p.add_argument("--optimizer", default=None,
-                   help="sgd, momentum, nesterov, adagrad, rmsprop, adam, adamw, adadelta")
-    p.add_argument("--lr", type=float, default=None, help="default: the optimizer's own")
-    p.add_argument("--momentum", type=float, default=None)
-    p.add_argument("--weight-decay", type=float, default=None)
-    p.add_argument("--schedule", default=None, help="constant, step, cosine, onecycle")
-    p.add_argument("--label-smoothing", type=float, default=None)
+    _add_fit_flags(p, _NO_DEFAULTS, lr_help="default: the optimizer's own")
     p.add_argument("--bn-l1", type=float, default=None,
                    help="network slimming: L1 penalty on BatchNorm scale factors")
-    p.add_argument("--no-augment", dest="augment", action="store_const", const=False,
-                   default=None, help="train without random crops/flips")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if any)")
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads")
     p.add_argument("--config", default=None, metavar="FILE.yaml",
                    help="YAML config (a `train:` section or flat keys) or a bundled config "
                    "name such as 'demo'; flags override it")
