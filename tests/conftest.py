@@ -23,6 +23,17 @@ def digits():
 
 
 @pytest.fixture(scope="session")
+def trained_digits_cnn(digits):
+    """The default digits CNN trained for 5 epochs (seed 0), for tests that only read it."""
+    import nasprune
+
+    torch.manual_seed(0)
+    model = nasprune.create_model("digitscnn", in_channels=1)
+    nasprune.fit(model, digits, epochs=5, progress=False)
+    return model
+
+
+@pytest.fixture(scope="session")
 def digits_cnn_checkpoint(digits, tmp_path_factory):
     """A briefly trained (3 epochs) narrow digits CNN saved to disk, so candidates' scores
     differ: the base of the subprocess search, crash and worker tests."""

@@ -27,14 +27,6 @@ def sparsity(model: nn.Module) -> tuple[int, int]:
     return total - sum(int(torch.count_nonzero(w)) for w in ws), total
 
 
-@pytest.fixture(scope="module")
-def trained(digits):
-    torch.manual_seed(0)
-    model = nasprune.create_model("digitscnn", in_channels=1)
-    nasprune.fit(model, digits, epochs=5, progress=False)
-    return model
-
-
 def test_cubic_schedule_follows_zhu_and_gupta():
     assert cubic_schedule(0, 10, 0.0, 0.8) == 0.0
     assert cubic_schedule(10, 10, 0.0, 0.8) == pytest.approx(0.8)
@@ -51,9 +43,9 @@ def test_cubic_schedule_follows_zhu_and_gupta():
         cubic_schedule(1, 0, 0.0, 0.5)
 
 
-def test_iterative_unstructured_reaches_the_sparsity_on_schedule(digits, trained):
-    before = copy.deepcopy(trained.state_dict())
-    result = iterative_prune(trained, digits, digits.example_input(), target=0.7,
+def test_iterative_unstructured_reaches_the_sparsity_on_schedule(digits, trained_digits_cnn):
+    before = copy.deepcopy(trained_digits_cnn.state_dict())
+    result = iterative_prune(trained_digits_cnn, digits, digits.example_input(), target=0.7,
                              kind="unstructured", steps=3, epochs_per_step=1, progress=False)
     zeros, total = sparsity(result.model)
     assert abs(zeros - round(0.7 * total)) <= 1  # after the last fine-tune: masks held
@@ -63,20 +55,20 @@ def test_iterative_unstructured_reaches_the_sparsity_on_schedule(digits, trained
     assert len(result.fits) == 3
     # Measured 0.963 (the unpruned model: 0.952) on a 2-core CPU.
     assert evaluate(result.model, digits, split="val")["top1"] > 0.9
-    for k, v in trained.state_dict().items():  # the input model is untouched
+    for k, v in trained_digits_cnn.state_dict().items():  # the input model is untouched
         assert torch.equal(v, before[k])
 
 
-def test_iterative_structured_reaches_the_macs_target(digits, trained, tmp_path):
+def test_iterative_structured_reaches_the_macs_target(digits, trained_digits_cnn, tmp_path):
     ex = digits.example_input()
-    result = iterative_prune(trained, digits, ex, target=0.5, kind="structured", steps=2,
+    result = iterative_prune(trained_digits_cnn, digits, ex, target=0.5, kind="structured", steps=2,
                              epochs_per_step=1, schedule="linear", progress=False)
-    frac = count_macs(result.model, ex) / count_macs(trained, ex)
+    frac = count_macs(result.model, ex) / count_macs(trained_digits_cnn, ex)
     assert 0.47 <= frac <= 0.5
     assert [h["target_macs"] for h in result.history] == pytest.approx([0.75, 0.5])
     assert result.history[0]["macs"] <= 0.75
     # Physically smaller: widths shrank and stayed through fine-tuning.
-    assert result.model.features[0].out_channels < trained.features[0].out_channels
+    assert result.model.features[0].out_channels < trained_digits_cnn.features[0].out_channels
     assert result.model.nasprune_pruning["method"] == "iterative"
     # Measured 0.859 (unpruned 0.952) after two 1-epoch fine-tunes at a tenth of the lr.
     assert evaluate(result.model, digits, split="val")["top1"] > 0.8

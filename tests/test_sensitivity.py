@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 import nasprune
 import nasprune.metrics
@@ -22,24 +21,16 @@ LEVELS = (0.1, 0.5, 0.9)
 
 
 @pytest.fixture(scope="module")
-def trained(digits):
-    torch.manual_seed(0)
-    model = nasprune.create_model("digitscnn", in_channels=1)
-    nasprune.fit(model, digits, epochs=5, progress=False)
-    return model
-
-
-@pytest.fixture(scope="module")
-def table(trained, digits):
-    return sensitivity(trained, digits, levels=LEVELS, bn_batches=5)
+def table(trained_digits_cnn, digits):
+    return sensitivity(trained_digits_cnn, digits, levels=LEVELS, bn_batches=5)
 
 
 def macs_fraction(model, ratios, example) -> float:
     return count_macs(prune(model, example, ratios), example) / count_macs(model, example)
 
 
-def test_table_shape_and_first_conv_sensitivity(table, trained, digits):
-    names = [g.name for g in nasprune.pruning.groups(trained, digits.example_input())]
+def test_table_shape_and_first_conv_sensitivity(table, trained_digits_cnn, digits):
+    names = [g.name for g in nasprune.pruning.groups(trained_digits_cnn, digits.example_input())]
     assert table.groups == names == ["features.0", "features.3", "features.7", "features.10"]
     for g in names:
         assert [lv for lv, _ in table.curves[g]] == list(LEVELS)
@@ -54,7 +45,7 @@ def test_table_shape_and_first_conv_sensitivity(table, trained, digits):
     assert acc[0.9] < acc[0.1] - 0.2
 
 
-def test_only_the_validation_split_is_used(trained, digits, monkeypatch):
+def test_only_the_validation_split_is_used(trained_digits_cnn, digits, monkeypatch):
     splits = []
     real = nasprune.metrics.evaluate
 
@@ -63,7 +54,7 @@ def test_only_the_validation_split_is_used(trained, digits, monkeypatch):
         return real(model, data, split=split, **kw)
 
     monkeypatch.setattr(nasprune.metrics, "evaluate", spy)
-    small = sensitivity(trained, digits, levels=(0.5,), groups=["features.7"], val_size=100,
+    small = sensitivity(trained_digits_cnn, digits, levels=(0.5,), groups=["features.7"], val_size=100,
                         bn_batches=2)
     assert splits == ["val", "val"]  # baseline + one level
     assert list(small.curves) == ["features.7"]
@@ -73,16 +64,16 @@ def test_only_the_validation_split_is_used(trained, digits, monkeypatch):
 
 
 @pytest.mark.parametrize("target", [0.5, 0.3])
-def test_allocation_meets_the_macs_target(table, trained, digits, target):
+def test_allocation_meets_the_macs_target(table, trained_digits_cnn, digits, target):
     ex = digits.example_input()
-    ratios = ratios_from_sensitivity(table, trained, ex, target_macs=target)
+    ratios = ratios_from_sensitivity(table, trained_digits_cnn, ex, target_macs=target)
     assert set(ratios) <= set(table.groups)
     assert all(0 < r <= max(LEVELS) for r in ratios.values())
-    frac = macs_fraction(trained, ratios, ex)
+    frac = macs_fraction(trained_digits_cnn, ratios, ex)
     assert target - 0.01 <= frac <= target
 
 
-def test_the_less_sensitive_group_loses_more(trained, digits):
+def test_the_less_sensitive_group_loses_more(trained_digits_cnn, digits):
     ex = digits.example_input()
     steep = [(0.1, 0.90), (0.5, 0.50), (0.9, 0.10)]
     flat = [(0.1, 0.95), (0.5, 0.94), (0.9, 0.90)]
@@ -91,18 +82,18 @@ def test_the_less_sensitive_group_loses_more(trained, digits):
         curves={"features.3": steep, "features.7": steep, "features.10": flat},
         channels={"features.3": 32, "features.7": 64, "features.10": 64},
     )
-    ratios = ratios_from_sensitivity(table, trained, ex, target_macs=0.6)
+    ratios = ratios_from_sensitivity(table, trained_digits_cnn, ex, target_macs=0.6)
     assert ratios["features.10"] > 0.5 > ratios.get("features.3", 0.0)
     assert "features.0" not in ratios  # not in the table: never pruned
-    assert 0.59 <= macs_fraction(trained, ratios, ex) <= 0.6
+    assert 0.59 <= macs_fraction(trained_digits_cnn, ratios, ex) <= 0.6
 
 
-def test_search_space_cost_model_gives_the_same_allocation(table, trained, digits):
+def test_search_space_cost_model_gives_the_same_allocation(table, trained_digits_cnn, digits):
     from nasprune.search.space import SearchSpace
 
     ex = digits.example_input()
-    by_model = ratios_from_sensitivity(table, trained, ex, target_macs=0.5)
-    by_space = ratios_from_sensitivity(table, SearchSpace(trained, ex), target_macs=0.5)
+    by_model = ratios_from_sensitivity(table, trained_digits_cnn, ex, target_macs=0.5)
+    by_space = ratios_from_sensitivity(table, SearchSpace(trained_digits_cnn, ex), target_macs=0.5)
     assert by_space == pytest.approx(by_model)
 
 
@@ -130,19 +121,19 @@ def test_envelope_is_monotone_and_interpolates():
     assert table.ratio_for("a", 0.1) == pytest.approx(0.6)
 
 
-def test_bad_arguments(table, trained, digits):
+def test_bad_arguments(table, trained_digits_cnn, digits):
     ex = digits.example_input()
     with pytest.raises(NaspruneError, match="levels"):
-        sensitivity(trained, digits, levels=(0.5, 1.0))
+        sensitivity(trained_digits_cnn, digits, levels=(0.5, 1.0))
     with pytest.raises(NaspruneError, match="at least one level"):
-        sensitivity(trained, digits, levels=())
+        sensitivity(trained_digits_cnn, digits, levels=())
     with pytest.raises(NaspruneError, match="group 'conv9' does not exist"):
-        sensitivity(trained, digits, levels=(0.5,), groups=["conv9"])
+        sensitivity(trained_digits_cnn, digits, levels=(0.5,), groups=["conv9"])
     with pytest.raises(NaspruneError, match="val_size"):
-        sensitivity(trained, digits, levels=(0.5,), val_size=0)
+        sensitivity(trained_digits_cnn, digits, levels=(0.5,), val_size=0)
     with pytest.raises(NaspruneError, match="out of reach"):
-        ratios_from_sensitivity(table, trained, ex, target_macs=0.001)
+        ratios_from_sensitivity(table, trained_digits_cnn, ex, target_macs=0.001)
     with pytest.raises(NaspruneError, match="target_macs"):
-        ratios_from_sensitivity(table, trained, ex, target_macs=1.5)
+        ratios_from_sensitivity(table, trained_digits_cnn, ex, target_macs=1.5)
     with pytest.raises(NaspruneError, match="example_inputs"):
-        ratios_from_sensitivity(table, trained, None, target_macs=0.5)
+        ratios_from_sensitivity(table, trained_digits_cnn, None, target_macs=0.5)
