@@ -281,6 +281,12 @@ def test_wrong_input_shape_is_user_error(digits):
         fit(rgb, digits, max_steps=1, **QUICK)
 
 
+def test_teacher_for_other_input_is_user_error(digits):
+    rgb = nasprune.create_model("digitscnn", num_classes=10, in_channels=3, width=8)
+    with pytest.raises(NaspruneError, match="the teacher cannot process input of shape"):
+        fit(_small(), digits, teacher=rgb, max_steps=1, **QUICK)
+
+
 def test_recalibrate_bn(digits):
     model = _small()
     bn = model.features[1]

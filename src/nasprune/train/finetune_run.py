@@ -60,6 +60,8 @@ def finetune_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike,
     model = load(checkpoint)  # before the data: a bad checkpoint fails fast
     teacher_model = load(teacher) if teacher is not None else None
     ds, meta = recorded_dataset(checkpoint, data, data_dir, download)
+    # fit checks this too, but only after the test-split evaluation and BN re-estimation
+    # below; checking first makes a wrong checkpoint or teacher fail before any work.
     _check_fits(model, ds, f"checkpoint '{checkpoint}'")
     if teacher_model is not None:
         _check_fits(teacher_model, ds, f"teacher '{teacher}'")

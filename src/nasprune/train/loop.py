@@ -204,14 +204,18 @@ def _accuracy(run: _Run, loader) -> float:
 
 
 def _first_batch_guard(run: _Run, x: torch.Tensor) -> None:
-    """Turn a shape mismatch between data and model into a clear user error."""
+    """Turn a shape mismatch between data and model (or teacher) into a clear user error."""
+    nets = [("model", run.model)] + ([("teacher", run.teacher)] if run.teacher else [])
     try:
         with torch.no_grad(), run.precision.autocast(run.device):
             run.model.eval()
-            run.model(x[:2])
-    except RuntimeError as exc:
-        raise NaspruneError(f"the model cannot process input of shape {tuple(x.shape[1:])} "
-                            f"from the data set: {str(exc).splitlines()[0]}") from exc
+            for what, net in nets:
+                try:
+                    net(x[:2])
+                except RuntimeError as exc:
+                    raise NaspruneError(
+                        f"the {what} cannot process input of shape {tuple(x.shape[1:])} from "
+                        f"the data set: {str(exc).splitlines()[0]}") from exc
     finally:
         run.model.train()
 
