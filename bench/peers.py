@@ -246,7 +246,7 @@ def tp_to_budget(model: nn.Module, example: torch.Tensor, budget: float,
 def _register() -> None:
     """Torch-Pruning as experiment methods, and the train-subset data set (idempotent)."""
     from nasprune.data.registry import DATASETS, load_dataset, register_dataset
-    from nasprune.report.methods import METHODS, Context, Pruned, register_method
+    from nasprune.experiment.methods import METHODS, Context, Pruned, register_method
 
     def tp_method(global_pruning: bool):
         def method(ctx: Context) -> Pruned:
@@ -333,7 +333,7 @@ def train_command(s: Settings) -> str:
 
 def _baseline_matches(s: Settings, folder: Path) -> bool:
     """A cached ``nasprune train`` run in ``folder`` made with this recipe."""
-    from nasprune.report.experiment import read_json
+    from nasprune.experiment.runner import read_json
 
     doc = read_json(folder / "results.json")
     if not (folder / "spec.json").exists() or not isinstance(doc, dict):
@@ -415,7 +415,7 @@ def run_methods(s: Settings, checkpoint: Path, progress: bool = True) -> dict[st
     One call per method keeps each finished method on disk as soon as it is done, and
     lets a deadline stop before the next method rather than in the middle of one.
     """
-    from nasprune.report import experiment
+    from nasprune.experiment import experiment
 
     exp_dir = s.out_dir / "experiment"
     start = time.perf_counter()
@@ -444,8 +444,8 @@ def collect(s: Settings, checkpoint: Path, prior: dict[str, dict] | None = None
     The experiment's own tables, plots and HTML report are rewritten from the records on
     disk by rendering only: nothing is ever recomputed here.
     """
-    from nasprune.report.config import load_experiment_config, resolve_methods
-    from nasprune.report.experiment import RESULT_FILE, read_json
+    from nasprune.experiment.config import load_experiment_config, resolve_methods
+    from nasprune.experiment.runner import RESULT_FILE, read_json
     from nasprune.report.html import write_report
     from nasprune.report.plots import make_plots
     from nasprune.report.tables import build_rows, write_tables
@@ -730,7 +730,7 @@ def update_benchmarks(path: Path, label: str, body: str) -> Path:
 
 
 def _read(path: Path) -> Any:
-    from nasprune.report.experiment import read_json
+    from nasprune.experiment.runner import read_json
 
     return read_json(path)
 

@@ -12,8 +12,8 @@ import torch
 
 import nasprune
 from nasprune.errors import NaspruneError
-from nasprune.report import METHODS, Pruned, register_method
-from nasprune.report.config import find_config, load_experiment_config
+from nasprune.experiment import METHODS, Pruned, register_method
+from nasprune.experiment.config import find_config, load_experiment_config
 
 if "test-nan-weights" not in METHODS:
 
@@ -157,7 +157,7 @@ def test_config_errors_name_the_problem():
 def test_per_method_options_override_the_section():
     cfg = load_experiment_config({"search": {"trials": 9}, "methods": [
         "nas:random", {"method": "nas:random", "name": "random-long", "trials": 30}]})
-    from nasprune.report.config import resolve_methods
+    from nasprune.experiment.config import resolve_methods
 
     specs = resolve_methods(cfg)
     assert [(s.name, s.settings.trials) for s in specs] == [("nas:random", 9),

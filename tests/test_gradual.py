@@ -10,13 +10,13 @@ from torch import nn
 
 import nasprune
 from nasprune.errors import NaspruneError
-from nasprune.metrics import count_macs, evaluate
-from nasprune.pruning import (
+from nasprune.methods import (
     cubic_schedule,
     iterative_prune,
     linear_schedule,
     prune_while_training,
 )
+from nasprune.metrics import count_macs, evaluate
 from nasprune.pruning.masks import MASK
 
 

@@ -17,7 +17,7 @@ import torch
 
 import nasprune
 from nasprune.errors import NaspruneError
-from nasprune.report import METHODS, Pruned, register_method
+from nasprune.experiment import METHODS, Pruned, register_method
 from nasprune.search import Budget, Evaluator
 from nasprune.search import search as run_search
 

@@ -211,7 +211,7 @@ def test_generated_uniform_ratio(cnn, ratio, criterion):
 
 def _experiment_paths() -> list[str]:
     """Dotted paths of every scalar setting of ExperimentConfig (sections included)."""
-    from nasprune.report.config import ExperimentConfig
+    from nasprune.experiment.config import ExperimentConfig
 
     paths = []
     for f in dataclasses.fields(ExperimentConfig):
@@ -228,7 +228,7 @@ def _experiment_paths() -> list[str]:
 def test_generated_experiment_configs(tmp_path_factory, data):
     """Nested experiment configs: a few settings replaced by anything — rejected with one
     line, or loaded with every constraint met and the given values kept."""
-    from nasprune.report.config import ExperimentConfig, load_experiment_config
+    from nasprune.experiment.config import ExperimentConfig, load_experiment_config
 
     def default_of(dotted: str):
         """The default at a settings path; None for a key that is no setting (``__dict__``)."""

@@ -9,13 +9,13 @@ import pytest
 import nasprune
 import nasprune.metrics
 from nasprune.errors import NaspruneError
-from nasprune.metrics import count_macs
-from nasprune.pruning import prune
-from nasprune.pruning.sensitivity import (
+from nasprune.methods.sensitivity import (
     SensitivityTable,
     ratios_from_sensitivity,
     sensitivity,
 )
+from nasprune.metrics import count_macs
+from nasprune.pruning import prune
 
 LEVELS = (0.1, 0.5, 0.9)
 

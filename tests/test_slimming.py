@@ -10,9 +10,9 @@ from torch import nn
 
 import nasprune
 from nasprune.errors import NaspruneError
+from nasprune.methods import slim
+from nasprune.methods.slimming import bn_gammas, channel_gammas
 from nasprune.metrics import count_macs, evaluate
-from nasprune.pruning import slim
-from nasprune.pruning.slimming import bn_gammas, channel_gammas
 
 # Short runs need a far stronger penalty than the paper's 1e-4 over 160 CIFAR epochs.
 BN_L1 = 3e-2

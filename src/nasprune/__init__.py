@@ -28,13 +28,21 @@ _API: dict[str, str] = {
     "export": "nasprune.checkpoint",
     "search": "nasprune.search",
     "Budget": "nasprune.search",
-    "experiment": "nasprune.report",
+    "experiment": "nasprune.experiment",
 }
 
 __all__ = ["NaspruneError", "__version__", *_API]
 
 
+# Subpackages reachable as attributes after a plain ``import nasprune``
+# (``nasprune.pruning.groups(...)``), imported on first use.
+_SUBPACKAGES = {"checkpoint", "data", "experiment", "methods", "metrics", "models", "pruning",
+                "report", "search", "train"}
+
+
 def __getattr__(name: str) -> Any:
     if name in _API:
         return getattr(importlib.import_module(_API[name]), name)
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'nasprune' has no attribute '{name}'")

@@ -1,18 +1,12 @@
-"""Experiments and reports: compare compression methods at one budget, tables, plots, HTML.
+"""Reports: render a finished experiment's results as tables, plots and one HTML page.
 
-``experiment(config, out_dir)`` runs (or resumes) a comparison and writes ``results.json``,
-``results.csv``, ``results.md``, ``plots/*.png`` and ``report.html``; ``write_report``
-redraws the plots and the HTML of a finished run; ``register_method`` adds a method.
+``write_report`` redraws the plots and ``report.html`` of a finished run; ``make_plots``
+draws the PNGs; :mod:`nasprune.report.tables` formats Markdown/CSV/JSON rows.
 """
 
 from __future__ import annotations
 
-from nasprune.report.config import ExperimentConfig, bundled_configs, load_experiment_config
-from nasprune.report.experiment import ExperimentResult, experiment, load_result
 from nasprune.report.html import write_report
-from nasprune.report.methods import METHODS, Context, Pruned, register_method
 from nasprune.report.plots import make_plots
 
-__all__ = ["METHODS", "Context", "ExperimentConfig", "ExperimentResult", "Pruned",
-           "bundled_configs", "experiment", "load_experiment_config", "load_result",
-           "make_plots", "register_method", "write_report"]
+__all__ = ["make_plots", "write_report"]

@@ -89,7 +89,7 @@ def _details(rows: list[dict]) -> str:
 
 def render(run: Path) -> str:
     """The HTML text of ``run``'s report (plots must already be drawn)."""
-    from nasprune.report.experiment import load_result, read_json
+    from nasprune.experiment.runner import load_result, read_json
     from nasprune.report.plots import PLOTS
 
     doc = load_result(run)

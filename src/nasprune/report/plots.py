@@ -50,7 +50,7 @@ def _save(fig, path: Path) -> Path:
 
 
 def _read(path: Path) -> Any:
-    from nasprune.report.experiment import read_json
+    from nasprune.experiment.runner import read_json
 
     return read_json(path)
 
@@ -183,7 +183,7 @@ _DRAW = {"accuracy_vs_macs": accuracy_vs_macs, "kept_channels": kept_channels,
 
 def make_plots(run_dir: str | os.PathLike) -> dict[str, Path]:
     """Draw every plot the run has data for into ``<run>/plots/``; returns name → path."""
-    from nasprune.report.experiment import load_result
+    from nasprune.experiment.runner import load_result
 
     run = Path(run_dir)
     doc = load_result(run)

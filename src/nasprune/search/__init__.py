@@ -7,11 +7,9 @@ name) and ``search()`` (Optuna studies: in memory, SQLite, PostgreSQL; resumable
 
 from __future__ import annotations
 
-import sys
-import types
-
+from nasprune._callable_module import make_callable
 from nasprune.search.budget import Budget
-from nasprune.search.evaluate import Evaluator, check_proxy, spearman
+from nasprune.search.proxy import Evaluator, check_proxy, spearman
 from nasprune.search.run import Candidate, SearchResult, build_result, search
 from nasprune.search.space import SearchSpace
 from nasprune.search.strategies import (
@@ -38,16 +36,4 @@ __all__ = [
 ]
 
 
-class _CallableModule(types.ModuleType):
-    """``nasprune.search(...)`` must work although ``nasprune.search`` is also this package.
-
-    Importing the subpackage makes ``nasprune.search`` the module (Python sets the parent's
-    attribute), shadowing the lazily resolved function; calling the module calls
-    :func:`search`.
-    """
-
-    def __call__(self, *args, **kwargs):
-        return search(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+make_callable(__name__, search)

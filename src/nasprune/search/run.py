@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nasprune.errors import NaspruneError
 from nasprune.search.budget import Budget
-from nasprune.search.evaluate import Evaluator
+from nasprune.search.proxy import Evaluator
 from nasprune.search.space import SearchSpace
 from nasprune.search.strategies import (
     DIFFERENTIABLE_PROCEDURES,

@@ -165,7 +165,7 @@ def threshold_method(ctx: Context) -> Pruned:
 
 @register_method("sensitivity")
 def sensitivity_method(ctx: Context) -> Pruned:
-    from nasprune.pruning import ratios_from_sensitivity, sensitivity
+    from nasprune.methods import ratios_from_sensitivity, sensitivity
     from nasprune.search import SearchSpace
 
     s = ctx.settings
@@ -207,7 +207,7 @@ def global_method(ctx: Context) -> Pruned:
 
 @register_method("slimming")
 def slimming(ctx: Context) -> Pruned:
-    from nasprune.pruning import slim
+    from nasprune.methods import slim
 
     s = ctx.settings
     ft = ctx.cfg.finetune
@@ -232,8 +232,8 @@ def slimming(ctx: Context) -> Pruned:
 
 @register_method("layer")
 def layer(ctx: Context) -> Pruned:
+    from nasprune.methods.gradual import prune_to_macs
     from nasprune.pruning import remove_blocks, residual_blocks
-    from nasprune.pruning.gradual import prune_to_macs
 
     s = ctx.settings
     start = time.perf_counter()

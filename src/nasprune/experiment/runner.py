@@ -2,7 +2,7 @@
 
 The runner trains (or loads) the unpruned model once and caches it in the run directory,
 then runs every method of the config for every seed, one after another: the method
-compresses a copy to the MACs budget (:mod:`nasprune.report.methods`), the copy gets the
+compresses a copy to the MACs budget (:mod:`nasprune.experiment.methods`), the copy gets the
 common fine-tuning, and it is measured on the test split (accuracy, P/R/F1, MACs, params,
 size, latency). Each result lands atomically in ``<run>/methods/<name>/`` (the model saved
 with ``nasprune.save``, ``result.json`` and the method's artifacts); a re-run skips results
@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from nasprune.errors import NaspruneError
-from nasprune.report.config import (
+from nasprune.experiment.config import (
     ExperimentConfig,
     MethodSpec,
     baseline_settings,
@@ -38,7 +38,7 @@ from nasprune.report.config import (
     resolve_methods,
     shared_settings,
 )
-from nasprune.report.methods import METHODS, Context, Pruned
+from nasprune.experiment.methods import METHODS, Context, Pruned
 
 RESULT_FILE = "result.json"
 MODEL_DIR = "model"

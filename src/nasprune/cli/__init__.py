@@ -507,7 +507,7 @@ def _add_experiment(sub) -> None:
 
 
 def cmd_experiment(args) -> int:
-    from nasprune.report import experiment
+    from nasprune.experiment import experiment
 
     overrides = {
         "budget": args.budget, "methods": _csv_list(args.methods),
@@ -678,6 +678,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
