@@ -25,6 +25,7 @@ from typing import Any
 from torch import nn
 
 from nasprune.errors import NaspruneError
+from nasprune.pruning.unstructured import mask_smallest
 from nasprune.registry import Registry
 
 SPARSITY_SCHEDULES: Registry[Callable[[int, int, float, float], float]] = Registry(
@@ -122,6 +123,29 @@ def prune_to_macs(
     return best
 
 
+def _check_kind_target(kind: str, target: Any) -> float:
+    if kind not in KINDS:
+        raise NaspruneError(f"unknown pruning kind '{kind}': choose from {', '.join(KINDS)}")
+    if kind == "structured":
+        return _check_fraction("target (fraction of MACs kept)", target, high_inclusive=True)
+    return _check_fraction("target (sparsity)", target)
+
+
+def _iterative_record(prev: Any, target: float, steps: int, schedule: str, criterion: str,
+                      round_to: int | None) -> dict[str, Any]:
+    """The ``nasprune_pruning`` record of a structured iterative run (the last step inside)."""
+    return {
+        "method": "iterative",
+        "kind": "structured",
+        "target_macs": target,
+        "steps": steps,
+        "schedule": schedule,
+        "criterion": criterion,
+        "round_to": round_to,
+        "last_step": prev,
+    }
+
+
 def iterative_prune(
     model: nn.Module,
     data,
@@ -144,20 +168,14 @@ def iterative_prune(
     ``i`` prunes the current model uniformly (``criterion``, ``round_to``, ``ignored``) to
     ``1 − schedule(i, steps, 0, 1 − target)`` of the original MACs. ``kind="unstructured"``:
     ``target`` is the weight sparsity; step ``i`` raises it to ``schedule(i, steps, 0,
-    target)`` with :func:`~nasprune.pruning.unstructured.threshold` (``scope``, ``layers``).
+    target)`` with :func:`nasprune.pruning.threshold` (``scope``, ``layers``).
     Fine-tuning is :func:`nasprune.finetune` with ``fit_kwargs`` (its seed advances per
     step). The input model is untouched; ``result.model`` is the pruned one.
     """
     from nasprune.metrics import count_macs
-    from nasprune.pruning.unstructured import threshold
     from nasprune.train import finetune
 
-    if kind not in KINDS:
-        raise NaspruneError(f"unknown pruning kind '{kind}': choose from {', '.join(KINDS)}")
-    if kind == "structured":
-        target = _check_fraction("target (fraction of MACs kept)", target, high_inclusive=True)
-    else:
-        target = _check_fraction("target (sparsity)", target)
+    target = _check_kind_target(kind, target)
     steps = _check_count("steps", steps)
     epochs_per_step = _check_count("epochs_per_step", epochs_per_step, low=0)
     sched = SPARSITY_SCHEDULES.get(schedule)
@@ -175,9 +193,9 @@ def iterative_prune(
             record["target_macs"] = goal
         else:
             goal = sched(i, steps, 0.0, target)
-            report = threshold(current, sparsity=goal, scope=scope, layers=layers)
+            done = mask_smallest(current, sparsity=goal, scope=scope, layers=layers)
             record["target_sparsity"] = goal
-            record["sparsity"] = report.sparsity
+            record["sparsity"] = done.sparsity
         if epochs_per_step:
             fit = finetune(current, data, epochs=epochs_per_step, seed=seed + i, **fit_kwargs)
             result.fits.append(fit)
@@ -185,20 +203,71 @@ def iterative_prune(
         record["macs"] = count_macs(current, example_inputs) / base_macs
         result.history.append(record)
     if kind == "structured":
-        prev = getattr(current, "nasprune_pruning", None)
-        current.nasprune_pruning = {  # type: ignore[attr-defined]
-            "method": "iterative",
-            "kind": kind,
-            "target_macs": target,
-            "steps": steps,
-            "schedule": schedule,
-            "criterion": criterion,
-            "round_to": round_to,
-            "last_step": prev,
-        }
+        current.nasprune_pruning = _iterative_record(  # type: ignore[attr-defined]
+            getattr(current, "nasprune_pruning", None), target, steps, schedule, criterion,
+            round_to)
     result.model = current
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _training_window(target_sparsity: Any, epochs: Any, start_epoch: Any, end_epoch: Any,
+                     steps: Any, tolerance: Any) -> tuple[float, int, int, int]:
+    """Checked ``(target, start_epoch, end_epoch, steps)`` for :func:`prune_while_training`."""
+    target = _check_fraction("target_sparsity", target_sparsity)
+    epochs = _check_count("epochs", epochs)
+    start_epoch = _check_count("start_epoch", start_epoch)
+    if end_epoch is None:
+        end_epoch = max(start_epoch, epochs - 1)
+    end_epoch = _check_count("end_epoch", end_epoch)
+    if not (start_epoch <= end_epoch <= epochs):
+        raise NaspruneError(f"need start_epoch ≤ end_epoch ≤ epochs, got {start_epoch}, "
+                            f"{end_epoch}, {epochs}")
+    window = end_epoch - start_epoch + 1
+    steps = _check_count("steps", -(-window // 2) if steps is None else steps)
+    if steps > window:
+        raise NaspruneError(f"{steps} sparsity steps do not fit in epochs {start_epoch}.."
+                            f"{end_epoch} (one step per epoch at most)")
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or tolerance < 0:
+        raise NaspruneError(f"tolerance must be a number ≥ 0, got {tolerance!r}")
+    return target, start_epoch, end_epoch, steps
+
+
+@dataclass
+class _SparsityRamp:
+    """The ``fit`` callback of :func:`prune_while_training`: one step up per epoch, or held."""
+
+    history: list[dict[str, Any]]
+    sched: Callable[[int, int, float, float], float]
+    target: float
+    steps: int
+    start_epoch: int
+    end_epoch: int
+    adaptive: bool
+    tolerance: float
+    scope: str
+    layers: Iterable[str | nn.Module] | None
+    advances: int = 0
+    ref: float | None = None  # val accuracy just before the last increment
+    sparsity: float = 0.0
+
+    def __call__(self, epoch: int, m: nn.Module, record: dict) -> None:
+        val = record.get("val_acc")
+        entry = {"epoch": epoch, "sparsity": self.sparsity, "val_acc": val, "held": False}
+        self.history.append(entry)
+        if epoch < self.start_epoch or self.advances >= self.steps:
+            return
+        spare = (self.end_epoch - epoch + 1) - (self.steps - self.advances)
+        if (self.adaptive and spare > 0 and val is not None and self.ref is not None
+                and val < self.ref - self.tolerance):
+            entry["held"] = True
+            return
+        self.advances += 1
+        self.ref = val
+        goal = self.sched(self.advances, self.steps, 0.0, self.target)
+        self.sparsity = mask_smallest(m, sparsity=goal, scope=self.scope,
+                                      layers=self.layers).sparsity
+        entry["pruned_to"] = self.sparsity
 
 
 def prune_while_training(
@@ -230,47 +299,15 @@ def prune_while_training(
     ``fit_kwargs`` go to :func:`nasprune.fit` (optimizer, lr, ...). History: one record per
     epoch with the sparsity in force during it, val accuracy, and whether it was held.
     """
-    from nasprune.pruning.unstructured import threshold
     from nasprune.train import fit
 
-    target = _check_fraction("target_sparsity", target_sparsity)
-    epochs = _check_count("epochs", epochs)
-    start_epoch = _check_count("start_epoch", start_epoch)
-    if end_epoch is None:
-        end_epoch = max(start_epoch, epochs - 1)
-    end_epoch = _check_count("end_epoch", end_epoch)
-    if not (start_epoch <= end_epoch <= epochs):
-        raise NaspruneError(f"need start_epoch ≤ end_epoch ≤ epochs, got {start_epoch}, "
-                            f"{end_epoch}, {epochs}")
-    window = end_epoch - start_epoch + 1
-    steps = _check_count("steps", -(-window // 2) if steps is None else steps)
-    if steps > window:
-        raise NaspruneError(f"{steps} sparsity steps do not fit in epochs {start_epoch}.."
-                            f"{end_epoch} (one step per epoch at most)")
-    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or tolerance < 0:
-        raise NaspruneError(f"tolerance must be a number ≥ 0, got {tolerance!r}")
+    target, start_epoch, end_epoch, steps = _training_window(
+        target_sparsity, epochs, start_epoch, end_epoch, steps, tolerance)
     sched = SPARSITY_SCHEDULES.get(schedule)
     result = GradualResult(model)
-    state: dict[str, Any] = {"advances": 0, "ref": None, "sparsity": 0.0}
-
-    def step(epoch: int, m: nn.Module, record: dict) -> None:
-        val = record.get("val_acc")
-        entry = {"epoch": epoch, "sparsity": state["sparsity"], "val_acc": val, "held": False}
-        result.history.append(entry)
-        if epoch < start_epoch or state["advances"] >= steps:
-            return
-        spare = (end_epoch - epoch + 1) - (steps - state["advances"])
-        if (adaptive and spare > 0 and val is not None and state["ref"] is not None
-                and val < state["ref"] - tolerance):
-            entry["held"] = True
-            return
-        state["advances"] += 1
-        state["ref"] = val
-        goal = sched(state["advances"], steps, 0.0, target)
-        state["sparsity"] = threshold(m, sparsity=goal, scope=scope, layers=layers).sparsity
-        entry["pruned_to"] = state["sparsity"]
-
-    callbacks = list(fit_kwargs.pop("callbacks", None) or ()) + [step]
+    ramp = _SparsityRamp(result.history, sched, target, steps, start_epoch, end_epoch,
+                         adaptive, tolerance, scope, layers)
+    callbacks = list(fit_kwargs.pop("callbacks", None) or ()) + [ramp]
     start = time.perf_counter()
     result.fits.append(fit(model, data, epochs=epochs, callbacks=callbacks, **fit_kwargs))
     result.seconds = time.perf_counter() - start

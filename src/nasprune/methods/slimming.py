@@ -18,7 +18,9 @@ per block); groups without BatchNorm are not pruned.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import copy
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -26,6 +28,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from nasprune.errors import NaspruneError
+from nasprune.methods.registry import Context, Pruned, ratios_of, register_method
 
 
 @torch.no_grad()
@@ -78,6 +81,50 @@ def slimming_ratios(
     return out
 
 
+def _check_slim_args(ratio: float | None, macs_target: float | None, max_ratio: float) -> None:
+    if (ratio is None) == (macs_target is None):
+        raise NaspruneError("slim needs exactly one of ratio= or macs_target=")
+    for name, v, hi_ok in (("ratio", ratio, False), ("macs_target", macs_target, True)):
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (
+            0.0 <= v < 1.0 if not hi_ok else 0.0 < v <= 1.0
+        ):
+            raise NaspruneError(f"{name} must be in {'(0, 1]' if hi_ok else '[0, 1)'}, "
+                                f"got {v!r}")
+    if not (0.0 < max_ratio < 1.0):
+        raise NaspruneError(f"max_ratio must be in (0, 1), got {max_ratio!r}")
+
+
+def _cut_to_macs(cut: Callable[[float], nn.Module], model: nn.Module, example_inputs: Any,
+                 macs_target: float, max_ratio: float) -> tuple[nn.Module, float]:
+    """The smallest global ratio whose cut keeps at most ``macs_target`` of the MACs."""
+    from nasprune.metrics import count_macs
+
+    base = count_macs(model, example_inputs)
+    budget = float(macs_target) * base
+    pruned = cut(0.0)
+    if count_macs(pruned, example_inputs) <= budget:
+        return pruned, 0.0
+    hi = 0.999
+    best = cut(hi)
+    if count_macs(best, example_inputs) > budget:
+        raise NaspruneError(
+            f"MACs target {macs_target} is out of reach by slimming: with every group "
+            f"at max_ratio={max_ratio} the model keeps "
+            f"{count_macs(best, example_inputs) / base:.3f} of its MACs"
+        )
+    lo = 0.0
+    for _ in range(16):  # fine enough to move one channel at a time
+        mid = (lo + hi) / 2
+        m = cut(mid)
+        if count_macs(m, example_inputs) <= budget:
+            hi, best = mid, m
+        else:
+            lo = mid
+    return best, hi
+
+
 def slim(
     model: nn.Module,
     example_inputs: Any,
@@ -96,21 +143,9 @@ def slim(
     ``bn_scale`` criterion); the input is untouched. Train with ``fit(..., bn_l1=1e-4)``
     first — on a normally trained model this is just a global |γ| ranking.
     """
-    from nasprune.metrics import count_macs
     from nasprune.pruning import prune
 
-    if (ratio is None) == (macs_target is None):
-        raise NaspruneError("slim needs exactly one of ratio= or macs_target=")
-    for name, v, hi_ok in (("ratio", ratio, False), ("macs_target", macs_target, True)):
-        if v is None:
-            continue
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (
-            0.0 <= v < 1.0 if not hi_ok else 0.0 < v <= 1.0
-        ):
-            raise NaspruneError(f"{name} must be in {'(0, 1]' if hi_ok else '[0, 1)'}, "
-                                f"got {v!r}")
-    if not (0.0 < max_ratio < 1.0):
-        raise NaspruneError(f"max_ratio must be in (0, 1), got {max_ratio!r}")
+    _check_slim_args(ratio, macs_target, max_ratio)
     gammas = channel_gammas(model, example_inputs, ignored)
     if not gammas:
         raise NaspruneError("network slimming needs BatchNorm layers: the model has no "
@@ -124,28 +159,36 @@ def slim(
     if ratio is not None:
         pruned, used = cut(float(ratio)), float(ratio)
     else:
-        base = count_macs(model, example_inputs)
-        budget = float(macs_target) * base  # type: ignore[arg-type]
-        pruned, used = cut(0.0), 0.0
-        if count_macs(pruned, example_inputs) > budget:
-            hi = 0.999
-            best = cut(hi)
-            if count_macs(best, example_inputs) > budget:
-                raise NaspruneError(
-                    f"MACs target {macs_target} is out of reach by slimming: with every group "
-                    f"at max_ratio={max_ratio} the model keeps "
-                    f"{count_macs(best, example_inputs) / base:.3f} of its MACs"
-                )
-            lo = 0.0
-            for _ in range(16):  # fine enough to move one channel at a time
-                mid = (lo + hi) / 2
-                m = cut(mid)
-                if count_macs(m, example_inputs) <= budget:
-                    hi, best = mid, m
-                else:
-                    lo = mid
-            pruned, used = best, hi
+        pruned, used = _cut_to_macs(cut, model, example_inputs, macs_target,  # type: ignore[arg-type]
+                                    max_ratio)
     info = dict(getattr(pruned, "nasprune_pruning", None) or {})
     info.update({"method": "slimming", "criterion": "bn_scale", "global_ratio": used})
     pruned.nasprune_pruning = info  # type: ignore[attr-defined]
     return pruned
+
+
+@register_method("slimming")
+def slimming(ctx: Context) -> Pruned:
+    """Train with L1 on BatchNorm γ, then cut the smallest |γ| globally (to the budget)."""
+    s = ctx.settings
+    ft = ctx.cfg.finetune
+    sparse = copy.deepcopy(ctx.model)
+    trained = 0.0
+    if s.epochs > 0:
+        from nasprune.train import finetune
+
+        res = finetune(sparse, ctx.data, epochs=s.epochs, optimizer=ft.optimizer, lr=ft.lr,
+                       weight_decay=ft.weight_decay, schedule=ft.schedule,
+                       batch_size=ft.batch_size, augment=ft.augment, bn_l1=s.bn_l1,
+                       seed=ctx.seed, device=ctx.device, progress=ctx.progress)
+        trained = res.train_seconds
+    start = time.perf_counter()
+    model = slim(sparse, ctx.example, macs_target=ctx.cfg.budget, max_ratio=s.max_ratio,
+                 round_to=ctx.cfg.round_to)
+    return Pruned(model, search_seconds=time.perf_counter() - start,
+                  extra_train_seconds=trained,
+                  info={"bn_l1": s.bn_l1, "sparsity_epochs": s.epochs,
+                        "ratios": ratios_of(model)})
+
+
+__all__ = ["bn_gammas", "channel_gammas", "slim", "slimming", "slimming_ratios"]

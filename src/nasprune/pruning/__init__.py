@@ -2,8 +2,12 @@
 unstructured pruning, block removal, width specs and masks.
 
 ``groups`` lists what can be pruned, ``prune`` removes channels, ``CRITERIA`` names the
-importance measures. Only ``graph`` and ``structured`` touch Torch-Pruning. Methods that
-need data or training live in :mod:`nasprune.methods`; their old names here still resolve.
+importance measures, ``mask_smallest`` zeroes small weights, ``residual_blocks`` and
+``without_blocks`` find and drop whole blocks. Only ``graph`` and ``structured`` touch
+Torch-Pruning. Nothing here imports training, metrics, search or the methods: methods that
+need data, training or measurements (``threshold`` with its report, ``remove_blocks``,
+``sensitivity``, ``slim``, gradual pruning) live in :mod:`nasprune.methods`, and their old
+names here still resolve, lazily.
 """
 
 from __future__ import annotations
@@ -13,9 +17,9 @@ from typing import Any
 
 from nasprune.pruning.criteria import CRITERIA
 from nasprune.pruning.graph import ChannelGroup, groups, kept_channels
-from nasprune.pruning.layers import remove_blocks, residual_blocks
+from nasprune.pruning.layers import residual_blocks, without_blocks
 from nasprune.pruning.structured import GroupPlan, plan, prune, removed_channels
-from nasprune.pruning.unstructured import ThresholdReport, threshold
+from nasprune.pruning.unstructured import mask_smallest
 
 __all__ = [
     "CRITERIA",
@@ -24,19 +28,22 @@ __all__ = [
     "ThresholdReport",
     "groups",
     "kept_channels",
+    "mask_smallest",
     "plan",
     "prune",
     "remove_blocks",
     "removed_channels",
     "residual_blocks",
     "threshold",
+    "without_blocks",
 ]
 
-# Names that moved to nasprune.methods (they train or evaluate); resolved on first use so
-# that importing the primitives never imports training or metrics.
-_MOVED = {"GradualResult", "SensitivityTable", "cubic_schedule", "iterative_prune",
-          "linear_schedule", "prune_while_training", "ratios_from_sensitivity",
-          "sensitivity", "slim"}
+# Names that moved to nasprune.methods (they train, evaluate or measure); resolved on first
+# use so that importing the primitives never imports training or metrics. ``threshold`` and
+# ``remove_blocks`` wrap the primitives ``mask_smallest`` and ``without_blocks`` here.
+_MOVED = {"GradualResult", "SensitivityTable", "ThresholdReport", "cubic_schedule",
+          "iterative_prune", "linear_schedule", "prune_while_training",
+          "ratios_from_sensitivity", "remove_blocks", "sensitivity", "slim", "threshold"}
 
 
 def __getattr__(name: str) -> Any:

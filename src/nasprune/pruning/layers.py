@@ -11,24 +11,24 @@ forward pass, its output has its input's shape and its traced graph (``torch.fx`
 an addition of its own input (through an optional activation). That covers CIFAR ResNet
 BasicBlocks, torchvision-style blocks and MobileNetV2 inverted residuals with
 ``use_residual``, and user blocks written the same way.
+
+This module holds the data-free parts (finding blocks, the output-norm score, replacing
+them). ``remove_blocks``, whose ``"sensitivity"`` criterion evaluates the model, lives in
+:mod:`nasprune.methods.blocks`; its old name here still resolves.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib
 import operator
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
-
-from nasprune.errors import NaspruneError
-
-CRITERIA = ("output_norm", "sensitivity")
 
 _ADDS = {operator.add, operator.iadd, torch.add}
 _ACT_FUNCS = {F.relu, F.relu6, F.gelu, F.silu, F.hardswish, F.leaky_relu, F.elu, torch.relu}
@@ -169,117 +169,48 @@ def output_norm_scores(
     return {n: sums[n] / max(counts[n], 1) for n in blocks}
 
 
-def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put ``new`` in place of the submodule called ``name``."""
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, new)
 
 
-def sensitivity_scores(
-    model: nn.Module,
-    blocks: Sequence[str],
-    data,
-    bn_batches: int = 10,
-    val_size: int | None = None,
-) -> dict[str, float]:
-    """Validation top-1 lost when each block alone is replaced by the identity.
+def without_blocks(model: nn.Module, removed: Sequence[str], criterion: str,
+                   scores: dict[str, float]) -> nn.Module:
+    """A copy of ``model`` with the blocks ``removed`` replaced by ``nn.Identity``.
 
-    BatchNorm statistics are re-estimated after each removal (as the search's evaluator does),
-    so the score measures the block, not stale statistics. Never uses the test split.
+    The copy records ``nasprune_pruning`` = {"method": "remove_blocks", "criterion",
+    "removed", "scores"} so a saved model can be rebuilt; a second round keeps one record of
+    all the blocks removed, another method's record is kept inside as ``previous``.
     """
-    from nasprune.metrics import evaluate
-    from nasprune.train import recalibrate_bn
-
-    if val_size is not None:
-        data = replace(data, val=data.val.subset(val_size))
-    device = _device(model)
-
-    def score(m: nn.Module) -> float:
-        if bn_batches:
-            recalibrate_bn(m, data.loader("train", batch_size=128, shuffle=True,
-                                          device=device), batches=bn_batches)
-        return float(evaluate(m, data, split="val", device=device)["top1"])
-
-    base = score(copy.deepcopy(model))
-    out = {}
-    for name in blocks:
-        trial = copy.deepcopy(model)
-        _replace(trial, name, nn.Identity())
-        out[name] = base - score(trial)
-    return out
-
-
-def remove_blocks(
-    model: nn.Module,
-    example_inputs: Any,
-    n: int | None = None,
-    fraction: float | None = None,
-    criterion: str = "output_norm",
-    data=None,
-    batches: int = 4,
-    bn_batches: int = 10,
-    val_size: int | None = None,
-) -> nn.Module:
-    """A copy of ``model`` with its ``n`` least important residual blocks replaced by identity.
-
-    Give exactly one of ``n`` (a count) or ``fraction`` (of the removable blocks, rounded).
-    ``criterion``:
-
-    * ``"output_norm"`` — the smallest mean ``‖block(x) − x‖ / ‖x‖`` goes first, measured on
-      ``batches`` training batches of ``data`` (or on ``example_inputs`` without data);
-    * ``"sensitivity"`` — the smallest validation top-1 drop when the block alone is removed
-      (needs ``data``; BatchNorm recalibrated on ``bn_batches`` batches; ``val_size`` caps the
-      validation samples).
-
-    The input model is untouched. The result records ``nasprune_pruning`` = {"method":
-    "remove_blocks", "criterion", "removed": [names], "scores": {name: score}} so a saved
-    model can be rebuilt (the spec stores the removed blocks as ``Identity``). BatchNorm
-    statistics downstream are not changed: fine-tune or recalibrate afterwards.
-    """
-    if (n is None) == (fraction is None):
-        raise NaspruneError("remove_blocks needs exactly one of n= or fraction=")
-    if criterion not in CRITERIA:
-        raise NaspruneError(f"unknown block criterion '{criterion}': choose from "
-                            f"{', '.join(CRITERIA)}")
-    if criterion == "sensitivity" and data is None:
-        raise NaspruneError("criterion 'sensitivity' needs data= (a Dataset with a val split)")
-    blocks = residual_blocks(model, example_inputs)
-    if fraction is not None:
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not (
-            0.0 <= fraction <= 1.0
-        ):
-            raise NaspruneError(f"fraction must be in [0, 1], got {fraction!r}")
-        n = int(round(fraction * len(blocks)))
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise NaspruneError(f"n must be a non-negative integer, got {n!r}")
-    if n > len(blocks):
-        raise NaspruneError(
-            f"cannot remove {n} blocks: the model has {len(blocks)} residual blocks with an "
-            "identity shortcut"
-        )
-    if criterion == "output_norm":
-        scores = output_norm_scores(model, blocks, example_inputs, data, batches)
-    else:
-        scores = sensitivity_scores(model, blocks, data, bn_batches, val_size)
-    order = sorted(blocks, key=lambda b: (scores[b], blocks.index(b)))
-    removed = sorted(order[:n], key=blocks.index)
-
     pruned = copy.deepcopy(model)
     for name in removed:
-        _replace(pruned, name, nn.Identity())
+        replace_module(pruned, name, nn.Identity())
     info: dict[str, Any] = {
         "method": "remove_blocks",
         "criterion": criterion,
-        "removed": removed,
+        "removed": list(removed),
         "scores": scores,
     }
     prev = getattr(model, "nasprune_pruning", None)
     if isinstance(prev, dict):
         if prev.get("method") == "remove_blocks":  # a second round: one record of all removed
-            info["removed"] = list(prev.get("removed", [])) + removed
+            info["removed"] = list(prev.get("removed", [])) + list(removed)
             if "previous" in prev:
                 info["previous"] = prev["previous"]
         else:
             info["previous"] = prev
     pruned.nasprune_pruning = info  # type: ignore[attr-defined]
     return pruned
+
+
+# Block removal by evaluation needs metrics and training, so it moved to
+# nasprune.methods.blocks; resolved on first use so this module never imports them.
+_MOVED = {"CRITERIA", "remove_blocks", "sensitivity_scores"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        return getattr(importlib.import_module("nasprune.methods.blocks"), name)
+    raise AttributeError(f"module '{__name__}' has no attribute '{name}'")

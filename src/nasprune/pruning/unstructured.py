@@ -1,17 +1,20 @@
 """Unstructured (magnitude threshold) pruning: zero the smallest weights, keep them zero.
 
-Like ``torch.nn.utils.prune`` the model is modified in place and a report is returned: each
-pruned layer gets a ``nasprune_mask`` buffer (:mod:`nasprune.pruning.masks`), so the zeros
-survive fine-tuning (``fit`` re-applies the masks after every optimizer step) and
-``save``/``load`` keep them. Shapes do not change: the saving is in CSR storage and in the
-MACs a sparse kernel would skip, both reported next to the dense numbers.
+:func:`mask_smallest` is the primitive: like ``torch.nn.utils.prune`` it modifies the model
+in place, and each pruned layer gets a ``nasprune_mask`` buffer (:mod:`nasprune.pruning.masks`),
+so the zeros survive fine-tuning (``fit`` re-applies the masks after every optimizer step)
+and ``save``/``load`` keep them. Shapes do not change. The public ``threshold``, which adds
+sizes and MACs to a :class:`~nasprune.methods.magnitude.ThresholdReport`, measures with
+:mod:`nasprune.metrics` and so lives in :mod:`nasprune.methods.magnitude`; its old name here
+still resolves.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -38,55 +41,20 @@ class LayerSparsity:
 
 
 @dataclass
-class ThresholdReport:
-    """What :func:`threshold` did: sparsity per layer and overall, sizes and MACs.
-
-    ``threshold`` is the one global magnitude cut for ``scope="global"`` and ``None`` for
-    ``scope="layer"`` (each layer's own cut is in ``layers[name].threshold``). Sizes are in
-    MB (2**20 bytes); ``dense_macs``/``sparse_macs`` are ``None`` unless ``example_inputs``
-    were given.
-    """
+class Masked:
+    """What :func:`mask_smallest` did: the global cut (``None`` per layer) and each layer."""
 
     scope: str
     requested_sparsity: float | None
     threshold: float | None
     layers: dict[str, LayerSparsity]
-    dense_size_mb: float
-    sparse_size_mb: float
-    dense_macs: int | None = None
-    sparse_macs: int | None = None
-
-    @property
-    def weights(self) -> int:
-        return sum(s.weights for s in self.layers.values())
-
-    @property
-    def zeros(self) -> int:
-        return sum(s.zeros for s in self.layers.values())
 
     @property
     def sparsity(self) -> float:
         """Fraction of zero weights over the pruned layers."""
-        return self.zeros / self.weights if self.weights else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict (per-layer sparsity included)."""
-        out = asdict(self)
-        out["sparsity"] = self.sparsity
-        out["weights"], out["zeros"] = self.weights, self.zeros
-        for name, s in self.layers.items():
-            out["layers"][name]["sparsity"] = s.sparsity
-        return out
-
-    def __str__(self) -> str:
-        lines = [f"{'layer':<32} {'weights':>9} {'sparsity':>9}"]
-        for name, s in self.layers.items():
-            lines.append(f"{name:<32} {s.weights:>9} {s.sparsity:>9.1%}")
-        lines.append(f"{'overall':<32} {self.weights:>9} {self.sparsity:>9.1%}")
-        lines.append(f"size: {self.dense_size_mb:.3f} MB dense, {self.sparse_size_mb:.3f} MB CSR")
-        if self.dense_macs is not None:
-            lines.append(f"MACs: {self.dense_macs:,} dense, {self.sparse_macs:,} sparse")
-        return "\n".join(lines)
+        weights = sum(s.weights for s in self.layers.values())
+        zeros = sum(s.zeros for s in self.layers.values())
+        return zeros / weights if weights else 0.0
 
 
 def _check_args(sparsity: float | None, threshold: float | None, scope: str) -> None:
@@ -145,38 +113,79 @@ def _smallest_mask(magnitude: torch.Tensor, k: int) -> torch.Tensor:
     return keep.view_as(magnitude)
 
 
+
+
+def _global_masks(mags: dict[str, torch.Tensor], sparsity: float | None,
+                  threshold: float | None) -> tuple[dict[str, torch.Tensor], float]:
+    """Keep-masks from one magnitude cut over all layers, and that cut."""
+    if sparsity is None:
+        cut = float(threshold)  # type: ignore[arg-type]
+        return {n: v >= cut for n, v in mags.items()}, cut
+    flat = torch.cat([v.flatten().float().cpu() for v in mags.values()])
+    k = int(round(float(sparsity) * flat.numel()))
+    keep = _smallest_mask(flat, k)
+    cut = float(flat[~keep].max()) if k else 0.0
+    masks, start = {}, 0
+    for n, v in mags.items():
+        masks[n] = keep[start : start + v.numel()].view_as(v).to(v.device)
+        start += v.numel()
+    return masks, cut
+
+
+def _layer_masks(chosen: dict[str, nn.Module], mags: dict[str, torch.Tensor],
+                 sparsity: float | None, threshold: float | None
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """Keep-masks cut per layer (a fraction, or ``threshold · std(w)``), and each cut."""
+    masks: dict[str, torch.Tensor] = {}
+    cuts: dict[str, float] = {}
+    for n, v in mags.items():
+        if sparsity is not None:
+            k = int(round(float(sparsity) * v.numel()))
+            masks[n] = _smallest_mask(v, k)
+            cuts[n] = float(v.flatten()[~masks[n].flatten()].max()) if k else 0.0
+        else:
+            w = chosen[n].weight.detach()
+            cuts[n] = float(threshold) * float(w.float().std()) if w.numel() > 1 else 0.0
+            masks[n] = v >= cuts[n]
+    return masks, cuts
+
+
+def _record(model: nn.Module, result: Masked) -> None:
+    """Note on the model how it was pruned, for save()/load() and reports.
+
+    A repeated call replaces the record (the masks are cumulative); another method's record
+    is kept inside.
+    """
+    info: dict[str, Any] = {
+        "method": "threshold",
+        "scope": result.scope,
+        "sparsity": result.sparsity,
+        "threshold": result.threshold,
+        "layers": list(result.layers),
+    }
+    prev = getattr(model, "nasprune_pruning", None)
+    if isinstance(prev, dict):
+        if prev.get("method") != "threshold":
+            info["previous"] = prev
+        elif "previous" in prev:
+            info["previous"] = prev["previous"]
+    model.nasprune_pruning = info  # type: ignore[attr-defined]
+
+
 @torch.no_grad()
-def threshold(
+def mask_smallest(
     model: nn.Module,
     sparsity: float | None = None,
     threshold: float | None = None,
     scope: str = "global",
     layers: Iterable[str | nn.Module] | None = None,
-    *,
-    example_inputs: Any = None,
-) -> ThresholdReport:
-    """Zero the smallest-magnitude conv/linear weights of ``model`` in place, with masks.
+) -> Masked:
+    """Zero (and mask) the smallest-magnitude conv/linear weights of ``model`` in place.
 
-    Give exactly one of
-
-    * ``sparsity`` in [0, 1): the fraction of weights to zero. ``scope="global"`` ranks all
-      selected weights together (one magnitude cut, Han et al. 2015 / torch's
-      ``global_unstructured``): exactly ``round(sparsity · N)`` weights become zero.
-      ``scope="layer"`` zeroes ``round(sparsity · n_l)`` in every layer ``l``.
-    * ``threshold`` ≥ 0: zero every weight with ``|w| < threshold`` (global scope), or with
-      ``|w| < threshold · std(w_l)`` per layer (layer scope — Han et al.'s per-layer rule,
-      so one number suits layers of different scale).
-
-    ``layers`` (names or modules) restricts pruning to a subset; by default every conv and
-    linear layer is pruned, the classifier included, as in Han et al. — pass ``layers`` to
-    keep it dense. Pruning only ever adds zeros: a weight already masked stays masked, so
-    calling this with a rising sparsity (gradual pruning) is exact.
-
-    Returns a :class:`ThresholdReport`; with ``example_inputs`` it also has dense and sparse
-    MACs (:func:`nasprune.metrics.sparse_macs`).
+    The arguments are :func:`nasprune.pruning.threshold`'s (see there); this is its
+    measuring-free core, returning per-layer counts instead of a report with sizes and MACs.
+    Pruning only ever adds zeros: a weight already masked stays masked.
     """
-    from nasprune.metrics import count_macs, model_size_mb, sparse_macs, sparse_size_mb
-
     _check_args(sparsity, threshold, scope)
     chosen = prunable_layers(model, layers)
     mags = {n: m.weight.detach().abs() for n, m in chosen.items()}
@@ -185,33 +194,12 @@ def threshold(
         if old is not None:  # masked weights count as zeros even if an optimizer moved them
             mags[n] = mags[n] * old.to(mags[n].dtype)
 
-    cuts: dict[str, float] = {}
-    masks: dict[str, torch.Tensor] = {}
     global_cut: float | None = None
     if scope == "global":
-        flat = torch.cat([v.flatten().float().cpu() for v in mags.values()])
-        if sparsity is not None:
-            k = int(round(float(sparsity) * flat.numel()))
-            keep = _smallest_mask(flat, k)
-            global_cut = float(flat[~keep].max()) if k else 0.0
-            start = 0
-            for n, v in mags.items():
-                masks[n] = keep[start : start + v.numel()].view_as(v).to(v.device)
-                start += v.numel()
-        else:
-            global_cut = float(threshold)  # type: ignore[arg-type]
-            masks = {n: v >= global_cut for n, v in mags.items()}
+        masks, global_cut = _global_masks(mags, sparsity, threshold)
         cuts = dict.fromkeys(mags, global_cut)
     else:
-        for n, v in mags.items():
-            if sparsity is not None:
-                k = int(round(float(sparsity) * v.numel()))
-                masks[n] = _smallest_mask(v, k)
-                cuts[n] = float(v.flatten()[~masks[n].flatten()].max()) if k else 0.0
-            else:
-                w = chosen[n].weight.detach()
-                cuts[n] = float(threshold) * float(w.float().std()) if w.numel() > 1 else 0.0
-                masks[n] = v >= cuts[n]
+        masks, cuts = _layer_masks(chosen, mags, sparsity, threshold)
 
     stats: dict[str, LayerSparsity] = {}
     for n, m in chosen.items():
@@ -225,32 +213,18 @@ def threshold(
             zeros=int(m.weight.numel() - torch.count_nonzero(m.weight).item()),
             threshold=cuts[n],
         )
+    result = Masked(scope=scope, requested_sparsity=None if sparsity is None else float(sparsity),
+                    threshold=global_cut, layers=stats)
+    _record(model, result)
+    return result
 
-    report = ThresholdReport(
-        scope=scope,
-        requested_sparsity=None if sparsity is None else float(sparsity),
-        threshold=global_cut,
-        layers=stats,
-        dense_size_mb=model_size_mb(model),
-        sparse_size_mb=sparse_size_mb(model),
-    )
-    if example_inputs is not None:
-        report.dense_macs = count_macs(model, example_inputs)
-        report.sparse_macs = sparse_macs(model, example_inputs)
-    # Recorded so save()/load() and reports know how the model was pruned. A repeated call
-    # replaces the record (the masks are cumulative); another method's record is kept inside.
-    info: dict[str, Any] = {
-        "method": "threshold",
-        "scope": scope,
-        "sparsity": report.sparsity,
-        "threshold": global_cut,
-        "layers": list(stats),
-    }
-    prev = getattr(model, "nasprune_pruning", None)
-    if isinstance(prev, dict):
-        if prev.get("method") != "threshold":
-            info["previous"] = prev
-        elif "previous" in prev:
-            info["previous"] = prev["previous"]
-    model.nasprune_pruning = info  # type: ignore[attr-defined]
-    return report
+
+# ``threshold`` and ``ThresholdReport`` measure sizes and MACs, so they moved to
+# nasprune.methods.magnitude; resolved on first use so this module never imports metrics.
+_MOVED = {"ThresholdReport", "threshold"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        return getattr(importlib.import_module("nasprune.methods.magnitude"), name)
+    raise AttributeError(f"module '{__name__}' has no attribute '{name}'")
