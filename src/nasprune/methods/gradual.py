@@ -11,7 +11,8 @@ re-distribute the work after each cut. Two procedures:
   accuracy fell by more than a tolerance after the last increase.
 
 Masks hold throughout: threshold-pruned weights stay zero (``fit`` re-applies the masks after
-every optimizer step) and structurally pruned layers keep their widths.
+every optimizer step) and structurally pruned layers keep their widths. The sparsity
+schedules are :mod:`nasprune.methods.schedules` (re-exported here).
 """
 
 from __future__ import annotations
@@ -25,35 +26,10 @@ from typing import Any
 from torch import nn
 
 from nasprune.errors import NaspruneError
+from nasprune.methods.schedules import SPARSITY_SCHEDULES, cubic_schedule, linear_schedule
 from nasprune.pruning.unstructured import mask_smallest
-from nasprune.registry import Registry
 
-SPARSITY_SCHEDULES: Registry[Callable[[int, int, float, float], float]] = Registry(
-    "sparsity schedule"
-)
 KINDS = ("structured", "unstructured")
-
-
-def _progress(step: int, total: int) -> float:
-    if isinstance(total, bool) or not isinstance(total, int) or total < 1:
-        raise NaspruneError(f"total steps must be a positive integer, got {total!r}")
-    return min(max(step / total, 0.0), 1.0)
-
-
-@SPARSITY_SCHEDULES.register("cubic")
-def cubic_schedule(step: int, total: int, initial: float, final: float) -> float:
-    """Zhu & Gupta's ``s_t = s_f + (s_i − s_f)(1 − t/n)³``: fast early, gentle near the end.
-
-    ``step`` is clamped to ``[0, total]``, so the value is ``initial`` at 0 and ``final`` from
-    ``total`` on.
-    """
-    return final + (initial - final) * (1.0 - _progress(step, total)) ** 3
-
-
-@SPARSITY_SCHEDULES.register("linear")
-def linear_schedule(step: int, total: int, initial: float, final: float) -> float:
-    """Equal increments from ``initial`` (step 0) to ``final`` (step ``total``)."""
-    return initial + (final - initial) * _progress(step, total)
 
 
 @dataclass
@@ -146,6 +122,17 @@ def _iterative_record(prev: Any, target: float, steps: int, schedule: str, crite
     }
 
 
+def _finetune_step(model: nn.Module, data: Any, epochs: int, seed: int,
+                   fit_kwargs: dict[str, Any], result: GradualResult,
+                   record: dict[str, Any]) -> None:
+    """Fine-tune after a pruning step; the fit and its final val accuracy are recorded."""
+    from nasprune.train import finetune
+
+    fit = finetune(model, data, epochs=epochs, seed=seed, **fit_kwargs)
+    result.fits.append(fit)
+    record["val_acc"] = fit.final_val_acc
+
+
 def iterative_prune(
     model: nn.Module,
     data,
@@ -173,7 +160,6 @@ def iterative_prune(
     step). The input model is untouched; ``result.model`` is the pruned one.
     """
     from nasprune.metrics import count_macs
-    from nasprune.train import finetune
 
     target = _check_kind_target(kind, target)
     steps = _check_count("steps", steps)
@@ -197,9 +183,7 @@ def iterative_prune(
             record["target_sparsity"] = goal
             record["sparsity"] = done.sparsity
         if epochs_per_step:
-            fit = finetune(current, data, epochs=epochs_per_step, seed=seed + i, **fit_kwargs)
-            result.fits.append(fit)
-            record["val_acc"] = fit.final_val_acc
+            _finetune_step(current, data, epochs_per_step, seed + i, fit_kwargs, result, record)
         record["macs"] = count_macs(current, example_inputs) / base_macs
         result.history.append(record)
     if kind == "structured":
@@ -312,3 +296,7 @@ def prune_while_training(
     result.fits.append(fit(model, data, epochs=epochs, callbacks=callbacks, **fit_kwargs))
     result.seconds = time.perf_counter() - start
     return result
+
+
+__all__ = ["KINDS", "SPARSITY_SCHEDULES", "GradualResult", "cubic_schedule", "iterative_prune",
+           "linear_schedule", "prune_to_macs", "prune_while_training"]

@@ -4,6 +4,8 @@ Wraps Torch-Pruning's DepGraph (CVPR 2023) so no other module imports it. A grou
 rooted at a conv or linear layer; it holds every layer whose output channels (``out_layers``)
 or input channels (``in_layers``) are tied to the root's output channels — its BatchNorm,
 the next layers' inputs, every layer joined by a residual add, slices of a concat.
+Each layer's share of a group, and when a group can be pruned exactly, are in
+:mod:`nasprune.pruning.members` (``Member``, ``members``, ``constraints`` re-exported here).
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ import torch_pruning as tp
 from torch import nn
 
 from nasprune.errors import NaspruneError
+from nasprune.pruning.members import CONV_TYPES, Member, constraints, members
 
 PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 @dataclass
@@ -197,79 +199,6 @@ def resolve_ignored(model: nn.Module, ignored: Iterable[str | nn.Module] | None)
     return out
 
 
-@dataclass
-class Member:
-    """One layer's share of a group: which of its channels belong to which group channel.
-
-    ``role`` is "out" when the layer's output channels are removed (conv/linear rows,
-    BatchNorm/LayerNorm features, attention embedding dims, depthwise convs) and "in" when
-    its input channels are (the next conv/linear). ``idx[k]`` is a channel of the layer and
-    ``root[k]`` the group channel it belongs to (several for a flatten, offsets for a concat).
-    """
-
-    name: str
-    module: nn.Module
-    role: str
-    idx: torch.Tensor
-    root: torch.Tensor
-
-
-def members(model: nn.Module, graph: tp.DependencyGraph, tp_group) -> list[Member]:
-    """The layers of a Torch-Pruning group with their channel → group-channel maps."""
-    names = {m: n for n, m in model.named_modules()}
-    found: list[Member] = []
-    for item in tp_group.items:
-        mod = item.dep.target.module
-        root = item.root_idxs
-        if not isinstance(mod, nn.Module) or mod not in names or root is None:
-            continue
-        if any(r is None for r in root):
-            continue
-        role = "out" if graph.is_out_channel_pruning_fn(item.dep.handler) else "in"
-        found.append(Member(names[mod], mod, role, torch.as_tensor(list(item.idxs)),
-                            torch.as_tensor(list(root))))
-    return found
-
-
-def _grouped(conv: nn.Module) -> bool:
-    """A conv with groups > 1 that Torch-Pruning does not treat as depthwise."""
-    return isinstance(conv, CONV_TYPES) and conv.groups > 1 and not (
-        conv.groups == conv.out_channels and conv.in_channels == conv.out_channels
-    )
-
-
-def constraints(group_members: list[Member], channels: int) -> tuple[int, bool] | None:
-    """``(divisor, aligned)`` for a group, or None when it cannot be pruned exactly.
-
-    Grouped convs keep their conv groups equally wide (divisor = groups); when the group
-    feeds a grouped conv's *input*, the same offsets must go from every conv group (Torch-
-    Pruning slices its weight that way: ``aligned``). Attention keeps heads equally wide.
-    Both need the layer's channels to be the group's channels one to one.
-    """
-    divisor, aligned = 1, False
-    for m in group_members:
-        mod, split = m.module, 1
-        if isinstance(mod, CONV_TYPES) and mod.groups > 1:
-            if not _grouped(mod):
-                continue  # depthwise: in and out channels go together, no constraint
-            if mod.groups == mod.out_channels or getattr(mod, "transposed", False):
-                return None  # channel multipliers / grouped transposed convs: unsupported
-            split, aligned = mod.groups, aligned or m.role == "in"
-        elif isinstance(mod, nn.MultiheadAttention):
-            if not mod._qkv_same_embed_dim or mod.in_proj_weight is None:
-                return None
-            split = mod.num_heads
-        elif isinstance(mod, nn.GroupNorm):
-            split = mod.num_groups
-        if split > 1:
-            if not torch.equal(m.idx, m.root):
-                return None  # a concat/flatten between would scramble the blocks
-            divisor = math.lcm(divisor, split)
-    if divisor >= channels or channels % divisor:
-        return None
-    return divisor, aligned
-
-
 def iter_tp_groups(
     model: nn.Module,
     graph: tp.DependencyGraph,
@@ -324,3 +253,8 @@ def groups(
     found = [info for info, _ in iter_tp_groups(model, graph, example_inputs, ignored)]
     order = {n: i for i, (n, _) in enumerate(model.named_modules())}
     return sorted(found, key=lambda g: order.get(g.name, len(order)))
+
+
+__all__ = ["CONV_TYPES", "PRUNABLE_TYPES", "ChannelGroup", "Member", "build_graph",
+           "constraints", "groups", "iter_tp_groups", "kept_channels", "last_layers",
+           "members", "output_shapes", "resolve_ignored"]

@@ -20,6 +20,7 @@ import math
 import numbers
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -241,6 +242,24 @@ def prune(
                          ignored, data, global_target, seed)
     # Surgery replaces parameters with new ones (requires_grad=True): remember frozen ones.
     frozen = {n for n, p in pruned.named_parameters() if not p.requires_grad}
+    _cut(pruned, graph, plans)
+    if criterion == "taylor":
+        pruned.zero_grad(set_to_none=True)
+    for n, p in pruned.named_parameters():
+        if n in frozen:
+            p.requires_grad_(False)
+    _verify(pruned, example_inputs, graph.nasprune_output_shapes)
+    record = _record(plans, criterion, round_to, min_channels)
+    if isinstance(ratios, str):
+        record["global_target"] = float(global_target)  # type: ignore[arg-type]
+    if getattr(model, "nasprune_pruning", None):
+        record["previous"] = model.nasprune_pruning
+    pruned.nasprune_pruning = record
+    return pruned
+
+
+def _cut(pruned: nn.Module, graph, plans: list) -> None:
+    """Remove each plan's channels from ``pruned`` (in place) through its Torch-Pruning group."""
     for p, tp_group in plans:
         if not p.removed:
             continue
@@ -254,13 +273,12 @@ def prune(
                 f"pass one of its layers in ignored= to leave it alone"
             ) from exc
         _rescale_attention(attn)
-    if criterion == "taylor":
-        pruned.zero_grad(set_to_none=True)
-    for n, p in pruned.named_parameters():
-        if n in frozen:
-            p.requires_grad_(False)
-    _verify(pruned, example_inputs, graph.nasprune_output_shapes)
-    record = {
+
+
+def _record(plans: list, criterion: str, round_to: int | None,
+            min_channels: int) -> dict[str, Any]:
+    """The ``nasprune_pruning`` record of a structured prune (ratios and widths per group)."""
+    return {
         "method": "structured",
         "criterion": criterion,
         "ratios": {p.group.name: p.ratio for p, _ in plans},
@@ -268,12 +286,6 @@ def prune(
         "min_channels": min_channels,
         "channels": {p.group.name: [p.group.channels, p.keep] for p, _ in plans},
     }
-    if isinstance(ratios, str):
-        record["global_target"] = float(global_target)  # type: ignore[arg-type]
-    if getattr(model, "nasprune_pruning", None):
-        record["previous"] = model.nasprune_pruning
-    pruned.nasprune_pruning = record
-    return pruned
 
 
 def _verify(pruned: nn.Module, example_inputs, expected: list[tuple[int, ...]]) -> None:
