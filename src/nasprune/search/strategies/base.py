@@ -63,7 +63,7 @@ class Strategy:
 class ProcedureStrategy(Strategy):
     """A strategy that computes each trial's keep vector itself (see the module docstring).
 
-    ``procedure(space, evaluator, budget, model, data, seed, **options) -> keep vector``.
+    ``procedure(space, proxy, budget, model, data, seed, **options) -> keep vector``.
     """
 
     single_process: ClassVar[bool] = True
