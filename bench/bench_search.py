@@ -65,9 +65,9 @@ def part_strategies(args) -> dict:
     model, data, test_acc = baseline_digits()
     x = data.example_input(1)
     space = SearchSpace(model, x)
-    from nasprune.search import Evaluator
+    from nasprune.search import Proxy
 
-    full = Evaluator(model, data, bn_batches=args.bn_batches, val_size=10_000, device="cpu")
+    full = Proxy(model, data, bn_batches=args.bn_batches, val_size=10_000, device="cpu")
     unpruned = full.accuracy(model)
     names = strategy_names() if args.strategies == "all" else args.strategies.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -75,7 +75,7 @@ def part_strategies(args) -> dict:
     for name in names:
         bests, lasts, secs = [], [], []
         for seed in seeds:
-            ev = Evaluator(model, data, bn_batches=args.bn_batches, val_size=10_000,
+            ev = Proxy(model, data, bn_batches=args.bn_batches, val_size=10_000,
                            device="cpu", seed=0)  # same proxy for every strategy and seed
             t0 = time.perf_counter()
             r = search(model, x, data, strategy=name, target=Budget(macs=args.budget),
@@ -194,7 +194,7 @@ def part_latency(args) -> dict:
 def part_cifar(args) -> dict:
     from nasprune.checkpoint import load, read_spec
     from nasprune.data import load_dataset
-    from nasprune.search import Evaluator, check_proxy
+    from nasprune.search import Proxy, check_proxy
     from nasprune.search.proxy import spearman
 
     meta = read_spec(args.checkpoint).get("meta") or {}
@@ -202,7 +202,7 @@ def part_cifar(args) -> dict:
     model = load(args.checkpoint).eval()
     x = torch.randn(1, 3, 32, 32)
     space = SearchSpace(model, x)
-    ev = Evaluator(model, data, bn_batches=20, val_size=1000, batch_size=64, device="cpu")
+    ev = Proxy(model, data, bn_batches=20, val_size=1000, batch_size=64, device="cpu")
     unpruned = ev.accuracy(model)
     rng = np.random.default_rng(0)
     cands, secs = [], []

@@ -499,7 +499,7 @@ def cpu_latency(s: Settings, rows: list[dict[str, Any]], exp_dir: Path,
 def proxy_scores(s: Settings, checkpoint: Path, rows: list[dict[str, Any]]) -> None:
     """Each method's pruned network scored by the searches' own proxy, before fine-tuning.
 
-    The proxy is the one every ``nas:`` strategy maximised (``nasprune.search.Evaluator``:
+    The proxy is the one every ``nas:`` strategy maximised (``nasprune.search.Proxy``:
     BN statistics re-estimated on ``bn_batches`` training batches, then top-1 on
     ``val_size`` validation images, same seed). It tells whether a search beat the
     hand-set ratios on its own objective, separately from what fine-tuning did later.
@@ -508,7 +508,7 @@ def proxy_scores(s: Settings, checkpoint: Path, rows: list[dict[str, Any]]) -> N
     """
     from nasprune.checkpoint import load
     from nasprune.data import load_dataset
-    from nasprune.search import Evaluator, SearchSpace
+    from nasprune.search import Proxy, SearchSpace
     from nasprune.train.device import resolve_device
 
     cfg = experiment_config(s, checkpoint)
@@ -517,7 +517,7 @@ def proxy_scores(s: Settings, checkpoint: Path, rows: list[dict[str, Any]]) -> N
     model = load(s.out_dir / "experiment" / "baseline" / "model").to(device).eval()
     x = data.example_input(1).to(device)
     space = SearchSpace(model, x)  # the nas methods' space: its min_channels, same rounding
-    ev = Evaluator(model, data, bn_batches=s.bn_batches, val_size=s.val_size, device=device,
+    ev = Proxy(model, data, bn_batches=s.bn_batches, val_size=s.val_size, device=device,
                    example_inputs=x, criterion="l1", round_to=None,
                    min_channels=space.min_channels, seed=s.seed)
     for row in rows:

@@ -35,7 +35,7 @@ from nasprune.data import load_dataset
 from nasprune.errors import NaspruneError
 from nasprune.experiment.methods import smallest_cut
 from nasprune.metrics import count_macs
-from nasprune.search import Evaluator
+from nasprune.search import Proxy
 
 
 def ours_at(model: nn.Module, x: torch.Tensor, budget: float, how: str) -> nn.Module:
@@ -91,7 +91,7 @@ def main() -> None:
     model = load(args.checkpoint).eval()
     x = data.example_input(1)
     base = count_macs(model, x)
-    ev = Evaluator(model, data, bn_batches=args.bn_batches, val_size=args.val_size,
+    ev = Proxy(model, data, bn_batches=args.bn_batches, val_size=args.val_size,
                    device="cpu", example_inputs=x, seed=seed)
     makers: dict[str, Callable[[float], nn.Module]] = {
         "nasprune uniform": lambda b: ours_at(model, x, b, "uniform"),

@@ -35,13 +35,13 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     import nasprune
-    from nasprune.search import Budget, Evaluator, search
+    from nasprune.search import Budget, Proxy, search
     from nasprune.search.study import open_storage
 
     model = nasprune.load(args.checkpoint).eval()
     data = nasprune.load_dataset("digits")
 
-    class SlowEvaluator(Evaluator):
+    class SlowEvaluator(Proxy):
         def score(self, prune_ratios):
             value = super().score(prune_ratios)
             time.sleep(args.sleep)

@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 import nasprune
 from nasprune.cli import main
 from nasprune.errors import NaspruneError
-from nasprune.search import Evaluator
+from nasprune.search import Proxy
 from nasprune.search.study import open_storage, quiet_optuna
 
 TRIALS = 8
@@ -132,7 +132,7 @@ def test_sigkill_mid_trial_loses_nothing_and_resume_retries(checkpoint, digits, 
     assert doc["ratios"] == best.user_attrs["prune_ratios"]
     # the re-run trial scored what any evaluation of those ratios scores
     model = nasprune.load(checkpoint).eval()
-    evaluator = Evaluator(model, digits, bn_batches=2, val_size=128, finetune_steps=60,
+    evaluator = Proxy(model, digits, bn_batches=2, val_size=128, finetune_steps=60,
                           device="cpu", seed=0)
     assert retries[0].value == evaluator.score(retries[0].user_attrs["prune_ratios"])
 

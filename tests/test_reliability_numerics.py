@@ -18,7 +18,7 @@ import torch
 import nasprune
 from nasprune.errors import NaspruneError
 from nasprune.experiment import METHODS, Pruned, register_method
-from nasprune.search import Budget, Evaluator
+from nasprune.search import Budget, Proxy
 from nasprune.search import search as run_search
 
 X = torch.zeros(1, 1, 8, 8)
@@ -61,7 +61,7 @@ def test_exploding_learning_rate_is_caught(cnn, digits):
         nasprune.fit(cnn, digits, epochs=3, lr=1e30, progress=False, device="cpu")
 
 
-class _NaNForSomeCandidates(Evaluator):
+class _NaNForSomeCandidates(Proxy):
     """Scores NaN for every candidate whose first group keeps more than half its channels."""
 
     def score(self, prune_ratios):
@@ -87,7 +87,7 @@ def test_nan_score_fails_only_that_trial(cnn, digits):
 
 
 def test_search_gives_up_after_consecutive_failures(cnn, digits):
-    class AlwaysNaN(Evaluator):
+    class AlwaysNaN(Proxy):
         def score(self, prune_ratios):
             return float("nan")
 

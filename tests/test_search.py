@@ -1,4 +1,4 @@
-"""Evaluator (adaptive-BN proxy on validation data) and search(): studies, failures, resume."""
+"""Proxy (adaptive-BN proxy on validation data) and search(): studies, failures, resume."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 import nasprune
 from nasprune.errors import NaspruneError
 from nasprune.metrics import count_macs, count_params
-from nasprune.search import Budget, Evaluator, SearchSpace, check_proxy, search, spearman
+from nasprune.search import Budget, Proxy, SearchSpace, check_proxy, search, spearman
 
 FAST = {"bn_batches": 3, "val_size": 200, "progress": False}
 
@@ -56,7 +56,7 @@ class _NoTest:
 # --- evaluator -------------------------------------------------------------------------
 def test_evaluator_scores_on_validation_only_and_is_deterministic(trained, digits,
                                                                   space) -> None:
-    ev = Evaluator(trained, _NoTest(digits), bn_batches=3, val_size=200, device="cpu")
+    ev = Proxy(trained, _NoTest(digits), bn_batches=3, val_size=200, device="cpu")
     assert ev.val_count == 200
     ratios = space.prune_ratios(space.project(np.full(space.dim, 0.7), Budget(macs=0.5)))
     s1, s2 = ev.score(ratios), ev.score(ratios)
@@ -72,15 +72,15 @@ def test_evaluator_scores_on_validation_only_and_is_deterministic(trained, digit
 
 def test_adaptive_bn_beats_stale_statistics(trained, digits, space) -> None:
     ratios = space.prune_ratios(space.project(np.full(space.dim, 0.5), Budget(macs=0.3)))
-    with_bn = Evaluator(trained, digits, bn_batches=5, val_size=269, device="cpu")
-    without = Evaluator(trained, digits, bn_batches=0, val_size=269, device="cpu")
+    with_bn = Proxy(trained, digits, bn_batches=5, val_size=269, device="cpu")
+    without = Proxy(trained, digits, bn_batches=0, val_size=269, device="cpu")
     assert with_bn.score(ratios) > without.score(ratios)
 
 
 def test_finetune_steps_change_the_score(trained, digits, space) -> None:
     ratios = space.prune_ratios(space.project(np.full(space.dim, 0.5), Budget(macs=0.25)))
-    base = Evaluator(trained, digits, bn_batches=3, val_size=200, device="cpu")
-    tuned = Evaluator(trained, digits, bn_batches=3, val_size=200, device="cpu",
+    base = Proxy(trained, digits, bn_batches=3, val_size=200, device="cpu")
+    tuned = Proxy(trained, digits, bn_batches=3, val_size=200, device="cpu",
                       finetune_steps=10)
     assert tuned.score(ratios) >= base.score(ratios) - 0.02
     assert tuned.score(ratios) == tuned.score(ratios)  # seeded: repeatable
@@ -90,11 +90,11 @@ def test_finetune_steps_change_the_score(trained, digits, space) -> None:
                                 {"finetune_lr": float("nan")}])
 def test_evaluator_rejects_bad_options(trained, digits, kw) -> None:
     with pytest.raises(NaspruneError):
-        Evaluator(trained, digits, device="cpu", **kw)
+        Proxy(trained, digits, device="cpu", **kw)
 
 
 def test_check_proxy_reports_rank_correlation(trained, digits, space) -> None:
-    ev = Evaluator(trained, digits, bn_batches=3, val_size=200, device="cpu")
+    ev = Proxy(trained, digits, bn_batches=3, val_size=200, device="cpu")
     rng = np.random.default_rng(0)
     cands = [space.prune_ratios(space.project(rng.uniform(0.1, 1, space.dim), Budget(macs=m)))
              for m in (0.15, 0.3, 0.5, 0.8)]
@@ -154,7 +154,7 @@ def test_multi_objective_returns_a_pareto_front(trained, digits) -> None:
                        for b in result.trials)
 
 
-class _Flaky(Evaluator):
+class _Flaky(Proxy):
     """Raises on chosen calls: the search must record the failure and go on."""
 
     fail_on: set[int] = set()

@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 import nasprune
 from nasprune.errors import NaspruneError
 from nasprune.search import STRATEGIES, Budget, search, strategy_names
-from nasprune.search.strategies import DIFFERENTIABLE_PROCEDURES, make_sampler
+from nasprune.search.strategies import make_sampler, single_process
 from nasprune.search.strategies.evolution import crowding, pareto_ranks
 
 # Short warm-ups so a handful of trials already exercises every strategy's learning step.
@@ -45,14 +45,15 @@ def trained(digits):
 def test_the_seven_strategies_of_the_design_are_known() -> None:
     names = set(strategy_names())
     assert {"random", "evolution", "bayes", "tpe", "rl"} <= names
-    assert set(STRATEGIES.names()) | set(DIFFERENTIABLE_PROCEDURES.names()) == names
+    assert set(STRATEGIES.names()) == names
+    assert [n for n in names if single_process(n)] == ["differentiable"]
 
 
 @pytest.mark.parametrize("name", strategy_names())
 def test_strategy_searches_within_budget_persists_and_resumes(name, trained, digits,
                                                               tmp_path) -> None:
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    first_n, total = (2, 3) if name in DIFFERENTIABLE_PROCEDURES else (6, 8)
+    first_n, total = (2, 3) if single_process(name) else (6, 8)
     opts = FAST_OPTIONS.get(name, {})
     x = digits.example_input()
     first = search(trained, x, digits, strategy=name, target=Budget(macs=0.5), trials=first_n,

@@ -21,7 +21,7 @@ import nasprune
 from nasprune.errors import NaspruneError
 from nasprune.search import Budget
 from nasprune.search.space import SearchSpace
-from nasprune.search.strategies import DIFFERENTIABLE_PROCEDURES, STRATEGIES
+from nasprune.search.strategies import STRATEGIES
 from nasprune.search.strategies.differentiable import RelaxedCost, read_keep
 from nasprune.search.strategies.differentiable import run as run_gates
 from nasprune.search.strategies.learned import completed_history
@@ -87,7 +87,7 @@ def stored_trial(space: SearchSpace, keep: np.ndarray, value: float):
 
 def test_registered_with_clear_option_errors(space):
     assert set(LEARNED) <= set(STRATEGIES.names())
-    assert "differentiable" in DIFFERENTIABLE_PROCEDURES
+    assert STRATEGIES.get("differentiable").single_process
     with pytest.raises(NaspruneError, match="unknown option 'sigmaa'.*sigma"):
         STRATEGIES.get("rl")(space, 0, sigmaa=0.3)
     with pytest.raises(NaspruneError, match="top"):

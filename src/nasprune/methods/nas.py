@@ -26,15 +26,15 @@ def _search(ctx: Context, s: Any, evaluator: Any, space: Any) -> Any:
 @register_method("nas")
 def nas(ctx: Context) -> Pruned:
     """``nas:<strategy>``: the strategy's name is ``ctx.spec.strategy``."""
-    from nasprune.search import Evaluator, SearchSpace
+    from nasprune.search import Proxy, SearchSpace
 
     s = ctx.settings
     start = time.perf_counter()
     space = SearchSpace(ctx.model, ctx.example, min_keep=s.min_keep, round_to=ctx.cfg.round_to)
-    evaluator = Evaluator(ctx.model, ctx.data, bn_batches=s.bn_batches, val_size=s.val_size,
-                          device=ctx.device, example_inputs=ctx.example,
-                          criterion=ctx.cfg.criterion, round_to=ctx.cfg.round_to,
-                          min_channels=space.min_channels, seed=ctx.seed)
+    evaluator = Proxy(ctx.model, ctx.data, bn_batches=s.bn_batches, val_size=s.val_size,
+                      device=ctx.device, example_inputs=ctx.example,
+                      criterion=ctx.cfg.criterion, round_to=ctx.cfg.round_to,
+                      min_channels=space.min_channels, seed=ctx.seed)
     ctx.work.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         # Optuna's notices about its own deprecated/experimental heartbeat classes are not

@@ -31,10 +31,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from nasprune.metrics.counted import CONV_T, MHA, counted_modules, first_sample, forward, mha_rows
 from nasprune.metrics.mode import eval_mode
-
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
 @dataclass
@@ -68,29 +66,9 @@ def _density(w: torch.Tensor) -> float:
     return float(torch.count_nonzero(w.detach()).item()) / n if n else 0.0
 
 
-def first_sample(x: Any) -> Any:
-    """Cut every tensor in ``x`` (tensor, tuple/list, dict) down to its first batch entry."""
-    if isinstance(x, torch.Tensor):
-        return x[:1] if x.dim() > 0 else x
-    if isinstance(x, (list, tuple)):
-        return type(x)(first_sample(v) for v in x)
-    if isinstance(x, dict):
-        return {k: first_sample(v) for k, v in x.items()}
-    return x
-
-
-def _run(model: nn.Module, example_inputs: Any, slice_batch: bool) -> Any:
-    x = first_sample(example_inputs) if slice_batch else example_inputs
-    if isinstance(x, dict):
-        return model(**x)
-    if isinstance(x, (list, tuple)):
-        return model(*x)
-    return model(x)
-
-
 def _conv_cost(name: str, m: nn.Module, inputs: tuple, output: torch.Tensor) -> LayerCost:
     k = math.prod(m.kernel_size)
-    if isinstance(m, _CONV_T):
+    if isinstance(m, CONV_T):
         # Every input element is scattered through (out / groups) · k weights.
         macs = inputs[0].numel() * (m.out_channels // m.groups) * k
     else:
@@ -103,24 +81,12 @@ def _linear_cost(name: str, m: nn.Linear, output: torch.Tensor) -> LayerCost:
     return LayerCost(name, "Linear", [(m.weight, positions * m.in_features * m.out_features)])
 
 
-def _mha_arg(args: tuple, kwargs: dict, i: int, key: str) -> torch.Tensor:
-    return args[i] if len(args) > i else kwargs[key]
-
-
 def _mha_cost(
     name: str, m: nn.MultiheadAttention, args: tuple, kwargs: dict
 ) -> LayerCost:
     """Projections + ``Q·Kᵀ`` + ``attention·V``; batch and lengths read from the inputs."""
-    q = _mha_arg(args, kwargs, 0, "query")
-    k = _mha_arg(args, kwargs, 1, "key")
-    v = _mha_arg(args, kwargs, 2, "value")
     e = m.embed_dim
-
-    def rows(t: torch.Tensor) -> int:  # batch · sequence length, whatever the layout
-        return t.numel() // t.shape[-1]
-
-    nq, nk, nv = rows(q), rows(k), rows(v)
-    batch = 1 if q.dim() == 2 else q.shape[0 if m.batch_first else 1]
+    nq, nk, nv, batch = mha_rows(m, args, kwargs)
     lq, lk = nq // batch, nk // batch
     if m._qkv_same_embed_dim:
         w = m.in_proj_weight
@@ -149,29 +115,21 @@ def layer_costs(
     """
     costs: list[LayerCost] = []
     handles = []
-    inside_mha: set[int] = set()
-    for mha in model.modules():
-        if isinstance(mha, nn.MultiheadAttention):
-            # Its out_proj is used through F.multi_head_attention_forward; never count twice.
-            inside_mha.update(id(s) for s in mha.modules() if s is not mha)
-
-    for name, m in model.named_modules():
-        if id(m) in inside_mha:
-            continue
-        if isinstance(m, _CONV + _CONV_T):
-            handles.append(m.register_forward_hook(
-                lambda mod, inp, out, n=name: costs.append(_conv_cost(n, mod, inp, out))))
-        elif isinstance(m, nn.Linear):
-            handles.append(m.register_forward_hook(
-                lambda mod, inp, out, n=name: costs.append(_linear_cost(n, mod, out))))
-        elif isinstance(m, nn.MultiheadAttention):
+    for name, m in counted_modules(model):
+        if isinstance(m, MHA):
             handles.append(m.register_forward_hook(
                 lambda mod, args, kwargs, out, n=name: costs.append(
                     _mha_cost(n, mod, args, kwargs)),
                 with_kwargs=True))
+        elif isinstance(m, nn.Linear):
+            handles.append(m.register_forward_hook(
+                lambda mod, inp, out, n=name: costs.append(_linear_cost(n, mod, out))))
+        else:
+            handles.append(m.register_forward_hook(
+                lambda mod, inp, out, n=name: costs.append(_conv_cost(n, mod, inp, out))))
     try:
         with eval_mode(model), torch.enable_grad():
-            _run(model, example_inputs, slice_batch)
+            forward(model, example_inputs, slice_batch)
     finally:
         for h in handles:
             h.remove()
@@ -211,3 +169,8 @@ def sparse_macs(model: nn.Module, example_inputs: Any, slice_batch: bool = True)
 def count_params(model: nn.Module) -> int:
     """Number of elements of all parameters (a shared parameter counts once)."""
     return sum(p.numel() for p in model.parameters())
+
+
+# first_sample: re-exported, it was defined here before metrics/counted.py.
+__all__ = ["LayerCost", "count_flops", "count_macs", "count_params", "first_sample",
+           "layer_costs", "layer_macs", "sparse_macs"]

@@ -15,19 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from nasprune.device import resolve_device  # re-exported by nasprune.metrics
 from nasprune.errors import NaspruneError
 from nasprune.metrics.mode import eval_mode
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``device`` as a torch.device; asking for CUDA without a GPU is a user error."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise NaspruneError(f"unknown device {device!r}") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise NaspruneError("device 'cuda' requested but no CUDA GPU is available")
-    return dev
 
 
 def _model_on(model: nn.Module, dev: torch.device) -> nn.Module:
@@ -68,7 +58,7 @@ def measure_latency(
     model: nn.Module,
     input_shape: Sequence[int],
     batch_sizes: Sequence[int] = (1, 64),
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = "cpu",
     warmup: int = 5,
     repeats: int = 20,
     num_threads: int | None = None,
@@ -79,6 +69,7 @@ def measure_latency(
     "p90_ms", "mean_ms", "min_ms", "std_ms", "images_per_s", "repeats"}}`` where
     ``images_per_s`` is ``batch / median``. On CUDA each run is timed with CUDA events and the
     device is synchronised after warm-up and after timing, so queued kernels are not missed.
+    ``device`` None means CUDA when available, else CPU (:func:`nasprune.device.resolve_device`).
     A model on another device is copied there; the caller's model and its train/eval flags
     are left as they were. ``num_threads`` pins torch's CPU intra-op threads for the
     measurement (restored afterwards): 1 gives stable numbers on a shared machine and is what

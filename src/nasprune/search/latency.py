@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nasprune.device import resolve_device
 from nasprune.errors import NaspruneError
 
 GRID = tuple(round(0.1 * i, 1) for i in range(1, 11))
@@ -115,10 +116,7 @@ class LatencyModel:
                   num_threads: int | None = None, warmup: int = 3, repeats: int = 15,
                   refresh: bool = False) -> LatencyModel:
         """Load the cached table for this model/device, or measure and cache it."""
-        dev = torch.device(device) if device is not None else torch.device(
-            "cuda" if torch.cuda.is_available() else "cpu")
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise NaspruneError("latency on 'cuda' requested but no CUDA GPU is available")
+        dev = resolve_device(device)  # None: CUDA when available, else CPU
         cm = space.cost_model
         unsupported = [n for n in cm.layer_names if cm.layers[n].kind not in ("conv", "linear")]
         if unsupported:

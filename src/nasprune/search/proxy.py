@@ -4,7 +4,7 @@ Fine-tuning every candidate is far too slow for a search, and the accuracy of a 
 pruned network is a poor guide because its BatchNorm statistics belong to the unpruned one.
 EagleEye (Li et al., ECCV 2020) showed that re-estimating those statistics on a few training
 batches ("adaptive BN") makes the accuracy right after pruning rank candidates the way
-fine-tuning would. :class:`Evaluator` does exactly that — prune a copy, recalibrate BN,
+fine-tuning would. :class:`Proxy` does exactly that — prune a copy, recalibrate BN,
 measure accuracy on a fixed, seeded subset of the *validation* split (never the test split,
 so the final test numbers stay untouched by the search) — optionally after a few SGD steps.
 :func:`check_proxy` measures how well the proxy ranks candidates against short fine-tuning.
@@ -21,24 +21,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from nasprune.device import resolve_device
 from nasprune.errors import NaspruneError
+from nasprune.validate import check_count, check_positive_number
 
 
-def _device(device: str | torch.device | None) -> torch.device:
-    from nasprune.train.device import resolve_device
-
-    return resolve_device(device)  # unknown/unavailable devices: a NaspruneError
-
-
-def _positive_int(value: object, what: str, allow_zero: bool = True) -> int:
-    ok = isinstance(value, int) and not isinstance(value, bool)
-    if not ok or value < (0 if allow_zero else 1):  # type: ignore[operator]
-        low = "≥ 0" if allow_zero else "≥ 1"
-        raise NaspruneError(f"{what} must be an integer {low}, got {value!r}")
-    return int(value)  # type: ignore[arg-type]
-
-
-class Evaluator:
+class Proxy:
     """Scores prune-ratio dicts by adaptive-BN accuracy on a seeded validation subset.
 
     ``bn_batches`` training batches of ``batch_size`` re-estimate BatchNorm statistics;
@@ -68,39 +56,25 @@ class Evaluator:
         seed: int = 0,
         channels_last: bool | None = None,
     ) -> None:
-        self.bn_batches = _positive_int(bn_batches, "bn_batches")
-        self.val_size = _positive_int(val_size, "val_size", allow_zero=False)
-        self.finetune_steps = _positive_int(finetune_steps, "finetune_steps")
-        self.batch_size = _positive_int(batch_size, "batch_size", allow_zero=False)
-        if not (isinstance(finetune_lr, (int, float)) and math.isfinite(finetune_lr)
-                and finetune_lr > 0):
-            raise NaspruneError(f"finetune_lr must be a positive number, got {finetune_lr!r}")
+        self.bn_batches = check_count("bn_batches", bn_batches)
+        self.val_size = check_count("val_size", val_size, low=1)
+        self.finetune_steps = check_count("finetune_steps", finetune_steps)
+        self.batch_size = check_count("batch_size", batch_size, low=1)
+        self.finetune_lr = check_positive_number("finetune_lr", finetune_lr)
         if len(data.val) == 0:
             raise NaspruneError(f"data set '{data.name}' has an empty validation split")
         self.model = model
         self.data = data
-        self.device = _device(device)
+        self.device = resolve_device(device)  # unknown/unavailable devices: a NaspruneError
         self.example_inputs = (example_inputs if example_inputs is not None
                                else data.example_input(1))
         self.criterion, self.round_to, self.min_channels = criterion, round_to, min_channels
         self.ignored = ignored
-        self.finetune_lr = float(finetune_lr)
         self.seed = seed
         self.last_seconds = 0.0
         self.calls = 0
         # Drawn once: every candidate sees the same BN batches and validation images.
-        train_loader = data.loader("train", batch_size=self.batch_size, shuffle=True,
-                                   device=self.device, seed=seed, drop_last=False)
-        need = max(self.bn_batches, self.finetune_steps)
-        self._train_batches: list[tuple[torch.Tensor, torch.Tensor]] = []
-        while len(self._train_batches) < need:
-            before = len(self._train_batches)
-            for batch in train_loader:
-                self._train_batches.append(batch)
-                if len(self._train_batches) >= need:
-                    break
-            if len(self._train_batches) == before:
-                raise NaspruneError(f"data set '{data.name}' has an empty training split")
+        self._train_batches = self._draw_train_batches(max(self.bn_batches, self.finetune_steps))
         val = data.val.subset(self.val_size, seed=seed)
         self.val_count = len(val)
         # 128: larger CPU batches were slower per image (cache) in measurements.
@@ -108,18 +82,31 @@ class Evaluator:
         self.channels_last = (len(data.input_shape) == 3 if channels_last is None
                               else bool(channels_last))
         if self.channels_last:
-            fmt = torch.channels_last
-            self._train_batches = [(x.contiguous(memory_format=fmt), y)
-                                   for x, y in self._train_batches]
-            self._val_batches = [(x.contiguous(memory_format=fmt), y)
-                                 for x, y in self._val_batches]
+            self._train_batches = _channels_last(self._train_batches)
+            self._val_batches = _channels_last(self._val_batches)
+
+    def _draw_train_batches(self, need: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``need`` seeded training batches, cycling the split if it is shorter."""
+        loader = self.data.loader("train", batch_size=self.batch_size, shuffle=True,
+                                  device=self.device, seed=self.seed, drop_last=False)
+        batches: list[tuple[torch.Tensor, torch.Tensor]] = []
+        while len(batches) < need:
+            before = len(batches)
+            for batch in loader:
+                batches.append(batch)
+                if len(batches) >= need:
+                    break
+            if len(batches) == before:
+                raise NaspruneError(f"data set '{self.data.name}' has an empty training split")
+        return batches
 
     # ------------------------------------------------------------------------------------
-    def prune(self, prune_ratios: dict[str, float]) -> nn.Module:
-        """The model pruned to ``prune_ratios`` (a new module on the evaluator's device)."""
+    def prune(self, ratios: dict[str, float]) -> nn.Module:
+        """The model pruned to ``ratios`` (fraction removed per group; a new module on the
+        proxy's device)."""
         from nasprune.pruning import prune
 
-        pruned = prune(self.model, self.example_inputs, prune_ratios, criterion=self.criterion,
+        pruned = prune(self.model, self.example_inputs, ratios, criterion=self.criterion,
                        round_to=self.round_to, min_channels=self.min_channels,
                        ignored=self.ignored, data=self.data)
         pruned = pruned.to(self.device)
@@ -160,16 +147,21 @@ class Evaluator:
             correct += int((model(x).argmax(1) == y).sum())
         return correct / self.val_count
 
-    def score(self, prune_ratios: dict[str, float]) -> float:
-        """The proxy score in [0, 1] of the network pruned to ``prune_ratios``."""
+    def score(self, ratios: dict[str, float]) -> float:
+        """The proxy score in [0, 1] of the network pruned to ``ratios``."""
         start = time.perf_counter()
-        pruned = self.prune(prune_ratios)
+        pruned = self.prune(ratios)
         self.finetune(pruned, self.finetune_steps)
         self.recalibrate(pruned)
         acc = self.accuracy(pruned)
         self.last_seconds = time.perf_counter() - start
         self.calls += 1
         return acc
+
+
+def _channels_last(batches: list) -> list:
+    """``(x, y)`` batches with ``x`` in NHWC memory layout."""
+    return [(x.contiguous(memory_format=torch.channels_last), y) for x, y in batches]
 
 
 def spearman(a: Sequence[float], b: Sequence[float]) -> float:
@@ -181,7 +173,7 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float:
     return float(spearmanr(a, b).statistic)
 
 
-def check_proxy(evaluator: Evaluator, candidates: Sequence[dict[str, float]],
+def check_proxy(evaluator: Proxy, candidates: Sequence[dict[str, float]],
                 finetune_epochs: float = 1, teacher: nn.Module | None = None,
                 **finetune_kw) -> dict:
     """Rank agreement of the proxy with briefly fine-tuned accuracy, on ``candidates``.
@@ -217,3 +209,9 @@ def check_proxy(evaluator: Evaluator, candidates: Sequence[dict[str, float]],
         "finetune_epochs": finetune_epochs,
         "seconds": time.perf_counter() - start,
     }
+
+
+# The class's name before search/evaluate.py became search/proxy.py.
+Evaluator = Proxy
+
+__all__ = ["Evaluator", "Proxy", "check_proxy", "spearman"]

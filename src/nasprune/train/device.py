@@ -1,4 +1,7 @@
-"""Where and how to train: device, mixed precision and memory format, auto-chosen for CUDA."""
+"""Where and how to train: device, mixed precision and memory format, auto-chosen for CUDA.
+
+``resolve_device`` lives in :mod:`nasprune.device` (shared with metrics and search).
+"""
 
 from __future__ import annotations
 
@@ -6,25 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
+from nasprune.device import resolve_device  # re-exported: train code imports it from here
 from nasprune.errors import NaspruneError
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` → CUDA when available, else CPU; unknown or unavailable devices are errors."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise NaspruneError(f"unknown device '{device}': use cpu, cuda or cuda:N") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise NaspruneError(f"device '{device}' requested but CUDA is not available")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise NaspruneError(f"device '{device}' does not exist: "
-                            f"{torch.cuda.device_count()} CUDA device(s) visible")
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise NaspruneError(f"unsupported device '{device}': use cpu, cuda or cuda:N")
-    return dev
 
 
 @dataclass(frozen=True)
@@ -62,3 +48,6 @@ def resolve_precision(amp: bool | str | None, device: torch.device) -> Precision
 def resolve_channels_last(channels_last: bool | None, device: torch.device) -> bool:
     """channels_last speeds up convs on CUDA tensor cores; on CPU it rarely helps."""
     return device.type == "cuda" if channels_last is None else bool(channels_last)
+
+
+__all__ = ["Precision", "resolve_channels_last", "resolve_device", "resolve_precision"]

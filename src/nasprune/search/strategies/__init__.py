@@ -1,53 +1,53 @@
-"""Search strategies by name.
+"""Search strategies by name: one registry, ``STRATEGIES``, of :class:`Strategy` objects.
 
-``STRATEGIES`` maps a name to a factory ``make(space, seed, **options) -> BaseSampler``: every
-strategy is an Optuna sampler proposing one keep ratio per group (parameter
-``space.param_name(i)`` in ``[space.lower[i], space.upper[i]]``), so every strategy is stored,
-resumed and shared between workers the same way. A sampler rebuilds what it knows from the
-study's completed trials at each proposal, reading the *projected* keep vector the objective
-stored in ``trial.user_attrs["keep"]`` (what was really evaluated) and the score from
-``trial.value``.
+Every strategy gives ``search()`` an Optuna sampler proposing one keep ratio per group
+(parameter ``space.param_name(i)`` in ``[space.lower[i], space.upper[i]]``), so every
+strategy is stored, resumed and shared between workers the same way. A sampler rebuilds what
+it knows from the study's completed trials at each proposal, reading the *projected* keep
+vector the objective stored in ``trial.user_attrs["keep"]`` (what was really evaluated) and
+the score from ``trial.value``.
 
-``DIFFERENTIABLE_PROCEDURES`` maps a name to a procedure
-``run(space, evaluator, budget, model, data, seed, **options) -> keep vector`` that finds a
-keep vector by other means (gradient descent on channel gates). ``search()`` runs it once per
-trial it still needs (seed derived from the trial count), enqueues the vector as that trial's
-parameters and evaluates it like any other trial, so its results land in the same study.
+A strategy with ``single_process`` set (``differentiable``: gradient descent on channel
+gates) computes each trial's keep vector itself (:meth:`Strategy.propose`); ``search()``
+enqueues it as that trial's parameters and evaluates it like any other trial, so its results
+land in the same study. ``STRATEGIES.get(name)(space, seed, **options)`` is the sampler.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from nasprune.registry import Registry
+from nasprune.search.strategies.base import ProcedureStrategy, Strategy
 
-STRATEGIES: Registry[Callable[..., Any]] = Registry("search strategy")
-DIFFERENTIABLE_PROCEDURES: Registry[Callable[..., Any]] = Registry("search procedure")
+STRATEGIES: Registry[Strategy] = Registry("search strategy")
 
 
 def strategy_names() -> list[str]:
-    """Every name ``search(strategy=...)`` accepts: samplers and procedures."""
-    return sorted(STRATEGIES.names() + DIFFERENTIABLE_PROCEDURES.names())
+    """Every name ``search(strategy=...)`` accepts."""
+    return STRATEGIES.names()
 
 
 def check_strategy(name: str) -> None:
     """Raise NaspruneError (with a did-you-mean over all names) for an unknown strategy."""
-    if name in STRATEGIES or name in DIFFERENTIABLE_PROCEDURES:
-        return
-    from nasprune.errors import NaspruneError
-    from nasprune.registry import did_you_mean
+    STRATEGIES.get(name)
 
-    raise NaspruneError(
-        f"unknown search strategy '{name}': {did_you_mean(str(name), strategy_names())}")
+
+def single_process(name: str) -> bool:
+    """Whether strategy ``name`` runs its own procedure in one process (no worker pool)."""
+    return STRATEGIES.get(name).single_process
 
 
 def make_sampler(name: str, space: Any, seed: int | None = None, **options: Any) -> Any:
     """The Optuna sampler of strategy ``name`` for ``space``."""
-    return STRATEGIES.get(name)(space, seed, **options)
+    return STRATEGIES.get(name).sampler(space, seed, **options)
 
 
-# Registration: each module exposes ``make`` (samplers) or ``run`` (procedures).
+def _register(strategy: Strategy) -> None:
+    STRATEGIES.register(strategy.name)(strategy)
+
+
+# Registration: sampler modules expose factories, the gate procedure exposes ``run``.
 from nasprune.search.strategies import (  # noqa: E402
     bayes,
     differentiable,
@@ -58,14 +58,11 @@ from nasprune.search.strategies import (  # noqa: E402
     rl,
 )
 
-STRATEGIES.register("random")(random.make)
-STRATEGIES.register("evolution")(evolution.make)
-STRATEGIES.register("bayes")(bayes.make_gp)
-STRATEGIES.register("tpe")(bayes.make_tpe)
-STRATEGIES.register("rl")(rl.make)
-STRATEGIES.register("gan")(gan.make)
-STRATEGIES.register("predictor")(predictor.make)
-DIFFERENTIABLE_PROCEDURES.register("differentiable")(differentiable.run)
+for _name, _make in (("random", random.make), ("evolution", evolution.make),
+                     ("bayes", bayes.make_gp), ("tpe", bayes.make_tpe), ("rl", rl.make),
+                     ("gan", gan.make), ("predictor", predictor.make)):
+    _register(Strategy(_name, _make))
+_register(ProcedureStrategy("differentiable", differentiable.run))
 
-__all__ = ["DIFFERENTIABLE_PROCEDURES", "STRATEGIES", "check_strategy", "make_sampler",
-           "strategy_names"]
+__all__ = ["STRATEGIES", "ProcedureStrategy", "Strategy", "check_strategy", "make_sampler",
+           "single_process", "strategy_names"]

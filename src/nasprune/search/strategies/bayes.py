@@ -22,6 +22,7 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.samplers import BaseSampler, GPSampler, TPESampler
 
 from nasprune.errors import NaspruneError
+from nasprune.search.strategies.base import check_options
 from nasprune.search.strategies.learned import seed_for
 from nasprune.search.strategies.random import UniformSampler
 
@@ -93,15 +94,6 @@ class _UniformIndependent(UniformSampler):
         return super().sample_independent(study, trial, param_name, param_distribution)
 
 
-def _check(options: dict[str, Any], allowed: tuple[str, ...], name: str) -> None:
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        from nasprune.registry import did_you_mean
-
-        raise NaspruneError(f"unknown option '{unknown[0]}' for strategy '{name}': "
-                            f"{did_you_mean(unknown[0], list(allowed))}")
-
-
 def make_gp(space: Any, seed: int | None = None, **options: Any) -> BaseSampler:
     """Factory for ``bayes``. Options: ``n_startup_trials`` (10), ``deterministic_objective``
     (True: the proxy score of a candidate is deterministic, so the GP need not fit noise —
@@ -109,7 +101,7 @@ def make_gp(space: Any, seed: int | None = None, **options: Any) -> BaseSampler:
 
     The startup trials are the same uniform vectors ``random`` draws (paired comparison).
     """
-    _check(options, ("n_startup_trials", "deterministic_objective"), "bayes")
+    check_options(options, ("n_startup_trials", "deterministic_objective"), "bayes")
     startup = options.get("n_startup_trials", 10)
     if not isinstance(startup, int) or startup < 1:
         raise NaspruneError(f"strategy option n_startup_trials must be an integer ≥ 1, got {startup!r}")
@@ -128,7 +120,7 @@ def make_gp(space: Any, seed: int | None = None, **options: Any) -> BaseSampler:
 def make_tpe(space: Any, seed: int | None = None, **options: Any) -> BaseSampler:
     """Factory for ``tpe``. Options: ``n_startup_trials`` (10), ``n_ei_candidates`` (24),
     ``multivariate`` (True), ``constant_liar`` (True)."""
-    _check(options, ("n_startup_trials", "n_ei_candidates", "multivariate", "constant_liar"),
+    check_options(options, ("n_startup_trials", "n_ei_candidates", "multivariate", "constant_liar"),
            "tpe")
     inner = TPESampler(
         seed=seed_for(seed, 1),

@@ -24,6 +24,7 @@ gate that shrinks a channel really silences it downstream.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -104,9 +105,96 @@ def _gate_hook(logits: torch.Tensor, dim: int):
     return hook
 
 
+def _check_options(steps: int, lr: float, penalty: float, weight_lr: float, batch_size: int,
+                   read: str) -> None:
+    for name, value in (("steps", steps), ("lr", lr), ("penalty", penalty),
+                        ("batch_size", batch_size)):
+        check_positive(name, value)
+    check_positive("weight_lr", weight_lr, allow_zero=True)
+    if read not in READS:
+        raise NaspruneError(f"differentiable read must be one of {', '.join(READS)}, got {read!r}")
+
+
+def _cost_targets(budget: Any) -> dict[str, float]:
+    """The budget's MACs and params fractions: what the penalty pulls the expected cost to."""
+    targets = {k: getattr(budget, k, None) for k in ("macs", "params")}
+    targets = {k: float(v) for k, v in targets.items() if v is not None}
+    if not targets:
+        raise NaspruneError("the differentiable strategy needs a MACs or params budget "
+                            "(its penalty is the analytic cost); use another strategy for "
+                            "latency-only budgets")
+    for k, v in targets.items():
+        check_fraction(f"budget {k}", v)
+    return targets
+
+
+def _attach_gates(net: nn.Module, space: Any, init: float, device: torch.device
+                  ) -> tuple[list[torch.Tensor], list[Any], list[bool]]:
+    """One gate logit per channel of every group, hooked into ``net``.
+
+    Returns the logits, the hook handles (to remove) and whether each group found a module
+    to gate.
+    """
+    logits, handles, gated = [], [], []
+    for g in space.groups:
+        # A little seeded noise breaks the tie between channels of equal importance.
+        theta = torch.full((g.channels,), float(init), device=device)
+        theta += 0.01 * torch.randn(g.channels, device=device)
+        theta.requires_grad_(True)
+        logits.append(theta)
+        found = _gate_targets(net, g)
+        gated.append(bool(found))
+        for module, dim in found:
+            handles.append(module.register_forward_hook(_gate_hook(theta, dim)))
+    return logits, handles, gated
+
+
+class _GateLoss:
+    """cross-entropy + λ · Σ (expected cost / base cost − target)² (module docstring)."""
+
+    def __init__(self, space: Any, targets: dict[str, float], penalty: float,
+                 device: torch.device) -> None:
+        self.relaxed = RelaxedCost(space)
+        self.base = {"macs": float(space.base_macs), "params": float(space.base_params)}
+        self.targets, self.penalty, self.device = targets, penalty, device
+
+    def __call__(self, net: nn.Module, logits: list[torch.Tensor], x: torch.Tensor,
+                 y: torch.Tensor) -> torch.Tensor:
+        width = torch.stack([torch.sigmoid(t).sum() for t in logits]).cpu()
+        macs, n_params = self.relaxed(width)
+        cost = {"macs": macs, "params": n_params}
+        reg = sum((cost[k] / self.base[k] - v) ** 2 for k, v in self.targets.items())
+        return nn.functional.cross_entropy(net(x), y) + self.penalty * reg.to(self.device)
+
+
+def _train_gates(net: nn.Module, logits: list[torch.Tensor], loss_fn: _GateLoss, loader: Any,
+                 steps: int, lr: float, weight_lr: float, data_name: str) -> None:
+    """``steps`` Adam steps on the gates (and SGD on the weights when ``weight_lr`` > 0)."""
+    opts = [torch.optim.Adam([{"params": logits, "lr": lr}])]
+    if weight_lr > 0:
+        opts.append(torch.optim.SGD(list(net.parameters()), lr=weight_lr, momentum=0.9))
+    step = 0
+    while step < steps:
+        for x, y in loader:
+            loss = loss_fn(net, logits, x, y)
+            if not torch.isfinite(loss):
+                raise NaspruneError(f"gate training diverged: loss is {loss.item()} "
+                                    f"at step {step}")
+            for opt in opts:
+                opt.zero_grad(set_to_none=True)
+            loss.backward()
+            for opt in opts:
+                opt.step()
+            step += 1
+            if step >= steps:
+                return
+        if step == 0:
+            raise NaspruneError(f"data set '{data_name}' has no full training batch")
+
+
 def run(
     space: Any,
-    evaluator: Any,
+    proxy: Any,
     budget: Any,
     model: nn.Module,
     data: Any,
@@ -124,26 +212,11 @@ def run(
 
     ``penalty`` is λ; ``weight_lr`` > 0 also trains the weights (SGD) of the model copy;
     ``init`` is the initial gate logit (3 → gates 0.95). Needs a MACs and/or params budget.
+    ``device`` defaults to the proxy's (CPU without one).
     """
-    for name, value in (("steps", steps), ("lr", lr), ("penalty", penalty),
-                        ("batch_size", batch_size)):
-        check_positive(name, value)
-    check_positive("weight_lr", weight_lr, allow_zero=True)
-    if read not in READS:
-        raise NaspruneError(f"differentiable read must be one of {', '.join(READS)}, got {read!r}")
-    targets = {k: getattr(budget, k, None) for k in ("macs", "params")}
-    targets = {k: float(v) for k, v in targets.items() if v is not None}
-    if not targets:
-        raise NaspruneError("the differentiable strategy needs a MACs or params budget "
-                            "(its penalty is the analytic cost); use another strategy for "
-                            "latency-only budgets")
-    for k, v in targets.items():
-        check_fraction(f"budget {k}", v)
-    if device is None:
-        device = getattr(evaluator, "device", None) or "cpu"
-    device = torch.device(device)
-
-    import copy
+    _check_options(steps, lr, penalty, weight_lr, batch_size, read)
+    targets = _cost_targets(budget)
+    device = torch.device(device or getattr(proxy, "device", None) or "cpu")
 
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         if seed is not None:
@@ -152,58 +225,18 @@ def run(
         net.eval()  # BN on running statistics: a small gate really silences its channel
         for p in net.parameters():
             p.requires_grad_(weight_lr > 0)
-        relaxed = RelaxedCost(space)
-        base = {"macs": float(space.base_macs), "params": float(space.base_params)}
-        logits, handles, gated = [], [], []
-        for g in space.groups:
-            # A little seeded noise breaks the tie between channels of equal importance.
-            theta = torch.full((g.channels,), float(init), device=device)
-            theta += 0.01 * torch.randn(g.channels, device=device)
-            theta.requires_grad_(True)
-            logits.append(theta)
-            found = _gate_targets(net, g)
-            gated.append(bool(found))
-            for module, dim in found:
-                handles.append(module.register_forward_hook(_gate_hook(theta, dim)))
-        params = [{"params": logits, "lr": lr}]
-        opt = torch.optim.Adam(params)
-        w_opt = (torch.optim.SGD([p for p in net.parameters()], lr=weight_lr, momentum=0.9)
-                 if weight_lr > 0 else None)
+        logits, handles, gated = _attach_gates(net, space, init, device)
         loader = data.loader("train", batch_size=batch_size, shuffle=True, device=device,
                              seed=0 if seed is None else seed, drop_last=True)
         try:
-            step = 0
-            while step < steps:
-                for x, y in loader:
-                    width = torch.stack([torch.sigmoid(t).sum() for t in logits]).cpu()
-                    macs, n_params = relaxed(width)
-                    cost = {"macs": macs, "params": n_params}
-                    reg = sum((cost[k] / base[k] - v) ** 2 for k, v in targets.items())
-                    loss = nn.functional.cross_entropy(net(x), y) + penalty * reg.to(device)
-                    if not torch.isfinite(loss):
-                        raise NaspruneError(f"gate training diverged: loss is {loss.item()} "
-                                            f"at step {step}")
-                    opt.zero_grad(set_to_none=True)
-                    if w_opt is not None:
-                        w_opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    if w_opt is not None:
-                        w_opt.step()
-                    step += 1
-                    if step >= steps:
-                        break
-                else:
-                    if step == 0:
-                        raise NaspruneError(f"data set '{data.name}' has no full training batch")
+            _train_gates(net, logits, _GateLoss(space, targets, penalty, device), loader,
+                         steps, lr, weight_lr, data.name)
         finally:
             for h in handles:
                 h.remove()
     gates = [torch.sigmoid(t.detach()).cpu().numpy() for t in logits]
-    keep = read_keep(gates, read)
-    keep = np.where(gated, keep, space.upper)  # ungated groups: no evidence, keep all
-    keep = np.clip(keep, space.lower, space.upper)
-    return space.project(keep, budget)
+    keep = np.where(gated, read_keep(gates, read), space.upper)  # ungated: no evidence
+    return space.project(np.clip(keep, space.lower, space.upper), budget)
 
 
 def read_keep(gates: list[np.ndarray], read: str = "threshold") -> np.ndarray:
