@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
 import torch
+
+from nasprune._io import atomic_path
 
 CACHE_DIRNAME = ".nasprune-cache"
 CACHE_VERSION = "1"  # bump when the stored layout or the decoding changes
@@ -108,16 +109,9 @@ def save_cached(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, st
 
     meta = {**meta, "nasprune_cache_version": CACHE_VERSION}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=meta)
-            os.chmod(tmp, 0o644)  # mkstemp makes it private; a data cache is not secret
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        # mode 0644: mkstemp makes it private; a data cache is not secret
+        with atomic_path(path, mode=0o644) as tmp:
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
     except OSError as e:
         warnings.warn(f"could not write data cache {path}: {e}", stacklevel=2)
         return False

@@ -9,9 +9,6 @@ so one config can compare e.g. ``nas:evolution`` at 20 and at 80 trials.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -19,121 +16,35 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
 
-from nasprune.config import _registry_names, from_dict, load_config, to_dict
+from nasprune.config import (
+    _kw,
+    _list,
+    _merge,
+    _nest,
+    _registry_names,
+    from_dict,
+    load_config,
+    to_dict,
+)
 from nasprune.errors import NaspruneError
+from nasprune.experiment._fingerprint import baseline_settings, fingerprint, shared_settings
+from nasprune.experiment.settings import (
+    SECTIONS,
+    BaselineSettings,
+    FinetuneSettings,
+    LatencySettings,
+    LayerSettings,
+    SearchSettings,
+    SensitivitySettings,
+    SlimmingSettings,
+    ThresholdSettings,
+)
 from nasprune.registry import did_you_mean
 
 # The classic methods; ``nas:<strategy>`` adds one per search strategy.
 CLASSIC_METHODS = ("unpruned", "threshold", "sensitivity", "uniform", "global", "slimming",
                    "layer")
 DEFAULT_METHODS = [*CLASSIC_METHODS, "nas:evolution", "nas:rl"]
-
-
-def _kw(default: Any, **meta: Any) -> Any:
-    return field(default=default, metadata=meta)
-
-
-def _list(default: list) -> Any:
-    return field(default_factory=lambda: list(default))
-
-
-@dataclass
-class BaselineSettings:
-    """How the unpruned model is trained when the config names a registered model."""
-
-    epochs: int = _kw(10, min=0)
-    optimizer: str = _kw("sgd", choices=_registry_names("nasprune.train.optim", "OPTIMIZERS"))
-    lr: float | None = _kw(None, gt=0.0)
-    weight_decay: float = _kw(5e-4, min=0.0)
-    schedule: str = _kw("cosine",
-                        choices=_registry_names("nasprune.train.schedule", "SCHEDULES"))
-    batch_size: int = _kw(128, min=1)
-    augment: bool = True
-
-
-@dataclass
-class FinetuneSettings:
-    """The one fine-tuning recipe every pruned model gets (``nasprune.finetune``)."""
-
-    epochs: int = _kw(5, min=0)
-    optimizer: str = _kw("sgd", choices=_registry_names("nasprune.train.optim", "OPTIMIZERS"))
-    lr: float | None = _kw(None, gt=0.0)  # None: a tenth of the optimizer's default
-    weight_decay: float = _kw(5e-4, min=0.0)
-    schedule: str = _kw("cosine",
-                        choices=_registry_names("nasprune.train.schedule", "SCHEDULES"))
-    batch_size: int = _kw(128, min=1)
-    augment: bool = True
-    distill: bool = False  # knowledge distillation from the unpruned model
-    # BatchNorm statistics re-estimated on this many training batches before fine-tuning
-    # (adaptive BN, as the search's evaluator does): a short fine-tune otherwise spends its
-    # steps repairing statistics that belong to the unpruned network. 0: off.
-    bn_batches: int = _kw(20, min=0)
-    kd_temperature: float = _kw(4.0, gt=0.0)
-    kd_weight: float = _kw(0.9, min=0.0, max=1.0)
-
-
-@dataclass
-class SearchSettings:
-    """``nas:<strategy>`` methods: ``nasprune.search`` at the experiment's budget."""
-
-    trials: int = _kw(40, min=1)
-    objective: str = _kw("single", choices=lambda: ["single", "multi"])
-    bn_batches: int = _kw(20, min=0)
-    val_size: int = _kw(1000, min=1)
-    min_keep: float = _kw(0.1, gt=0.0, max=1.0)
-    options: dict[str, Any] = field(default_factory=dict)  # strategy options
-
-
-@dataclass
-class SensitivitySettings:
-    """``sensitivity``: per-group analysis, then ratios meeting the budget."""
-
-    levels: list[float] = _list([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
-    bn_batches: int = _kw(10, min=0)
-    val_size: int | None = _kw(None, min=1)
-
-
-@dataclass
-class SlimmingSettings:
-    """``slimming``: continue training with L1 on BatchNorm γ, then cut by |γ|."""
-
-    epochs: int = _kw(5, min=0)
-    bn_l1: float = _kw(3e-2, min=0.0)
-    max_ratio: float = _kw(0.9, gt=0.0, lt=1.0)
-
-
-@dataclass
-class LayerSettings:
-    """``layer``: remove residual blocks, then channels uniformly for the rest."""
-
-    criterion: str = _kw("output_norm", choices=lambda: ["output_norm", "sensitivity"])
-    max_fraction: float = _kw(0.5, min=0.0, max=1.0)  # of the removable blocks
-
-
-@dataclass
-class ThresholdSettings:
-    """``threshold``: unstructured magnitude pruning to the budget in sparse MACs."""
-
-    scope: str = _kw("global", choices=lambda: ["global", "layer"])
-
-
-@dataclass
-class LatencySettings:
-    """Latency measured for every method at batch 1 and ``batch``, interleaved with the
-    unpruned model over ``rounds`` rounds of ``repeats`` timed runs."""
-
-    batch: int = _kw(64, min=1)
-    rounds: int = _kw(3, min=1)
-    warmup: int = _kw(3, min=0)
-    repeats: int = _kw(10, min=1)
-    threads: int | None = _kw(1, min=1)  # CPU threads while timing: 1 is steadier when shared
-
-
-# Which settings section a method's per-entry options override.
-SECTIONS: dict[str, str] = {
-    "sensitivity": "sensitivity", "slimming": "slimming", "layer": "layer",
-    "threshold": "threshold", "nas": "search",
-}
 
 
 @dataclass
@@ -272,7 +183,7 @@ def resolve_methods(cfg: ExperimentConfig) -> list[MethodSpec]:
     return specs
 
 
-# ---- finding and fingerprinting configs -------------------------------------------------
+# ---- finding and loading configs -------------------------------------------------
 
 def bundled_configs() -> list[str]:
     """Names of the example configs shipped in ``nasprune/configs``."""
@@ -306,8 +217,6 @@ def load_experiment_config(config: ExperimentConfig | dict | str | os.PathLike |
             return config
         config = to_dict(config)
     if isinstance(config, dict):
-        from nasprune.config import _merge, _nest
-
         data = config.get("experiment", config) if isinstance(
             config.get("experiment"), dict) else config
         return from_dict(ExperimentConfig, _merge(data, _nest(overrides)), "experiment")
@@ -315,28 +224,9 @@ def load_experiment_config(config: ExperimentConfig | dict | str | os.PathLike |
     return load_config(ExperimentConfig, path, overrides)
 
 
-def fingerprint(*parts: Any) -> str:
-    """A short stable hash of JSON-able parts: what a cached result was computed from."""
-    text = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def shared_settings(cfg: ExperimentConfig) -> dict[str, Any]:
-    """Everything that changes a method's result except the list of methods and labels."""
-    d = to_dict(cfg)
-    for key in ("name", "note", "methods", "seeds", "threads"):
-        d.pop(key, None)
-    return d
-
-
-def baseline_settings(cfg: ExperimentConfig) -> dict[str, Any]:
-    """What the cached unpruned model depends on."""
-    return {"model": cfg.model, "model_kwargs": cfg.model_kwargs, "data": cfg.data,
-            "data_dir": cfg.data_dir, "data_options": cfg.data_options,
-            "checkpoint": cfg.checkpoint, "seed": cfg.seeds[0],
-            "baseline": dataclasses.asdict(cfg.baseline)}
-
-
-__all__ = ["CLASSIC_METHODS", "DEFAULT_METHODS", "ExperimentConfig", "MethodSpec",
-           "bundled_configs", "find_config", "fingerprint", "load_experiment_config",
-           "resolve_methods", "slugify"]
+__all__ = ["CLASSIC_METHODS", "DEFAULT_METHODS", "SECTIONS", "BaselineSettings",
+           "ExperimentConfig", "FinetuneSettings", "LatencySettings", "LayerSettings",
+           "MethodSpec", "SearchSettings", "SensitivitySettings", "SlimmingSettings",
+           "ThresholdSettings", "baseline_settings", "bundled_configs", "find_config",
+           "fingerprint", "load_experiment_config", "resolve_methods", "shared_settings",
+           "slugify"]

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from nasprune._io import replace_file
 from nasprune.data.base import Dataset
 from nasprune.errors import NaspruneError
 from nasprune.metrics.cost import count_macs, count_params, sparse_macs
@@ -106,15 +106,4 @@ def format_summary(s: dict[str, Any]) -> str:
 
 def write_json(obj: Any, path: str | os.PathLike) -> Path:
     """Write ``obj`` as JSON atomically: a temp file in the same directory, then rename."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return replace_file(path, json.dumps(obj, indent=2) + "\n")

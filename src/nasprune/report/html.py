@@ -16,6 +16,9 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from nasprune._io import read_json, write_atomic
+from nasprune.report.plots import PLOTS, make_plots
+from nasprune.report.results import load_result
 from nasprune.report.tables import header, seed_summary, table_cells
 
 _CSS = """
@@ -87,20 +90,11 @@ def _details(rows: list[dict]) -> str:
     return "".join(parts)
 
 
-def render(run: Path) -> str:
-    """The HTML text of ``run``'s report (plots must already be drawn)."""
-    from nasprune.experiment.runner import load_result, read_json
-    from nasprune.report.plots import PLOTS
-
-    doc = load_result(run)
-    cfg = doc.get("config") or {}
-    env = read_json(run / "environment.json") or {}
+def _setup(doc: dict, cfg: dict) -> list[tuple[str, Any]]:
+    """The "Setup" table: model, data, budget, fine-tuning, seeds, the unpruned model."""
     base = doc["baseline"]
-    config_text = ""
-    if (run / "config.yaml").is_file():
-        config_text = (run / "config.yaml").read_text(encoding="utf-8")
     ft = cfg.get("finetune") or {}
-    summary = [
+    return [
         ("model", cfg.get("checkpoint") or cfg.get("model")),
         ("data", cfg.get("data")),
         ("budget", f"{doc.get('budget_macs_fraction', cfg.get('budget'))} of the unpruned "
@@ -113,13 +107,26 @@ def render(run: Path) -> str:
                            f"{base['metrics']['macs']:,} MACs, {base['metrics']['params']:,} "
                            f"params, trained in {base.get('train_seconds', 0):.1f} s"),
     ]
+
+
+def _figures(run: Path) -> str:
+    """Every plot already drawn in ``<run>/plots``, embedded, with its caption."""
     figures = []
     for name in PLOTS:
         path = run / "plots" / f"{name}.png"
         if path.is_file():
             figures.append(f"<figure>{_image(path)}<figcaption>{_e(_CAPTIONS[name])}"
                            "</figcaption></figure>")
-    env_items = list(env.items()) + [
+    return "".join(figures) or "<p>No plots.</p>"
+
+
+def render(run: Path) -> str:
+    """The HTML text of ``run``'s report (plots must already be drawn)."""
+    doc = load_result(run)
+    cfg = doc.get("config") or {}
+    config_file = run / "config.yaml"
+    config_text = config_file.read_text(encoding="utf-8") if config_file.is_file() else ""
+    env_items = list((read_json(run / "environment.json") or {}).items()) + [
         ("report written", time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))]
     title = f"nasprune experiment: {cfg.get('name', run.name)}"
     note = f"<p>{_e(cfg['note'])}</p>" if cfg.get("note") else ""
@@ -132,7 +139,7 @@ def render(run: Path) -> str:
 {note}
 <p class="muted">Run directory: {_e(run.resolve())}</p>
 <h2>Setup</h2>
-{_kv_table(summary)}
+{_kv_table(_setup(doc, cfg))}
 <h2>Results (test split)</h2>
 <p class="muted">Δ top-1 in percentage points against the unpruned model; MACs per image,
 FLOPs = 2 × MACs; sizes in MB of 2<sup>20</sup> bytes (CSR: sparse storage of threshold
@@ -142,7 +149,7 @@ in the same interleaved rounds; train s = baseline training
 + extra training + fine-tuning.</p>
 {_results_table(doc["rows"])}
 <h2>Plots</h2>
-{"".join(figures) or "<p>No plots.</p>"}
+{_figures(run)}
 <h2>Methods</h2>
 {_details(doc["rows"])}
 <h2>Resolved config</h2>
@@ -157,9 +164,6 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
                  draw: bool = True) -> Path:
     """Write ``report.html`` (or ``out``) for the run in ``run_dir``, drawing the plots
     first unless ``draw`` is False (they are then read as they are)."""
-    from nasprune.checkpoint import write_atomic
-    from nasprune.report.plots import make_plots
-
     run = Path(run_dir)
     if draw:
         make_plots(run)

@@ -19,6 +19,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from nasprune._io import read_json, write_atomic
+from nasprune.report.results import load_result
+
 PLOTS = ("accuracy_vs_macs", "kept_channels", "search_progress", "sensitivity")
 
 
@@ -42,16 +45,12 @@ def _colors(n: int) -> list:
 
 
 def _save(fig, path: Path) -> Path:
-    from nasprune.checkpoint import write_atomic
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return write_atomic(path, buf.getvalue())
 
 
 def _read(path: Path) -> Any:
-    from nasprune.experiment.runner import read_json
-
     return read_json(path)
 
 
@@ -183,8 +182,6 @@ _DRAW = {"accuracy_vs_macs": accuracy_vs_macs, "kept_channels": kept_channels,
 
 def make_plots(run_dir: str | os.PathLike) -> dict[str, Path]:
     """Draw every plot the run has data for into ``<run>/plots/``; returns name → path."""
-    from nasprune.experiment.runner import load_result
-
     run = Path(run_dir)
     doc = load_result(run)
     out: dict[str, Path] = {}

@@ -17,6 +17,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from nasprune._io import write_atomic
+
 CSV_COLUMNS = [
     "method", "kind", "seed", "status", "top1", "delta_top1_pp", "top5", "precision",
     "recall", "f1", "params", "params_fraction", "macs", "macs_fraction", "sparse_macs",
@@ -35,8 +37,6 @@ def _median(latency: dict | None, batch: int) -> float | None:
 
 def _pooled_reference(records: list[dict[str, Any]], batches: tuple[int, ...]) -> dict:
     """Median latency of the unpruned model over all rounds it was timed as a reference."""
-    import statistics
-
     out = {}
     for b in batches:
         vals = [v for rec in records if rec["status"] == "ok"
@@ -188,7 +188,6 @@ def write_tables(run: Path, rows: list[dict], baseline: dict, cfg: Any) -> dict[
     """``results.json``, ``results.csv`` and ``results.md`` in ``run`` (each atomic)."""
     import json
 
-    from nasprune.checkpoint import write_atomic
     from nasprune.config import to_dict
 
     doc = {

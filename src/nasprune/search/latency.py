@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import platform
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nasprune._io import replace_file
 from nasprune.device import resolve_device
 from nasprune.errors import NaspruneError
 
@@ -54,18 +54,6 @@ def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"
     return f"cpu:{platform.machine()}:{platform.processor() or 'unknown'}:{os.cpu_count()}"
-
-
-def _write_atomic(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class LatencyModel:
@@ -143,8 +131,8 @@ class LatencyModel:
         table = measure_table(model, space, dev, batch_size, threads, warmup, repeats)
         a, b, meta = calibrate(model, example_inputs, space, table, dev, batch_size, threads,
                                warmup, repeats)
-        _write_atomic(path, {"key": key, "table": table.tolist(), "grid": list(GRID),
-                             "a": a, "b": b, "meta": meta})
+        replace_file(path, json.dumps({"key": key, "table": table.tolist(), "grid": list(GRID),
+                                       "a": a, "b": b, "meta": meta}))
         return cls(space, table, GRID, a, b, {**meta, "cache": str(path), "measured": True})
 
 

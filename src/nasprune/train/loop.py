@@ -3,35 +3,29 @@
 One loop serves plain training, fine-tuning after pruning, network slimming (L1 on BN γ),
 knowledge distillation and iterative pruning (through callbacks). Masks of unstructured
 pruning are re-applied after every optimizer step so pruned weights stay exactly zero.
+The step itself (loss, distillation, BN penalty, masks) is in :mod:`nasprune.train.step`.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from nasprune.errors import NaspruneError
 from nasprune.pruning.masks import apply_masks
 from nasprune.train.checks import check_int, check_number
-from nasprune.train.device import (
-    Precision,
-    resolve_channels_last,
-    resolve_device,
-    resolve_precision,
-)
-from nasprune.train.distill import distillation_loss
+from nasprune.train.device import resolve_channels_last, resolve_device, resolve_precision
 from nasprune.train.monitor import LossMonitor
 from nasprune.train.optim import OPTIMIZERS, default_lr, make_optimizer
 from nasprune.train.schedule import SCHEDULES, make_schedule
 from nasprune.train.seed import seed_everything
+from nasprune.train.step import TrainRun, accuracy, first_batch_guard, placed, train_step
 
 Callback = Callable[[int, nn.Module, dict], object]
 
@@ -62,25 +56,6 @@ class FitResult:
         return {**asdict(self), "images_per_second": self.images_per_second}
 
 
-@dataclass
-class _Run:
-    """Everything one training step needs, built once per ``fit``."""
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    device: torch.device
-    precision: Precision
-    channels_last: bool
-    scaler: torch.amp.GradScaler | None
-    label_smoothing: float
-    bn_l1: float
-    bns: list[nn.Module]
-    teacher: nn.Module | None
-    kd_temperature: float
-    kd_weight: float
-
-
 def _check_args(model, data, epochs, optimizer, lr, momentum, weight_decay, schedule,
                 label_smoothing, batch_size, seed, bn_l1, teacher, kd_temperature, kd_weight,
                 max_steps, callbacks) -> None:
@@ -109,115 +84,6 @@ def _check_args(model, data, epochs, optimizer, lr, momentum, weight_decay, sche
         check_int("max_steps", max_steps, low=1)
     if callbacks is not None and not all(callable(cb) for cb in callbacks):
         raise NaspruneError("callbacks must be callables cb(epoch, model, record)")
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    if p is None:
-        p = next(model.buffers(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
-@contextmanager
-def _placed(model: nn.Module | None, device: torch.device, channels_last: bool,
-            train: bool) -> Iterator[None]:
-    """Move ``model`` to the training device (and layout); put it back afterwards."""
-    if model is None:
-        yield
-        return
-    home, was_training = _model_device(model), model.training
-    if channels_last:
-        model.to(device=device, memory_format=torch.channels_last)
-    else:
-        model.to(device)
-    model.train(train)
-    try:
-        yield
-    finally:
-        if channels_last:
-            model.to(device=home, memory_format=torch.contiguous_format)
-        else:
-            model.to(home)
-        model.train(was_training)
-
-
-def _add_bn_l1(bns: Sequence[nn.Module], strength: float) -> None:
-    """Network slimming: the subgradient of strength·|γ| pushes unimportant channels to 0."""
-    for m in bns:
-        if m.weight is not None and m.weight.grad is not None:
-            m.weight.grad.add_(torch.sign(m.weight.detach()), alpha=strength)
-
-
-def _loss(run: _Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward pass and loss (cross-entropy, or distillation when there is a teacher)."""
-    with run.precision.autocast(run.device):
-        logits = run.model(x)
-        if run.teacher is None:
-            return F.cross_entropy(logits.float(), y,
-                                   label_smoothing=run.label_smoothing), logits
-        with torch.no_grad():
-            t_logits = run.teacher(x)
-    if t_logits.shape != logits.shape:
-        raise NaspruneError(f"teacher outputs shape {tuple(t_logits.shape)} but the student "
-                            f"{tuple(logits.shape)}: they must predict the same classes")
-    return distillation_loss(logits, t_logits, y, run.kd_temperature, run.kd_weight,
-                             run.label_smoothing), logits
-
-
-def _step(run: _Run, x: torch.Tensor, y: torch.Tensor, monitor: LossMonitor, epoch: int,
-          step: int) -> None:
-    """One optimizer step; the monitor sees the loss before it can corrupt the weights."""
-    loss, logits = _loss(run, x, y)
-    monitor.add(epoch, step, loss, (logits.argmax(1) == y).sum(), int(y.shape[0]))
-    run.optimizer.zero_grad(set_to_none=True)
-    if run.scaler is not None:
-        run.scaler.scale(loss).backward()
-        run.scaler.unscale_(run.optimizer)
-    else:
-        loss.backward()
-    if run.bn_l1:
-        _add_bn_l1(run.bns, run.bn_l1)
-    if run.scaler is not None:
-        run.scaler.step(run.optimizer)
-        run.scaler.update()
-    else:
-        run.optimizer.step()
-    apply_masks(run.model)
-    run.scheduler.step()
-
-
-@torch.no_grad()
-def _accuracy(run: _Run, loader) -> float:
-    """Top-1 accuracy on ``loader`` in eval mode (the model goes back to train mode)."""
-    run.model.eval()
-    correct = n = 0
-    try:
-        for x, y in loader:
-            if run.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with run.precision.autocast(run.device):
-                correct += (run.model(x).argmax(1) == y).sum()
-            n += int(y.shape[0])
-    finally:
-        run.model.train()
-    return float(correct) / n if n else float("nan")
-
-
-def _first_batch_guard(run: _Run, x: torch.Tensor) -> None:
-    """Turn a shape mismatch between data and model (or teacher) into a clear user error."""
-    nets = [("model", run.model)] + ([("teacher", run.teacher)] if run.teacher else [])
-    try:
-        with torch.no_grad(), run.precision.autocast(run.device):
-            run.model.eval()
-            for what, net in nets:
-                try:
-                    net(x[:2])
-                except RuntimeError as exc:
-                    raise NaspruneError(
-                        f"the {what} cannot process input of shape {tuple(x.shape[1:])} from "
-                        f"the data set: {str(exc).splitlines()[0]}") from exc
-    finally:
-        run.model.train()
 
 
 def fit(model: nn.Module, data, epochs: int = 10, optimizer: str = "sgd",
@@ -255,9 +121,9 @@ def fit(model: nn.Module, data, epochs: int = 10, optimizer: str = "sgd",
     result = FitResult()
     if total == 0:
         return result
-    with _placed(model, dev, cl, train=True), _placed(teacher, dev, cl, train=False):
+    with placed(model, dev, cl, train=True), placed(teacher, dev, cl, train=False):
         opt = make_optimizer(optimizer, model, lr, momentum, weight_decay)
-        run = _Run(model=model, optimizer=opt, scheduler=make_schedule(schedule, opt, total),
+        run = TrainRun(model=model, optimizer=opt, scheduler=make_schedule(schedule, opt, total),
                    device=dev, precision=precision, channels_last=cl,
                    scaler=torch.amp.GradScaler(dev.type) if precision.needs_scaler else None,
                    label_smoothing=float(label_smoothing), bn_l1=float(bn_l1),
@@ -272,7 +138,7 @@ def fit(model: nn.Module, data, epochs: int = 10, optimizer: str = "sgd",
     return result
 
 
-def _train_epochs(run: _Run, loader, val_loader, epochs: int, total: int, result: FitResult,
+def _train_epochs(run: TrainRun, loader, val_loader, epochs: int, total: int, result: FitResult,
                   callbacks: Sequence[Callback], progress: bool, max_steps: int | None) -> None:
     """The epoch loop: train, validate, record, call back; fills ``result`` in place."""
     from tqdm.auto import tqdm
@@ -289,8 +155,8 @@ def _train_epochs(run: _Run, loader, val_loader, epochs: int, total: int, result
                 if run.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 if result.steps == 0:
-                    _first_batch_guard(run, x)
-                _step(run, x, y, monitor, epoch, i)
+                    first_batch_guard(run, x)
+                train_step(run, x, y, monitor, epoch, i)
                 result.steps += 1
                 result.samples += int(y.shape[0])
                 bar.update(1)
@@ -303,7 +169,7 @@ def _train_epochs(run: _Run, loader, val_loader, epochs: int, total: int, result
             seconds = time.perf_counter() - t0
             result.train_seconds += seconds
             record = {"epoch": epoch, "loss": monitor.loss, "train_acc": monitor.accuracy,
-                      "val_acc": _accuracy(run, val_loader) if val_loader is not None else None,
+                      "val_acc": accuracy(run, val_loader) if val_loader is not None else None,
                       "lr": run.optimizer.param_groups[0]["lr"], "seconds": seconds,
                       "steps": result.steps}
             result.history.append(record)

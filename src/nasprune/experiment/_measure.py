@@ -1,0 +1,92 @@
+"""Measuring a model the same way for every method: test metrics, cost, latency, widths.
+
+Latency is timed in interleaved rounds with the unpruned model (:func:`latency`), so both
+run under the same machine load; :func:`measure` refuses a non-finite result.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from nasprune.errors import NaspruneError
+from nasprune.experiment.config import ExperimentConfig
+
+
+def latency(models: list[nn.Module], data, cfg: ExperimentConfig,
+             device: torch.device) -> list[dict]:
+    """Latency of each model at batch 1 and N, measured in interleaved rounds.
+
+    Every round times every model once (``measure_latency``: median of ``repeats`` runs);
+    the result per batch size is the median of the round medians. Interleaving puts the
+    models under the same machine load, which on shared cores moves by seconds.
+    """
+    import statistics
+
+    from nasprune.metrics import measure_latency
+
+    lat = cfg.latency
+    rounds: list[list[dict]] = [[] for _ in models]
+    for _ in range(lat.rounds):
+        for i, m in enumerate(models):
+            rounds[i].append(measure_latency(m, data.input_shape, batch_sizes=(1, lat.batch),
+                                             device=device, warmup=lat.warmup,
+                                             repeats=lat.repeats, num_threads=lat.threads))
+    out = []
+    for per_model in rounds:
+        table = {}
+        for b in per_model[0]:
+            medians = [r[b]["median_ms"] for r in per_model]
+            table[str(b)] = {"median_ms": statistics.median(medians), "min_ms": min(
+                r[b]["min_ms"] for r in per_model), "round_medians_ms": medians,
+                "repeats": lat.repeats}
+        out.append(table)
+    return out
+
+
+def measure(model: nn.Module, data, cfg: ExperimentConfig, device: torch.device) -> dict:
+    """Test-split quality, cost and size (``nasprune.metrics.summarize``), finite or failed."""
+    from nasprune.metrics import summarize
+
+    m = summarize(model, data, split="test", device=device)
+    m.pop("latency", None)
+    bad = [k for k in ("top1", "loss") if not math.isfinite(float(m[k]))]
+    if bad:
+        raise NaspruneError(f"the model's test {bad[0]} is {m[bad[0]]} (not finite)")
+    return m
+
+
+def kept_channels_of(model: nn.Module, groups: list) -> dict[str, int]:
+    """Channels each of the unpruned model's groups keeps in ``model`` (0: layer removed).
+
+    Read from the group's first output layer (conv ``out_channels``, linear
+    ``out_features``), or its first input layer when it has none.
+    """
+    named = dict(model.named_modules())
+    out: dict[str, int] = {}
+    for g in groups:
+        n = 0
+        for name in g.out_layers:
+            m = named.get(name)
+            if m is not None:
+                n = getattr(m, "out_channels", getattr(m, "out_features", g.channels))
+                break
+        else:
+            for name in g.in_layers:
+                m = named.get(name)
+                if m is not None:
+                    n = getattr(m, "in_channels", getattr(m, "in_features", g.channels))
+                    break
+        out[g.name] = int(n)
+    return out
+
+
+def finite_weights(model: nn.Module) -> None:
+    for name, p in model.state_dict().items():
+        if p.is_floating_point() and not torch.isfinite(p).all():
+            raise NaspruneError(f"the compressed model has non-finite values in '{name}'")
+
+
+__all__ = ["finite_weights", "kept_channels_of", "latency", "measure"]

@@ -1,0 +1,154 @@
+"""One training step and what it needs: the state of a run, the loss, the BN penalty.
+
+:func:`nasprune.train.fit` builds a :class:`TrainRun` once and calls :func:`train_step` per
+batch; :func:`first_batch_guard` turns a model that cannot take the data into one clear
+error, and :func:`placed` moves a model to the training device and back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nasprune.errors import NaspruneError
+from nasprune.pruning.masks import apply_masks
+from nasprune.train.device import Precision
+from nasprune.train.distill import distillation_loss
+from nasprune.train.monitor import LossMonitor
+
+
+@dataclass
+class TrainRun:
+    """Everything one training step needs, built once per ``fit``."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    device: torch.device
+    precision: Precision
+    channels_last: bool
+    scaler: torch.amp.GradScaler | None
+    label_smoothing: float
+    bn_l1: float
+    bns: list[nn.Module]
+    teacher: nn.Module | None
+    kd_temperature: float
+    kd_weight: float
+
+
+def model_device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    if p is None:
+        p = next(model.buffers(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+@contextmanager
+def placed(model: nn.Module | None, device: torch.device, channels_last: bool,
+            train: bool) -> Iterator[None]:
+    """Move ``model`` to the training device (and layout); put it back afterwards."""
+    if model is None:
+        yield
+        return
+    home, was_training = model_device(model), model.training
+    if channels_last:
+        model.to(device=device, memory_format=torch.channels_last)
+    else:
+        model.to(device)
+    model.train(train)
+    try:
+        yield
+    finally:
+        if channels_last:
+            model.to(device=home, memory_format=torch.contiguous_format)
+        else:
+            model.to(home)
+        model.train(was_training)
+
+
+def add_bn_l1(bns: Sequence[nn.Module], strength: float) -> None:
+    """Network slimming: the subgradient of strength·|γ| pushes unimportant channels to 0."""
+    for m in bns:
+        if m.weight is not None and m.weight.grad is not None:
+            m.weight.grad.add_(torch.sign(m.weight.detach()), alpha=strength)
+
+
+def loss_and_logits(run: TrainRun, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward pass and loss (cross-entropy, or distillation when there is a teacher)."""
+    with run.precision.autocast(run.device):
+        logits = run.model(x)
+        if run.teacher is None:
+            return F.cross_entropy(logits.float(), y,
+                                   label_smoothing=run.label_smoothing), logits
+        with torch.no_grad():
+            t_logits = run.teacher(x)
+    if t_logits.shape != logits.shape:
+        raise NaspruneError(f"teacher outputs shape {tuple(t_logits.shape)} but the student "
+                            f"{tuple(logits.shape)}: they must predict the same classes")
+    return distillation_loss(logits, t_logits, y, run.kd_temperature, run.kd_weight,
+                             run.label_smoothing), logits
+
+
+def train_step(run: TrainRun, x: torch.Tensor, y: torch.Tensor, monitor: LossMonitor, epoch: int,
+          step: int) -> None:
+    """One optimizer step; the monitor sees the loss before it can corrupt the weights."""
+    loss, logits = loss_and_logits(run, x, y)
+    monitor.add(epoch, step, loss, (logits.argmax(1) == y).sum(), int(y.shape[0]))
+    run.optimizer.zero_grad(set_to_none=True)
+    if run.scaler is not None:
+        run.scaler.scale(loss).backward()
+        run.scaler.unscale_(run.optimizer)
+    else:
+        loss.backward()
+    if run.bn_l1:
+        add_bn_l1(run.bns, run.bn_l1)
+    if run.scaler is not None:
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    else:
+        run.optimizer.step()
+    apply_masks(run.model)
+    run.scheduler.step()
+
+
+@torch.no_grad()
+def accuracy(run: TrainRun, loader) -> float:
+    """Top-1 accuracy on ``loader`` in eval mode (the model goes back to train mode)."""
+    run.model.eval()
+    correct = n = 0
+    try:
+        for x, y in loader:
+            if run.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with run.precision.autocast(run.device):
+                correct += (run.model(x).argmax(1) == y).sum()
+            n += int(y.shape[0])
+    finally:
+        run.model.train()
+    return float(correct) / n if n else float("nan")
+
+
+def first_batch_guard(run: TrainRun, x: torch.Tensor) -> None:
+    """Turn a shape mismatch between data and model (or teacher) into a clear user error."""
+    nets = [("model", run.model)] + ([("teacher", run.teacher)] if run.teacher else [])
+    try:
+        with torch.no_grad(), run.precision.autocast(run.device):
+            run.model.eval()
+            for what, net in nets:
+                try:
+                    net(x[:2])
+                except RuntimeError as exc:
+                    raise NaspruneError(
+                        f"the {what} cannot process input of shape {tuple(x.shape[1:])} from "
+                        f"the data set: {str(exc).splitlines()[0]}") from exc
+    finally:
+        run.model.train()
+
+
+__all__ = ["TrainRun", "accuracy", "add_bn_l1", "first_batch_guard", "loss_and_logits",
+           "model_device", "placed", "train_step"]
