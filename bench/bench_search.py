@@ -46,8 +46,8 @@ def machine() -> str:
 
 def baseline_digits():
     """The demo's baseline: the bundled recipe, seed 0 (deterministic on CPU)."""
+    from nasprune.cli.train import train_from_config
     from nasprune.config import TrainConfig, bundled_config, load_config
-    from nasprune.train.run import train_from_config
 
     cfg = load_config(TrainConfig, bundled_config("demo.yaml"), {"device": "cpu"})
     run = train_from_config(cfg, progress=False)

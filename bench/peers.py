@@ -348,7 +348,7 @@ def _baseline_matches(s: Settings, folder: Path) -> bool:
 def ensure_baseline(s: Settings, progress: bool = True) -> Path:
     """The baseline checkpoint: ``--checkpoint``, a matching cached run, or trained now.
 
-    Training uses ``nasprune.train.run`` — the code behind ``nasprune train`` — with the
+    Training uses ``nasprune.cli.train`` — the code behind ``nasprune train`` — with the
     protocol's recipe, and saves what that command saves (checkpoint, config.yaml,
     results.json).
     """
@@ -360,8 +360,8 @@ def ensure_baseline(s: Settings, progress: bool = True) -> Path:
     if _baseline_matches(s, folder):
         _log(progress, f"baseline: reusing {folder}")
         return folder
+    from nasprune.cli.train import save_run, train_from_config
     from nasprune.config import TrainConfig
-    from nasprune.train.run import save_run, train_from_config
 
     cfg = TrainConfig(model=s.model, data=s.data, data_dir=s.data_dir,
                       epochs=s.baseline_epochs, batch_size=s.batch_size, optimizer="sgd",

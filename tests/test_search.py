@@ -258,7 +258,7 @@ def test_cli_search_writes_ratios_that_prune_accepts(trained, digits, tmp_path, 
 
 
 def test_demo_runs_search_prune_finetune(tmp_path) -> None:
-    from nasprune.demo import run_demo
+    from nasprune.cli.demo import run_demo
 
     results = run_demo(out=tmp_path, progress=False, device="cpu")
     base, pruned = results["rows"]

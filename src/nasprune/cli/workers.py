@@ -15,6 +15,7 @@ lines are prefixed with ``[wK]``.
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -23,15 +24,35 @@ import time
 from collections.abc import Sequence
 from typing import IO, Any
 
+from nasprune.cli import search
+from nasprune.cli._parser import root_parser
 from nasprune.errors import NaspruneError
 
 
-def resolve_search_args(search_argv: Sequence[str]) -> Any:
-    """The :class:`SearchConfig` that ``nasprune search <search_argv>`` would run."""
-    from nasprune.cli import build_parser, search_config_from_args
+def add(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "workers", help="run N `nasprune search` processes on one study (shared --storage "
+        "and --study); on a cluster run the same search command on every host",
+        usage="nasprune workers [-n N] -- SEARCH_FLAGS...")
+    p.add_argument("-n", "--workers", type=int, default=2, metavar="N",
+                   help="worker processes on this machine (default 2)")
+    p.add_argument("search_args", nargs=argparse.REMAINDER, metavar="SEARCH_FLAGS",
+                   help="after --: the flags of `nasprune search`, including --storage URL "
+                   "and --study NAME")
+    p.set_defaults(func=cmd_workers)
 
-    args = build_parser().parse_args(["search", *search_argv])
-    return search_config_from_args(args), args
+
+def cmd_workers(args: argparse.Namespace) -> int:
+    return run_workers(args.workers, args.search_args)
+
+
+def resolve_search_args(search_argv: Sequence[str]) -> Any:
+    """The :class:`SearchConfig` that ``nasprune search <search_argv>`` would run, and its
+    parsed flags (a parser of the search verb alone: the same flags and messages)."""
+    parser, sub = root_parser()
+    search.add(sub)
+    args = parser.parse_args(["search", *search_argv])
+    return search.search_config_from_args(args), args
 
 
 def _pump(stream: IO[str], prefix: str, sink: IO[str], lock: threading.Lock) -> None:
@@ -55,9 +76,8 @@ def _complete(storage: Any, study: str) -> int | None:
         return None
 
 
-def run_workers(n: int, search_argv: Sequence[str], progress: bool = True,
-                poll_seconds: float = 2.0) -> int:
-    """Run ``n`` workers of ``nasprune search <search_argv>``; their worst exit code."""
+def _prepare(n: int, search_argv: Sequence[str]) -> tuple[Any, Any, list[str]]:
+    """Check everything once; returns the config, the opened storage and the workers' argv."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise NaspruneError(f"--workers must be at least 1, got {n!r}")
     argv = list(search_argv)
@@ -72,41 +92,57 @@ def run_workers(n: int, search_argv: Sequence[str], progress: bool = True,
     if cfg.strategy == "differentiable":
         raise NaspruneError("strategy 'differentiable' trains one gated network per trial "
                             "and gains nothing from workers: run one `nasprune search`")
-    from nasprune.search.command import _model_and_data
     from nasprune.search.study import open_storage
 
-    _model_and_data(cfg)  # a bad checkpoint or data set fails here once, not in N workers
+    search.model_and_data(cfg)  # a bad checkpoint or data set fails here once, not in N workers
     storage = open_storage(cfg.storage)  # creates the tables once, before the workers race
     if args.threads is None:
         argv += ["--threads", str(max(1, (os.cpu_count() or 1) // n))]
     if not args.quiet:
         argv.append("--quiet")  # n progress bars would garble each other: one summary here
+    return cfg, storage, argv
 
+
+def _launch(n: int, argv: list[str], lock: threading.Lock, procs: list[subprocess.Popen],
+            pumps: list[threading.Thread]) -> None:
+    """Start ``n`` search processes, each with threads copying its output, prefixed."""
+    for i in range(n):
+        p = subprocess.Popen([sys.executable, "-m", "nasprune.cli", "search", *argv],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             bufsize=1)
+        procs.append(p)
+        for stream, sink in ((p.stdout, sys.stdout), (p.stderr, sys.stderr)):
+            t = threading.Thread(target=_pump, args=(stream, f"[w{i}] ", sink, lock),
+                                 daemon=True)
+            t.start()
+            pumps.append(t)
+
+
+def _watch(procs: list[subprocess.Popen], storage: Any, cfg: Any, lock: threading.Lock,
+           start: float, progress: bool, poll_seconds: float) -> None:
+    """Wait for every process; print the study's count of complete trials as it grows."""
+    last = None
+    while any(p.poll() is None for p in procs):
+        time.sleep(poll_seconds)
+        done = _complete(storage, cfg.study) if progress else None
+        if done is not None and done != last:
+            last = done
+            with lock:
+                print(f"study '{cfg.study}': {done}/{cfg.trials} complete trials "
+                      f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+
+
+def run_workers(n: int, search_argv: Sequence[str], progress: bool = True,
+                poll_seconds: float = 2.0) -> int:
+    """Run ``n`` workers of ``nasprune search <search_argv>``; their worst exit code."""
+    cfg, storage, argv = _prepare(n, search_argv)
     lock = threading.Lock()
     procs: list[subprocess.Popen] = []
     pumps: list[threading.Thread] = []
     start = time.perf_counter()
     try:
-        for i in range(n):
-            p = subprocess.Popen([sys.executable, "-m", "nasprune.cli", "search", *argv],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                 bufsize=1)
-            procs.append(p)
-            for stream, sink in ((p.stdout, sys.stdout), (p.stderr, sys.stderr)):
-                t = threading.Thread(target=_pump, args=(stream, f"[w{i}] ", sink, lock),
-                                     daemon=True)
-                t.start()
-                pumps.append(t)
-        last = None
-        while any(p.poll() is None for p in procs):
-            time.sleep(poll_seconds)
-            done = _complete(storage, cfg.study) if progress else None
-            if done is not None and done != last:
-                last = done
-                with lock:
-                    print(f"study '{cfg.study}': {done}/{cfg.trials} complete trials "
-                          f"({time.perf_counter() - start:.0f} s)", file=sys.stderr,
-                          flush=True)
+        _launch(n, argv, lock, procs, pumps)
+        _watch(procs, storage, cfg, lock, start, progress, poll_seconds)
     except KeyboardInterrupt:
         for p in procs:  # their trials stay RUNNING until the heartbeat fails them
             p.terminate()

@@ -1,4 +1,4 @@
-"""What ``nasprune search`` does, given a resolved :class:`SearchConfig`.
+"""``nasprune search``: NAS over per-group prune ratios at a budget.
 
 Loads the model (a checkpoint, or an untrained zoo model for trying the mechanics) and the
 data, runs :func:`nasprune.search.search`, optionally checks the proxy, and writes the best
@@ -9,18 +9,96 @@ search succeeded, so a failed or interrupted run leaves no half-written result.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from nasprune.cli._flags import (
+    add_checkpoint,
+    add_config,
+    add_data,
+    add_device_threads,
+    add_out,
+    add_quiet,
+    config_path,
+    parse_options,
+    set_threads,
+)
 from nasprune.errors import NaspruneError
-from nasprune.search.config import SearchConfig
+
+if TYPE_CHECKING:
+    from nasprune.search.config import SearchConfig
 
 
-def _model_and_data(cfg: SearchConfig) -> tuple[Any, Any, dict]:
+def add(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("search", help="search per-group prune ratios at a MACs/params/latency "
+                       "budget and write them as JSON for `nasprune prune --ratios`")
+    # Flags default to None = "not given", so a --config file's values are kept.
+    p.add_argument("--model", default=None, metavar="NAME",
+                   help="an untrained zoo model (to try the mechanics)")
+    add_checkpoint(p, "a trained, saved model", required=False)
+    add_data(p, "data set (default: the checkpoint's)")
+    p.add_argument("--strategy", default=None, metavar="NAME",
+                   help="random, evolution, bayes, tpe, rl, gan, predictor, differentiable")
+    p.add_argument("--option", action="append", default=None, metavar="KEY=VALUE",
+                   help="a strategy option, e.g. --option population=16 (repeatable)")
+    p.add_argument("--target-macs", type=float, default=None, metavar="F",
+                   help="keep at most this fraction of the MACs (default 0.5)")
+    p.add_argument("--target-params", type=float, default=None, metavar="F")
+    p.add_argument("--target-latency-ms", type=float, default=None, metavar="MS",
+                   help="predicted latency (per-layer table measured once per device)")
+    p.add_argument("--trials", type=int, default=None, metavar="N",
+                   help="complete trials the study should hold at the end (default 50)")
+    p.add_argument("--storage", default=None, metavar="URL",
+                   help="sqlite:///FILE or postgresql://... (default: in memory)")
+    p.add_argument("--study", default=None, metavar="NAME",
+                   help="study name: an existing one is continued")
+    p.add_argument("--objective", default=None, choices=("single", "multi"))
+    p.add_argument("--min-keep", type=float, default=None, metavar="F")
+    p.add_argument("--max-keep", type=float, default=None, metavar="F")
+    p.add_argument("--round-to", type=int, default=None, metavar="N")
+    p.add_argument("--bn-batches", type=int, default=None, metavar="N",
+                   help="training batches for adaptive BN (default 20)")
+    p.add_argument("--val-size", type=int, default=None, metavar="N",
+                   help="validation images per candidate (default 1000)")
+    p.add_argument("--finetune-steps", type=int, default=None, metavar="K")
+    p.add_argument("--check-proxy", type=int, default=None, metavar="N",
+                   help="fine-tune N candidates briefly and report the proxy's Spearman "
+                   "correlation")
+    p.add_argument("--check-proxy-epochs", type=float, default=None, metavar="E")
+    p.add_argument("--seed", type=int, default=None)
+    add_device_threads(p)
+    add_config(p, "search")
+    add_out(p, "FILE.json", "best prune ratios (default search.json)")
+    add_quiet(p)
+    p.set_defaults(func=cmd_search)
+
+
+def search_config_from_args(args: argparse.Namespace) -> SearchConfig:
+    """The resolved :class:`SearchConfig` of parsed ``nasprune search`` flags (YAML < flags)."""
+    from nasprune.config import load_config
+    from nasprune.search.config import SearchConfig
+
+    keys = ("model", "checkpoint", "data", "data_dir", "strategy", "target_macs",
+            "target_params", "target_latency_ms", "trials", "storage", "study", "objective",
+            "min_keep", "max_keep", "round_to", "bn_batches", "val_size", "finetune_steps",
+            "check_proxy", "check_proxy_epochs", "seed", "device", "out")
+    overrides = {k: getattr(args, k) for k in keys}
+    overrides["strategy_options"] = parse_options(args.option)
+    return load_config(SearchConfig, config_path(args.config), overrides)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    cfg = search_config_from_args(args)
+    set_threads(args.threads)
+    run_search_command(cfg, progress=not args.quiet)
+    return 0
+
+
+def model_and_data(cfg: SearchConfig) -> tuple[Any, Any, dict]:
+    """The model to search (in eval mode), its data set and the checkpoint's meta."""
     from nasprune.data import load_dataset
 
     if (cfg.model is None) == (cfg.checkpoint is None):
@@ -48,7 +126,7 @@ def _model_and_data(cfg: SearchConfig) -> tuple[Any, Any, dict]:
     return model.eval(), data, meta
 
 
-def _budget(cfg: SearchConfig):
+def _budget(cfg: SearchConfig) -> Any:
     from nasprune.search import Budget
 
     if cfg.target_macs is None and cfg.target_params is None and cfg.target_latency_ms is None:
@@ -57,8 +135,10 @@ def _budget(cfg: SearchConfig):
                   latency_ms=cfg.target_latency_ms)
 
 
-def _proxy_candidates(result, n: int) -> list[dict[str, float]]:
+def _proxy_candidates(result: Any, n: int) -> list[dict[str, float]]:
     """``n`` trials spread evenly over the score ranking (the proxy check needs range)."""
+    import numpy as np
+
     ranked = sorted(result.trials, key=lambda c: c.score)
     idx = np.unique(np.linspace(0, len(ranked) - 1, min(n, len(ranked))).round().astype(int))
     return [ranked[i].ratios for i in idx]
@@ -78,7 +158,7 @@ def run_search_command(cfg: SearchConfig, progress: bool = True) -> dict:
     if out.exists() and out.is_dir():
         raise NaspruneError(f"--out {cfg.out} is a directory")
     budget = _budget(cfg)
-    model, data, _ = _model_and_data(cfg)
+    model, data, _ = model_and_data(cfg)
     example = torch.randn(1, *data.input_shape)
     evaluator = Evaluator(model, data, bn_batches=cfg.bn_batches, val_size=cfg.val_size,
                           finetune_steps=cfg.finetune_steps, device=cfg.device,
@@ -96,6 +176,12 @@ def run_search_command(cfg: SearchConfig, progress: bool = True) -> dict:
         doc["proxy_check"] = check_proxy(evaluator, cands, cfg.check_proxy_epochs)
     write_atomic(out, json.dumps(doc, indent=1) + "\n")
     save_resolved(cfg, out.with_suffix(".config.yaml"))
+    _print_result(cfg, result, doc, out)
+    return doc
+
+
+def _print_result(cfg: SearchConfig, result: Any, doc: dict, out: Path) -> None:
+    """The summary lines: the study, the best trial, the proxy check and what to run next."""
     best = result.best
     print(f"searched {cfg.strategy}: {len(result.trials)} trials in study "
           f"'{result.study.study_name}' ({result.seconds:.1f} s, {result.failed} failed)")
@@ -112,4 +198,3 @@ def run_search_command(cfg: SearchConfig, progress: bool = True) -> dict:
     dest = f"{src}-pruned" if cfg.checkpoint else "DIR"
     print(f"wrote {out} (prune ratios per group); next: nasprune prune --checkpoint {src} "
           f"--ratios {out} --out {dest}")
-    return doc

@@ -1,4 +1,4 @@
-"""Fine-tune a saved (usually pruned) checkpoint: what ``nasprune finetune`` does.
+"""``nasprune finetune``: recover the accuracy of a saved (usually pruned) checkpoint.
 
 The checkpoint records the data set and split seed it was trained with, so the fine-tune
 sees the same training images and never the validation or test ones. BatchNorm statistics
@@ -10,22 +10,79 @@ test metrics before and after.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
+from nasprune.cli._flags import (
+    add_checkpoint,
+    add_data,
+    add_fit_flags,
+    add_out,
+    add_quiet,
+    set_threads,
+)
 from nasprune.errors import NaspruneError
 
 RESULTS_FILE = "results.json"
 
 
-def _check_fits(model: nn.Module, data: Any, what: str) -> None:
+def add(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("finetune", help="fine-tune a saved (pruned) checkpoint on the data it "
+                       "was trained on, optionally distilling from the unpruned model")
+    add_checkpoint(p, "model to fine-tune")
+    p.add_argument("--teacher", default=None, metavar="DIR",
+                   help="the unpruned checkpoint: distil from it (knowledge distillation)")
+    add_data(p, "data set (default: the one the checkpoint records)", download=True)
+    add_fit_flags(p, {"epochs": 5, "batch_size": 128, "optimizer": "sgd", "momentum": 0.9,
+                      "weight_decay": 5e-4, "schedule": "cosine", "label_smoothing": 0.0,
+                      "augment": True, "seed": 0},
+                  lr_help="default: a tenth of the optimizer's training default",
+                  seed_help="seeds the fine-tuning (the data split is always the "
+                  "checkpoint's)")
+    p.add_argument("--kd-temperature", type=float, default=4.0, metavar="T",
+                   help="distillation temperature (with --teacher)")
+    p.add_argument("--kd-weight", type=float, default=0.9, metavar="W",
+                   help="weight of the distillation loss, 0..1 (with --teacher)")
+    p.add_argument("--bn-batches", type=int, default=20, metavar="N",
+                   help="re-estimate BatchNorm statistics on N batches first (0: off)")
+    add_out(p, "DIR", "where to save the fine-tuned checkpoint (default: CHECKPOINT-ft)")
+    add_quiet(p)
+    p.set_defaults(func=cmd_finetune)
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    ckpt = Path(args.checkpoint)
+    if not ckpt.is_dir():
+        raise NaspruneError(f"checkpoint directory not found: {ckpt}")
+    if args.teacher is not None and not Path(args.teacher).is_dir():
+        raise NaspruneError(f"teacher checkpoint directory not found: {args.teacher}")
+    set_threads(args.threads)
+    out = Path(args.out) if args.out else ckpt.with_name(ckpt.name + "-ft")
+    summary = finetune_checkpoint(
+        ckpt, out, teacher=args.teacher, data=args.data, data_dir=args.data_dir,
+        download=args.download, bn_batches=args.bn_batches, progress=not args.quiet,
+        epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+        momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
+        label_smoothing=args.label_smoothing, kd_temperature=args.kd_temperature,
+        kd_weight=args.kd_weight, augment=args.augment, seed=args.seed, device=args.device)
+    b, a = summary["before"], summary["after"]
+    print(f"fine-tuned {ckpt} on {summary['data']}: {len(summary['history'])} epochs in "
+          f"{summary['finetune_seconds']:.1f} s"
+          + (f", distilled from {args.teacher}" if args.teacher else ""))
+    print(f"test top-1 {b['top1']:.2%} → {a['top1']:.2%}  F1 {b['f1']:.3f} → {a['f1']:.3f}  "
+          f"(n={a['n']})")
+    print(f"saved checkpoint and results.json in {out}")
+    return 0
+
+
+def _check_fits(model: Any, data: Any, what: str) -> None:
     """``model`` takes the data's images and returns one score per class."""
+    import torch
+
     x = data.example_input(2)
     try:
         with torch.no_grad():

@@ -1,25 +1,78 @@
-"""One training run from a config: data → model → fit → test metrics → saved results.
+"""``nasprune train``: one training run from flags or a config file.
 
-This is what ``nasprune train`` and the first step of ``nasprune demo`` do. Outputs go to
-one directory: the checkpoint (``spec.json`` + ``weights.safetensors``, with the metrics in
-its meta), ``config.yaml`` (the resolved config) and ``results.json``.
+data → model → fit → test metrics → saved results. This is also the first step of ``nasprune
+demo``. Outputs go to one directory: the checkpoint (``spec.json`` + ``weights.safetensors``,
+with the metrics in its meta), ``config.yaml`` (the resolved config) and ``results.json``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from torch import nn
-
-from nasprune.config import TrainConfig, save_resolved, to_dict
+from nasprune.cli._flags import (
+    NO_DEFAULTS,
+    add_config,
+    add_data,
+    add_fit_flags,
+    add_out,
+    add_quiet,
+    config_path,
+    set_threads,
+)
 from nasprune.errors import NaspruneError
-from nasprune.train.loop import FitResult, fit
+
+if TYPE_CHECKING:  # torch and the config module load only when a command runs
+    from torch import nn
+
+    from nasprune.config import TrainConfig
+    from nasprune.train.loop import FitResult
 
 RESULTS_FILE = "results.json"
 CONFIG_FILE = "config.yaml"
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model on a data set, evaluate it on the test "
+                       "split and save a checkpoint")
+    # Flags default to None = "not given", so a --config file's values are kept.
+    p.add_argument("--model", default=None, metavar="NAME", help="model name (default digitscnn)")
+    add_data(p, "data set name (default digits)", download=True)
+    add_fit_flags(p, NO_DEFAULTS, lr_help="default: the optimizer's own")
+    p.add_argument("--bn-l1", type=float, default=None,
+                   help="network slimming: L1 penalty on BatchNorm scale factors")
+    add_config(p, "train", bundled=" or a bundled config name such as 'demo'")
+    add_out(p, "DIR", "output directory (default runs/<model>-<data>)")
+    add_quiet(p)
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from nasprune.config import TrainConfig, load_config
+
+    keys = ("model", "data", "data_dir", "epochs", "batch_size", "optimizer", "lr",
+            "momentum", "weight_decay", "schedule", "label_smoothing", "bn_l1", "augment",
+            "seed", "device", "out")
+    cfg = load_config(TrainConfig, config_path(args.config),
+                      {k: getattr(args, k) for k in keys})
+    set_threads(args.threads)
+    out = default_out(cfg)
+    cfg = dataclasses.replace(cfg, out=str(out))  # the resolved config names where it went
+    run = train_from_config(cfg, progress=not args.quiet, download=args.download)
+    save_run(run, out)
+    t = run.test
+    print(f"trained {cfg.model} on {cfg.data}: {len(run.fit.history)} epochs in "
+          f"{run.fit.train_seconds:.1f} s ({run.fit.images_per_second:,.0f} images/s)")
+    print(f"test top-1 {t['top1']:.2%}  top-5 {t['top5']:.2%}  F1 {t['f1']:.3f}  "
+          f"(n={t['n']})")
+    print(f"saved checkpoint, config.yaml and results.json in {out}")
+    return 0
 
 
 @dataclass
@@ -34,6 +87,8 @@ class TrainRun:
 
     def summary(self) -> dict:
         """Plain-data results (the content of ``results.json``)."""
+        from nasprune.config import to_dict
+
         return {
             "model": self.config.model,
             "data": self.config.data,
@@ -47,6 +102,7 @@ class TrainRun:
 
 
 def default_out(cfg: TrainConfig) -> Path:
+    """``--out``, else ``runs/<model>-<data>``."""
     return Path(cfg.out) if cfg.out else Path("runs") / f"{cfg.model}-{cfg.data}"
 
 
@@ -67,9 +123,10 @@ def prepare(cfg: TrainConfig, download: bool = False) -> tuple[nn.Module, object
 
 
 def train_from_config(cfg: TrainConfig, progress: bool = True, download: bool = False,
-                      model: nn.Module | None = None, data=None) -> TrainRun:
+                      model: nn.Module | None = None, data: object = None) -> TrainRun:
     """Train ``cfg.model`` on ``cfg.data`` and evaluate it on the test split."""
     from nasprune.metrics import evaluate
+    from nasprune.train.loop import fit
 
     if model is None or data is None:
         model, data = prepare(cfg, download=download)
@@ -84,6 +141,7 @@ def train_from_config(cfg: TrainConfig, progress: bool = True, download: bool = 
 def save_run(run: TrainRun, out: str | os.PathLike) -> Path:
     """Checkpoint + resolved config + results.json into ``out`` (each file atomic)."""
     from nasprune.checkpoint import save, write_atomic
+    from nasprune.config import save_resolved
 
     out = Path(out)
     summary = run.summary()
