@@ -150,7 +150,7 @@ def run_search_command(cfg: SearchConfig, progress: bool = True) -> dict:
 
     from nasprune.checkpoint import write_atomic
     from nasprune.config import save_resolved
-    from nasprune.search import Evaluator, check_proxy, search
+    from nasprune.search import Proxy, check_proxy, search
 
     out = Path(cfg.out)
     if out.suffix != ".json":
@@ -160,9 +160,9 @@ def run_search_command(cfg: SearchConfig, progress: bool = True) -> dict:
     budget = _budget(cfg)
     model, data, _ = model_and_data(cfg)
     example = torch.randn(1, *data.input_shape)
-    evaluator = Evaluator(model, data, bn_batches=cfg.bn_batches, val_size=cfg.val_size,
-                          finetune_steps=cfg.finetune_steps, device=cfg.device,
-                          example_inputs=example, round_to=cfg.round_to, seed=cfg.seed)
+    evaluator = Proxy(model, data, bn_batches=cfg.bn_batches, val_size=cfg.val_size,
+                      finetune_steps=cfg.finetune_steps, device=cfg.device,
+                      example_inputs=example, round_to=cfg.round_to, seed=cfg.seed)
     result = search(model, example, data, strategy=cfg.strategy, target=budget,
                     trials=cfg.trials, storage=cfg.storage, study=cfg.study, seed=cfg.seed,
                     objective=cfg.objective, evaluator=evaluator, min_keep=cfg.min_keep,

@@ -89,8 +89,10 @@ def _prepare(n: int, search_argv: Sequence[str]) -> tuple[Any, Any, list[str]]:
     if cfg.storage is None or not cfg.study:
         raise NaspruneError("workers share one study through a database: pass --storage "
                             "sqlite:///FILE or postgresql://... and --study NAME")
-    if cfg.strategy == "differentiable":
-        raise NaspruneError("strategy 'differentiable' trains one gated network per trial "
+    from nasprune.search import single_process
+
+    if single_process(cfg.strategy):
+        raise NaspruneError(f"strategy '{cfg.strategy}' trains one gated network per trial "
                             "and gains nothing from workers: run one `nasprune search`")
     from nasprune.search.study import open_storage
 
