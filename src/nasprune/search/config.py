@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from nasprune.config import _kw
+
 
 def _strategy_names() -> list[str]:
     from nasprune.search.strategies import strategy_names
@@ -26,10 +28,6 @@ def _data_names() -> list[str]:
     from nasprune.data import DATASETS
 
     return DATASETS.names()
-
-
-def _kw(default: Any, **meta: Any) -> Any:
-    return field(default=default, metadata=meta)
 
 
 @dataclass
