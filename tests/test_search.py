@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import optuna
@@ -19,11 +20,8 @@ FAST = {"bn_batches": 3, "val_size": 200, "progress": False}
 
 
 @pytest.fixture(scope="module")
-def trained(digits):
-    torch.manual_seed(0)
-    model = nasprune.create_model("digitscnn", in_channels=1)
-    nasprune.fit(model, digits, epochs=4, progress=False, seed=0, device="cpu")
-    return model.eval()
+def trained(trained_digits_cnn):
+    return trained_digits_cnn
 
 
 @pytest.fixture(scope="module")
@@ -86,10 +84,14 @@ def test_finetune_steps_change_the_score(trained, digits, space) -> None:
     assert tuned.score(ratios) == tuned.score(ratios)  # seeded: repeatable
 
 
-@pytest.mark.parametrize("kw", [{"bn_batches": -1}, {"val_size": 0}, {"finetune_steps": 1.5},
-                                {"finetune_lr": float("nan")}])
-def test_evaluator_rejects_bad_options(trained, digits, kw) -> None:
-    with pytest.raises(NaspruneError):
+@pytest.mark.parametrize("kw, match", [
+    ({"bn_batches": -1}, "bn_batches must be an integer ≥ 0, got -1"),
+    ({"val_size": 0}, "val_size must be an integer ≥ 1, got 0"),
+    ({"finetune_steps": 1.5}, "finetune_steps must be an integer ≥ 0, got 1.5"),
+    ({"finetune_lr": float("nan")}, "finetune_lr must be a positive number, got nan"),
+])
+def test_evaluator_rejects_bad_options(trained, digits, kw, match) -> None:
+    with pytest.raises(NaspruneError, match=re.escape(match)):
         Evaluator(trained, digits, device="cpu", **kw)
 
 
@@ -257,10 +259,11 @@ def test_cli_search_writes_ratios_that_prune_accepts(trained, digits, tmp_path, 
     assert not (tmp_path / "x.json").exists()
 
 
-def test_demo_runs_search_prune_finetune(tmp_path) -> None:
-    from nasprune.demo import run_demo
-
-    results = run_demo(out=tmp_path, progress=False, device="cpu")
+@pytest.mark.slow
+def test_demo_runs_search_prune_finetune(demo_run) -> None:
+    rc, _, tmp_path = demo_run  # the one demo run of the suite (conftest)
+    assert rc == 0
+    results = json.loads((tmp_path / "results.json").read_text())
     base, pruned = results["rows"]
     assert pruned["method"] == "nas:evolution"
     assert pruned["macs"] <= 0.5 * base["macs"] and pruned["params"] < base["params"]
