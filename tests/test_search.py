@@ -98,11 +98,15 @@ def test_evaluator_rejects_bad_options(trained, digits, kw, match) -> None:
 def test_check_proxy_reports_rank_correlation(trained, digits, space) -> None:
     ev = Evaluator(trained, digits, bn_batches=3, val_size=200, device="cpu")
     rng = np.random.default_rng(0)
+    # Six budgets from 8 % to unpruned: clearly different accuracies, which the proxy must
+    # rank as fine-tuning does. Measured ρ (candidate seeds 0-5): 0.94-1.0; random proxy
+    # scores reach ρ ≥ 0.8 on six candidates with probability < 4 %.
     cands = [space.prune_ratios(space.project(rng.uniform(0.1, 1, space.dim), Budget(macs=m)))
-             for m in (0.15, 0.3, 0.5, 0.8)]
+             for m in (0.08, 0.15, 0.3, 0.5, 0.7, 1.0)]
     out = check_proxy(ev, cands, finetune_epochs=0.5, batch_size=64)
-    assert out["n"] == 4 and len(out["proxy"]) == len(out["finetuned"]) == 4
-    assert -1.0 <= out["spearman"] <= 1.0
+    assert out["n"] == 6 and len(out["proxy"]) == len(out["finetuned"]) == 6
+    assert out["spearman"] == pytest.approx(spearman(out["proxy"], out["finetuned"]))
+    assert out["spearman"] >= 0.8, out
     assert all(0 <= v <= 1 for v in out["proxy"] + out["finetuned"])
     with pytest.raises(NaspruneError, match="at least 2"):
         check_proxy(ev, cands[:1])
