@@ -57,6 +57,7 @@ print(json.dumps(failures))
 """
 
 
+@pytest.mark.slow  # ~20 s: every module re-imports its parents from scratch
 def test_every_module_imports_on_its_own() -> None:
     names = sorted(set(MODULES) - RUNS_ON_IMPORT)
     assert len(names) > 50 and "nasprune.search.space" in names  # the walk found the tree
