@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-import torch.nn.functional as F
 
 import nasprune
 from nasprune import metrics as M
@@ -14,20 +12,11 @@ from nasprune.cli import main
 
 
 @pytest.fixture(scope="module")
-def saved(digits, tmp_path_factory):
-    """A briefly trained digits CNN saved with nasprune.save; returns (model, directory)."""
-    torch.manual_seed(0)
-    model = nasprune.create_model("digitscnn", num_classes=10, in_channels=1, width=8)
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    model.train()
-    for x, y in digits.loader("train", batch_size=64, shuffle=True):
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-    model.eval()
+def saved(trained_narrow_digits_cnn, tmp_path_factory):
+    """The briefly trained digits CNN of conftest saved with nasprune.save: (model, dir)."""
     directory = tmp_path_factory.mktemp("ckpt") / "digits-cnn"
-    nasprune.save(model, directory)
-    return model, directory
+    nasprune.save(trained_narrow_digits_cnn, directory)
+    return trained_narrow_digits_cnn, directory
 
 
 def test_json_equals_metrics_api(saved, digits, tmp_path, capsys):

@@ -60,6 +60,7 @@ def _search_argv(checkpoint: Path, url: str, out: Path) -> list[str]:
             "--device", "cpu", "--threads", "1", "--quiet", "--out", str(out)]
 
 
+@pytest.mark.slow
 def test_sigkill_mid_trial_loses_nothing_and_resume_retries(checkpoint, digits, tmp_path,
                                                             monkeypatch):
     url, out = f"sqlite:///{tmp_path / 'search.db'}", tmp_path / "best.json"
@@ -210,6 +211,7 @@ experiment:
 """
 
 
+@pytest.mark.slow
 def test_sigkill_mid_experiment_resumes_without_trusting_partial_results(tmp_path):
     """Kill `nasprune experiment` right after a method finished; the re-run reuses exactly
     the finished methods and recomputes the rest."""

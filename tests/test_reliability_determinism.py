@@ -24,12 +24,9 @@ OPTIONS = {"evolution": {"population": 3}, "bayes": {"n_startup_trials": 3},
 
 
 @pytest.fixture(scope="module")
-def base(digits):
+def base(trained_narrow_digits_cnn):
     """A briefly trained digits CNN (scores then differ between candidates)."""
-    torch.manual_seed(0)
-    model = nasprune.create_model("digitscnn", in_channels=1, width=8)
-    nasprune.fit(model, digits, epochs=3, progress=False, seed=0, device="cpu")
-    return model.eval()
+    return trained_narrow_digits_cnn
 
 
 def trajectory(model, data, strategy: str, seed: int):
@@ -41,7 +38,9 @@ def trajectory(model, data, strategy: str, seed: int):
                      tuple(t.user_attrs.get("keep", ()))) for t in trials]
 
 
-@pytest.mark.parametrize("strategy", [s for s in STRATEGIES.names() if not single_process(s)])
+@pytest.mark.parametrize("strategy", [
+    pytest.param(n, marks=pytest.mark.slow) if n == "predictor" else n
+    for n in STRATEGIES.names() if not single_process(n)])
 def test_same_seed_same_search_trajectory(base, digits, strategy):
     first, a = trajectory(base, digits, strategy, seed=3)
     _, b = trajectory(base, digits, strategy, seed=3)

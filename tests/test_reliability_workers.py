@@ -107,6 +107,7 @@ def _max_overlap(trials) -> int:
     return best
 
 
+@pytest.mark.slow
 def test_two_workers_on_sqlite_with_the_workers_verb(checkpoint, tmp_path, capsys):
     """`nasprune workers -n 2 -- <search flags>`: two real `nasprune search` processes."""
     url = f"sqlite:///{tmp_path / 'verb.db'}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 
+import numpy as np
 import pytest
 
 import nasprune
@@ -46,6 +47,12 @@ def test_plots_are_valid_pngs(run):
             im.verify()
         with Image.open(path) as im:
             assert im.size[0] >= 600 and im.size[1] >= 400
+            pixels = np.asarray(im.convert("RGB")).reshape(-1, 3)
+        # Real content, not a blank canvas: many colours (lines, markers, anti-aliased
+        # text), and a fair share of pixels that are not the background colour.
+        colours, counts = np.unique(pixels, axis=0, return_counts=True)
+        drawn = 1 - counts.max() / len(pixels)
+        assert len(colours) >= 50 and 0.02 <= drawn <= 0.9, (path.name, len(colours), drawn)
     assert set(result.files) >= {"json", "csv", "md", "report", "accuracy_vs_macs"}
 
 

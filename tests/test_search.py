@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import optuna
@@ -19,11 +20,8 @@ FAST = {"bn_batches": 3, "val_size": 200, "progress": False}
 
 
 @pytest.fixture(scope="module")
-def trained(digits):
-    torch.manual_seed(0)
-    model = nasprune.create_model("digitscnn", in_channels=1)
-    nasprune.fit(model, digits, epochs=4, progress=False, seed=0, device="cpu")
-    return model.eval()
+def trained(trained_digits_cnn):
+    return trained_digits_cnn
 
 
 @pytest.fixture(scope="module")
@@ -86,21 +84,29 @@ def test_finetune_steps_change_the_score(trained, digits, space) -> None:
     assert tuned.score(ratios) == tuned.score(ratios)  # seeded: repeatable
 
 
-@pytest.mark.parametrize("kw", [{"bn_batches": -1}, {"val_size": 0}, {"finetune_steps": 1.5},
-                                {"finetune_lr": float("nan")}])
-def test_evaluator_rejects_bad_options(trained, digits, kw) -> None:
-    with pytest.raises(NaspruneError):
+@pytest.mark.parametrize("kw, match", [
+    ({"bn_batches": -1}, "bn_batches must be an integer ≥ 0, got -1"),
+    ({"val_size": 0}, "val_size must be an integer ≥ 1, got 0"),
+    ({"finetune_steps": 1.5}, "finetune_steps must be an integer ≥ 0, got 1.5"),
+    ({"finetune_lr": float("nan")}, "finetune_lr must be a positive number, got nan"),
+])
+def test_evaluator_rejects_bad_options(trained, digits, kw, match) -> None:
+    with pytest.raises(NaspruneError, match=re.escape(match)):
         Proxy(trained, digits, device="cpu", **kw)
 
 
 def test_check_proxy_reports_rank_correlation(trained, digits, space) -> None:
     ev = Proxy(trained, digits, bn_batches=3, val_size=200, device="cpu")
     rng = np.random.default_rng(0)
+    # Six budgets from 8 % to unpruned: clearly different accuracies, which the proxy must
+    # rank as fine-tuning does. Measured ρ (candidate seeds 0-5): 0.94-1.0; random proxy
+    # scores reach ρ ≥ 0.8 on six candidates with probability < 4 %.
     cands = [space.prune_ratios(space.project(rng.uniform(0.1, 1, space.dim), Budget(macs=m)))
-             for m in (0.15, 0.3, 0.5, 0.8)]
+             for m in (0.08, 0.15, 0.3, 0.5, 0.7, 1.0)]
     out = check_proxy(ev, cands, finetune_epochs=0.5, batch_size=64)
-    assert out["n"] == 4 and len(out["proxy"]) == len(out["finetuned"]) == 4
-    assert -1.0 <= out["spearman"] <= 1.0
+    assert out["n"] == 6 and len(out["proxy"]) == len(out["finetuned"]) == 6
+    assert out["spearman"] == pytest.approx(spearman(out["proxy"], out["finetuned"]))
+    assert out["spearman"] >= 0.8, out
     assert all(0 <= v <= 1 for v in out["proxy"] + out["finetuned"])
     with pytest.raises(NaspruneError, match="at least 2"):
         check_proxy(ev, cands[:1])
@@ -257,10 +263,11 @@ def test_cli_search_writes_ratios_that_prune_accepts(trained, digits, tmp_path, 
     assert not (tmp_path / "x.json").exists()
 
 
-def test_demo_runs_search_prune_finetune(tmp_path) -> None:
-    from nasprune.cli.demo import run_demo
-
-    results = run_demo(out=tmp_path, progress=False, device="cpu")
+@pytest.mark.slow
+def test_demo_runs_search_prune_finetune(demo_run) -> None:
+    rc, _, tmp_path = demo_run  # the one demo run of the suite (conftest)
+    assert rc == 0
+    results = json.loads((tmp_path / "results.json").read_text())
     base, pruned = results["rows"]
     assert pruned["method"] == "nas:evolution"
     assert pruned["macs"] <= 0.5 * base["macs"] and pruned["params"] < base["params"]

@@ -132,15 +132,34 @@ def test_full_budget_keeps_everything(digits_space: SearchSpace) -> None:
     assert np.allclose(keep, 1.0)
 
 
-def test_projection_is_fast_enough_and_cost_is_cheap(r56_space: SearchSpace) -> None:
-    # Not a benchmark (see bench/bench_search.py): only that nothing is pathologically slow.
-    import time
+def test_projection_is_cheap_and_idempotent(r56_space: SearchSpace, monkeypatch) -> None:
+    """Counted, not timed (timings: bench/bench_search.py): costs are analytic (no forward
+    pass of any module), a projection needs a bounded number of cost evaluations (measured
+    58-100 on ResNet-56's 30 groups: ≤ 49 bisection steps plus the channel filling), and
+    projecting a projected vector keeps the same channels."""
+    evaluations, forwards = [0], [0]
+    cost, call = r56_space.cost_model.cost, torch.nn.Module.__call__
 
-    keep = np.random.default_rng(0).uniform(0.1, 1, r56_space.dim)
-    t = time.perf_counter()
-    for _ in range(200):
-        r56_space.cost(keep)
-    assert (time.perf_counter() - t) / 200 < 5e-3
+    def counted_cost(kept):
+        evaluations[0] += 1
+        return cost(kept)
+
+    def counted_call(module, *args, **kwargs):
+        forwards[0] += 1
+        return call(module, *args, **kwargs)
+
+    monkeypatch.setattr(r56_space.cost_model, "cost", counted_cost)
+    monkeypatch.setattr(torch.nn.Module, "__call__", counted_call)
+    rng = np.random.default_rng(0)
+    for budget in (Budget(macs=0.5), Budget(params=0.3), Budget(macs=0.4, params=0.6)):
+        for raw in rng.uniform(0.1, 1.0, size=(3, r56_space.dim)):
+            evaluations[0] = 0
+            keep = r56_space.project(raw, budget)
+            assert 0 < evaluations[0] <= 150, (budget, evaluations[0])
+            again = r56_space.project(keep, budget)
+            assert np.array_equal(r56_space.kept(again), r56_space.kept(keep))
+            assert np.allclose(again, keep, rtol=0, atol=1e-9)
+    assert forwards[0] == 0
 
 
 def test_infeasible_budget_is_reported_with_the_minimum(digits_space: SearchSpace) -> None:
@@ -151,11 +170,17 @@ def test_infeasible_budget_is_reported_with_the_minimum(digits_space: SearchSpac
     digits_space.check_feasible(Budget(macs=0.5))
 
 
-@pytest.mark.parametrize("kw", [{"macs": 1.5}, {"macs": 0}, {"macs": -0.2},
-                                {"params": float("nan")}, {"latency_ms": -1}, {},
-                                {"macs": "half"}])
-def test_bad_budgets_are_user_errors(kw: dict) -> None:
-    with pytest.raises(NaspruneError):
+@pytest.mark.parametrize("kw, match", [
+    ({"macs": 1.5}, r"budget macs=1.5 is a fraction of the unpruned model and must be in \(0, 1\]"),
+    ({"macs": 0}, r"budget macs=0 is a fraction .* must be in \(0, 1\]; e.g. macs=0.5"),
+    ({"macs": -0.2}, r"budget macs=-0.2 is a fraction"),
+    ({"params": float("nan")}, "budget params must be a number, got nan"),
+    ({"latency_ms": -1}, "budget latency_ms must be a positive number, got -1"),
+    ({}, "a budget needs at least one of macs, params or latency_ms"),
+    ({"macs": "half"}, "budget macs must be a number, got 'half'"),
+])
+def test_bad_budgets_are_user_errors(kw: dict, match: str) -> None:
+    with pytest.raises(NaspruneError, match=match):
         Budget(**kw)
 
 
@@ -194,7 +219,12 @@ def test_features_describe_groups() -> None:
 
 
 # --- latency ---------------------------------------------------------------------------
-LATENCY_TOLERANCE = 0.35  # ±35 %: measured 5–13 % on a quiet 2-core CPU, more under load
+# ±35 %: measured 5–13 % on a quiet 2-core CPU. Under load (load average 6-9 on 2 cores,
+# 4 runs) the median error of the three candidates reached 0.25 and the error of the
+# cheap/dear ratio 0.34; a prediction blind to the keep ratios has a ratio error > 1, one
+# proportional to MACs ~0.6.
+LATENCY_TOLERANCE = 0.35
+LATENCY_RATIO_TOLERANCE = 0.45
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +235,7 @@ def latency_setup(tmp_path_factory):
     space = SearchSpace(model, x)
     cache = tmp_path_factory.mktemp("latency")
     lat = LatencyModel.for_space(space, model, x, device="cpu", cache_dir=cache,
-                                 num_threads=1, warmup=2, repeats=8)
+                                 num_threads=1, warmup=2, repeats=15)
     return model, x, space, lat, cache
 
 
@@ -220,18 +250,36 @@ def test_latency_prediction_is_monotone_in_every_keep_ratio(latency_setup) -> No
             assert lat.predict(space.kept(up)) >= base - 1e-12
 
 
+def _interleaved_min_ms(models, x, rounds: int = 5) -> list[float]:
+    """Per model, the fastest of ``rounds`` × 15 runs, the models measured in turn each round
+    so a burst of load from other processes cannot fall on one model's runs only."""
+    shape = tuple(x.shape[1:])
+    times: list[list[float]] = [[] for _ in models]
+    for _ in range(rounds):
+        for i, m in enumerate(models):
+            r = measure_latency(m, shape, batch_sizes=(1,), num_threads=1, warmup=2,
+                                repeats=15)
+            times[i].append(r[1]["min_ms"])
+    return [min(t) for t in times]
+
+
 def test_latency_prediction_matches_measured_pruned_model(latency_setup) -> None:
     model, x, space, lat, _ = latency_setup
-    found = []
-    for keep in (np.full(space.dim, 0.6), np.random.default_rng(3).uniform(0.2, 1, space.dim)):
-        pruned = prune(model, x, space.prune_ratios(keep))
-        # The table holds fastest-run times; compare like with like.
-        measured = min(measure_latency(pruned, tuple(x.shape[1:]), batch_sizes=(1,),
-                                       num_threads=1, repeats=25)[1]["min_ms"]
-                       for _ in range(3))
-        found.append((lat.predict(space.kept(keep)), measured))
-    errors = [abs(p / m - 1) for p, m in found]
-    assert min(errors) < LATENCY_TOLERANCE, (found, lat.meta)
+    # Two candidates of clearly different cost (predicted ~2x apart) and a non-uniform one.
+    keeps = [np.full(space.dim, 0.9), np.full(space.dim, 0.35),
+             np.random.default_rng(3).uniform(0.2, 1, space.dim)]
+    pruned = [prune(model, x, space.prune_ratios(k)) for k in keeps]
+    predicted = [lat.predict(space.kept(k)) for k in keeps]
+    measured = _interleaved_min_ms(pruned, x)
+    found = list(zip(predicted, measured, strict=True))
+    # Absolute: the table holds fastest-run times and so does `measured`.
+    errors = sorted(abs(p / m - 1) for p, m in found)
+    assert errors[1] < LATENCY_TOLERANCE, (found, lat.meta)  # the median of the three
+    # Relative: the cheap candidate is predicted, and measured, clearly faster, by a ratio
+    # the prediction gets right (load slows both alike, so the ratio is the tighter check).
+    assert predicted[1] < 0.75 * predicted[0] and measured[1] < 0.75 * measured[0], found
+    ratio_p, ratio_m = predicted[1] / predicted[0], measured[1] / measured[0]
+    assert abs(ratio_p / ratio_m - 1) < LATENCY_RATIO_TOLERANCE, (found, lat.meta)
 
 
 def test_latency_table_is_cached_and_budget_projects(latency_setup) -> None:
@@ -239,7 +287,7 @@ def test_latency_table_is_cached_and_budget_projects(latency_setup) -> None:
 
     model, x, space, lat, cache = latency_setup
     again = LatencyModel.for_space(space, model, x, device="cpu", cache_dir=cache,
-                                   num_threads=1, warmup=2, repeats=8)
+                                   num_threads=1, warmup=2, repeats=15)
     assert "measured" not in again.meta and np.array_equal(again.table, lat.table)
     assert len(list(cache.glob("*.json"))) == 1 and not list(cache.glob("*.tmp"))
     space.latency = lat

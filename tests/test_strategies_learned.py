@@ -2,9 +2,9 @@
 
 Samplers are checked without any network where possible — a synthetic score
 ``-‖keep - k*‖²`` stands in for the proxy accuracy — so the tests are fast and can assert
-that each sampler really learns: it must rebuild its knowledge from a study's stored trials,
-keep its proposals inside the bounds, give the same proposals for the same seed, and find
-better vectors than uniform random search with the same trial count. The differentiable
+that each sampler really learns: it must rebuild its knowledge from a study's stored trials
+and find better vectors than uniform random search with the same trial count (bounds and
+seeds are the contract of every strategy, in test_strategy_contract.py). The differentiable
 procedure trains gates on digits and must land on the MACs budget with ratios that differ
 between groups.
 """
@@ -146,20 +146,6 @@ def test_warmup_is_the_random_strategy_draw(space, name):
 
 
 @pytest.mark.parametrize("name", LEARNED)
-def test_same_seed_same_proposals_within_bounds(name):
-    space = SearchSpace(nasprune.create_model("digitscnn", in_channels=1), X,
-                        min_keep=0.3, max_keep=0.9)
-    target = k_star(space, 2)
-    a = run_study(space, name, 1, 12, target)
-    b = run_study(space, name, 1, 12, target)
-    c = run_study(space, name, 2, 12, target)
-    pa = np.array([space.keep_from_params(t.params) for t in a.trials])
-    assert np.all(pa >= 0.3) and np.all(pa <= 0.9)
-    assert [t.params for t in a.trials] == [t.params for t in b.trials]
-    assert [t.params for t in a.trials][4:] != [t.params for t in c.trials][4:]
-
-
-@pytest.mark.parametrize("name", LEARNED)
 def test_multi_objective_study_learns_the_first_objective(space, name):
     study = run_study(space, name, 0, 10, k_star(space, 3), two=True)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -181,7 +167,8 @@ def test_history_scores_are_higher_is_better_and_skip_unusable_trials(space):
     assert history.score.tolist() == [-0.5, -0.2, -0.9] and history.numbers.tolist() == [0, 1, 2]
 
 
-@pytest.mark.parametrize("name", LEARNED)
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.slow) if n == "predictor" else n for n in LEARNED])
 def test_learns_better_than_random_on_a_synthetic_objective(space, name):
     """Mean over 3 seeds of the best score after 40 trials (default warm-up) vs random."""
     best, base = [], []
@@ -216,11 +203,8 @@ def test_read_keep_from_gates():
 
 
 @pytest.fixture(scope="module")
-def trained(digits):
-    torch.manual_seed(0)
-    model = nasprune.create_model("digitscnn", in_channels=1, width=16)
-    nasprune.fit(model, digits, epochs=3, progress=False, seed=0, device="cpu")
-    return model.eval()
+def trained(trained_digits_cnn):
+    return trained_digits_cnn
 
 
 def test_differentiable_meets_the_budget_with_per_group_ratios(trained, digits):

@@ -356,12 +356,14 @@ def test_cli_train_bad_input_exit_2(tmp_path, capsys, argv, message):
     assert "Traceback" not in err and not (tmp_path / "o").exists()
 
 
-def test_demo_end_to_end(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--quiet"]) == 0
+@pytest.mark.slow
+def test_demo_end_to_end(demo_run):
+    rc, printed, tmp_path = demo_run  # the one demo run of the suite (conftest)
+    assert rc == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["test_accuracy"] >= 0.95
     assert results["rows"][0]["method"] == "unpruned"
-    assert "test accuracy" in capsys.readouterr().out
+    assert "test accuracy" in printed
     model = nasprune.load(tmp_path / "baseline")
     assert nasprune.evaluate(model, nasprune.load_dataset("digits"))["top1"] == pytest.approx(
         results["test_accuracy"])
