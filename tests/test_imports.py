@@ -184,10 +184,6 @@ def test_the_graph_sees_module_and_function_level_imports() -> None:
     assert [n.module for n in _import_nodes(tiny, False)] == ["nasprune.metrics"]
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "the tree still has package cycles (checkpoint/config/metrics/pruning/train and "
-    "cli/demo/experiment/report/search), being removed for issue 10; the failure lists "
-    "every import behind them"))
 def test_no_import_cycle_between_packages() -> None:
     graph = package_graph()
     cycles = _cycles(graph)

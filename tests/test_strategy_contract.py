@@ -100,13 +100,8 @@ class TestStrategyContract:
         assert proposals.shape == (TRIALS, space.dim)
         assert np.all(proposals >= space.lower) and np.all(proposals <= space.upper), name
 
-    def test_never_repeats_a_proposal(self, name, space, request) -> None:
+    def test_never_repeats_a_proposal(self, name, space) -> None:
         """A repeated keep vector is a wasted evaluation (the score is already known)."""
-        if name == "evolution":
-            request.applymarker(pytest.mark.xfail(strict=False, reason=(
-                "evolution: a crossover of a parent with itself (tournament picks the same "
-                "parent twice) is not mutated, so the child repeats it; ~25 % of 20 trials "
-                "with population=3 (src fix: mutate whenever the child equals a parent)")))
         proposals = _proposals(self.run(name, space, 0, trials=12), space)
         assert len({tuple(p) for p in proposals}) == len(proposals), name
 

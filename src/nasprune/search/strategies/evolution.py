@@ -5,7 +5,7 @@ multi-objective study: the best by non-dominated rank, then crowding distance, a
 NSGA-II). Each proposal picks two parents by tournament selection, recombines them
 (blend crossover BLX-α, or uniform crossover) with probability ``crossover_prob`` and
 applies Gaussian mutation to each gene with probability ``mutation_prob``; at least one gene
-always mutates when no crossover happened, so a child never repeats its parent. Genes live
+always mutates when the child equals a parent, so a child never repeats its parent. Genes live
 in the unit cube of the space (``0`` = lower bound, ``1`` = upper bound) and are the
 *projected* keep vectors the objective stored, so the GA breeds what was really evaluated.
 
@@ -150,7 +150,7 @@ class EvolutionSampler(LearnedSampler):
     def propose(self, study: Study, trial: FrozenTrial, history: History,
                 rng: np.random.Generator) -> np.ndarray:
         genes, rank = self._pool(study, history)
-        a = genes[self._select(rank, rng)]
+        a = b = genes[self._select(rank, rng)]
         crossed = len(genes) > 1 and rng.random() < self.crossover_prob
         if crossed:
             b = genes[self._select(rank, rng)]
@@ -163,7 +163,9 @@ class EvolutionSampler(LearnedSampler):
         else:
             child = a.copy()
         mutate = rng.random(len(child)) < self.mutation_prob
-        if not crossed and not mutate.any():
+        # A child equal to a parent (no crossover, or a parent crossed with itself) would
+        # repeat a known score: then at least one gene mutates.
+        if not mutate.any() and (np.array_equal(child, a) or np.array_equal(child, b)):
             mutate[rng.integers(len(child))] = True
         child = child + mutate * rng.normal(0.0, self.mutation_sigma, len(child))
         return from_unit(np.clip(child, 0.0, 1.0), self.lower, self.upper)
