@@ -29,6 +29,7 @@ _API: dict[str, str] = {
     "search": "nasprune.search",
     "Budget": "nasprune.search",
     "experiment": "nasprune.experiment",
+    "Task": "nasprune.task",
 }
 
 __all__ = ["NaspruneError", "__version__", *_API]
@@ -37,7 +38,7 @@ __all__ = ["NaspruneError", "__version__", *_API]
 # Subpackages reachable as attributes after a plain ``import nasprune``
 # (``nasprune.pruning.groups(...)``), imported on first use.
 _SUBPACKAGES = {"checkpoint", "data", "experiment", "methods", "metrics", "models", "pruning",
-                "report", "search", "train"}
+                "report", "search", "task", "train"}
 
 
 def __getattr__(name: str) -> Any:

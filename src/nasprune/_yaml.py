@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from nasprune._validate import type_name
+from nasprune._config_fields import type_name
 from nasprune.errors import NaspruneError
 
 

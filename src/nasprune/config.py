@@ -8,7 +8,7 @@ Field constraints live in ``field(metadata=...)``: ``min``/``max`` (inclusive), 
 (exclusive) and ``choices`` (a callable returning the allowed names). ``save_resolved``
 writes the final config next to a result so a run can be repeated exactly.
 
-Reading YAML lives in :mod:`nasprune._yaml`, checking values in :mod:`nasprune._validate`;
+Reading YAML lives in :mod:`nasprune._yaml`, checking values in :mod:`nasprune._config_fields`;
 ``read_yaml`` and ``from_dict`` stay importable from here.
 """
 
@@ -23,8 +23,8 @@ from typing import Any, ClassVar, TypeVar
 
 import yaml
 
+from nasprune._config_fields import from_dict, type_name
 from nasprune._io import write_atomic
-from nasprune._validate import from_dict, type_name
 from nasprune._yaml import read_yaml
 from nasprune.errors import NaspruneError
 from nasprune.registry import did_you_mean

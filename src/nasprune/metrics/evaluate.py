@@ -4,16 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nasprune.data.base import Dataset
 from nasprune.errors import NaspruneError
 from nasprune.metrics.classification import accuracy, classification_report
 from nasprune.metrics.latency import resolve_device
 from nasprune.metrics.mode import eval_mode
+from nasprune.task import (
+    Task,
+    as_task,
+    batch_len,
+    checked_loss,
+    checked_score,
+    is_dataset,
+    to_device,
+)
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -72,7 +81,7 @@ def predict(
 
 def evaluate(
     model: nn.Module,
-    data: Dataset,
+    data: Any,
     split: str = "test",
     batch_size: int = 256,
     device: str | torch.device | None = None,
@@ -83,7 +92,13 @@ def evaluate(
     (accuracies as fractions 0..1, ``confusion[true][pred]`` counts). The whole ``split``
     is run in eval mode without gradients, in batches of ``batch_size`` from
     ``data.loader``; ``device`` defaults to the model's own device.
+
+    For a :class:`~nasprune.task.Task` (or a ``DataLoader``) it returns the task's
+    ``score`` on the split's batches, ``maximize``, the mean task ``loss`` (None when the
+    batches carry no targets) and ``n`` samples.
     """
+    if not is_dataset(data):
+        return evaluate_task(model, as_task(data), split, device)
     dev = model_device(model) if device is None else resolve_device(device)
     loader = data.loader(split, batch_size=batch_size, shuffle=False, augment=False, device=dev)
     logits, targets = predict(model, loader, dev)
@@ -103,3 +118,34 @@ def evaluate(
         "n": int(targets.numel()),
         "confusion": report["confusion"],
     }
+
+
+def evaluate_task(model: nn.Module, task: Task, split: str = "test",
+                  device: str | torch.device | None = None) -> dict:
+    """The task's score and mean loss of ``model`` on one split (see :func:`evaluate`)."""
+    batches = task.split(split)
+    outputs, seen, loss_sum, n, has_loss = [], [], 0.0, 0, True
+    with _on_device(model, device) as dev, eval_mode(model), torch.inference_mode():
+        for batch in batches:
+            b = to_device(batch, dev)
+            try:
+                out = task.forward(model, b)
+            except (RuntimeError, TypeError, ValueError) as exc:
+                if outputs:
+                    raise
+                raise NaspruneError(f"the model cannot process a batch of task '{task.name}': "
+                                    f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+            size = batch_len(b)
+            if has_loss:
+                try:
+                    loss_sum += float(checked_loss(task.loss(out, b))) * size
+                except NaspruneError:
+                    has_loss = False  # unlabelled batches: no loss, the score still counts
+            outputs.append(out)
+            seen.append(b)
+            n += size
+        if not seen:
+            raise NaspruneError(f"nothing to evaluate: task '{task.name}' has no {split} batches")
+        score = checked_score(task.score(outputs, seen))
+    return {"score": score, "maximize": task.maximize,
+            "loss": loss_sum / n if has_loss and n else None, "n": n}

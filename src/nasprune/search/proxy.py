@@ -27,15 +27,19 @@ from nasprune.validate import check_count, check_positive_number
 
 
 class Proxy:
-    """Scores prune-ratio dicts by adaptive-BN accuracy on a seeded validation subset.
+    """Scores prune-ratio dicts by adaptive BN + the task's score on fixed validation batches.
 
-    ``bn_batches`` training batches of ``batch_size`` re-estimate BatchNorm statistics;
-    ``val_size`` validation images (a fixed seeded subset, the same for every candidate)
-    give the accuracy; ``finetune_steps`` > 0 first runs that many SGD steps on training
-    batches. The training batches are drawn once, so a candidate's score depends only on
-    its ratios (deterministic on CPU). ``criterion``, ``round_to`` and ``min_channels`` are
-    passed to :func:`nasprune.prune`. ``channels_last`` (default: for 4-D image inputs)
-    runs the candidates in NHWC memory layout, ~25–30 % faster on CPU for the same result.
+    ``data`` is a built-in :class:`~nasprune.data.base.Dataset` (the fast in-memory path), a
+    :class:`~nasprune.task.Task`, or any re-iterable of batches (a ``DataLoader``).
+    ``bn_batches`` training batches re-estimate BatchNorm statistics; ``val_size``
+    validation samples (a fixed seeded subset of a Dataset, or the first batches of the
+    task's validation batches holding that many samples) give the score; ``finetune_steps``
+    > 0 first runs that many SGD steps on the training batches (the task's loss). All these
+    batches are drawn once and kept in memory (at most ``cache_mb``; ``cached_bytes`` says
+    how much), so every candidate is scored on identical data and a candidate's score
+    depends only on its ratios (deterministic on CPU). ``criterion``, ``round_to`` and
+    ``min_channels`` are passed to :func:`nasprune.prune`. ``channels_last`` (default: for
+    a Dataset of images) runs candidates in NHWC layout, ~25–30 % faster on CPU.
     """
 
     def __init__(
@@ -55,50 +59,70 @@ class Proxy:
         finetune_lr: float = 0.01,
         seed: int = 0,
         channels_last: bool | None = None,
+        cache_mb: float = 2048.0,
     ) -> None:
+        from nasprune.task import as_task, is_dataset
+
         self.bn_batches = check_count("bn_batches", bn_batches)
         self.val_size = check_count("val_size", val_size, low=1)
         self.finetune_steps = check_count("finetune_steps", finetune_steps)
         self.batch_size = check_count("batch_size", batch_size, low=1)
         self.finetune_lr = check_positive_number("finetune_lr", finetune_lr)
-        if len(data.val) == 0:
-            raise NaspruneError(f"data set '{data.name}' has an empty validation split")
+        self.cache_mb = check_positive_number("cache_mb", cache_mb)
         self.model = model
         self.data = data
+        self.task = as_task(data)
         self.device = resolve_device(device)  # unknown/unavailable devices: a NaspruneError
-        self.example_inputs = (example_inputs if example_inputs is not None
-                               else data.example_input(1))
         self.criterion, self.round_to, self.min_channels = criterion, round_to, min_channels
         self.ignored = ignored
         self.seed = seed
         self.last_seconds = 0.0
         self.calls = 0
-        # Drawn once: every candidate sees the same BN batches and validation images.
-        self._train_batches = self._draw_train_batches(max(self.bn_batches, self.finetune_steps))
-        val = data.val.subset(self.val_size, seed=seed)
-        self.val_count = len(val)
-        # 128: larger CPU batches were slower per image (cache) in measurements.
-        self._val_batches = list(data.loader(val, batch_size=128, device=self.device))
-        self.channels_last = (len(data.input_shape) == 3 if channels_last is None
-                              else bool(channels_last))
+        in_memory = is_dataset(data)
+        # Drawn once: every candidate sees the same BN batches and validation samples.
+        need = max(self.bn_batches, self.finetune_steps)
+        if in_memory:
+            self._draw_from_dataset(data, need)
+        else:
+            self._draw_from_task(need)
+        self.example_inputs = (example_inputs if example_inputs is not None
+                               else _example_of(self._val_batches[0]))
+        self.channels_last = (in_memory and len(data.input_shape) == 3
+                              if channels_last is None else bool(channels_last))
         if self.channels_last:
             self._train_batches = _channels_last(self._train_batches)
             self._val_batches = _channels_last(self._val_batches)
+        self.cached_bytes = _nbytes(self._train_batches) + _nbytes(self._val_batches)
+        if self.cached_bytes > self.cache_mb * 2**20:
+            raise NaspruneError(
+                f"the proxy's fixed batches take {self.cached_bytes / 2**20:.0f} MB, over "
+                f"cache_mb={self.cache_mb:g}: lower val_size, bn_batches or finetune_steps")
 
-    def _draw_train_batches(self, need: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """``need`` seeded training batches, cycling the split if it is shorter."""
-        loader = self.data.loader("train", batch_size=self.batch_size, shuffle=True,
-                                  device=self.device, seed=self.seed, drop_last=False)
-        batches: list[tuple[torch.Tensor, torch.Tensor]] = []
-        while len(batches) < need:
-            before = len(batches)
-            for batch in loader:
-                batches.append(batch)
-                if len(batches) >= need:
-                    break
-            if len(batches) == before:
-                raise NaspruneError(f"data set '{self.data.name}' has an empty training split")
-        return batches
+    def _draw_from_dataset(self, data, need: int) -> None:
+        if len(data.val) == 0:
+            raise NaspruneError(f"data set '{data.name}' has an empty validation split")
+        loader = data.loader("train", batch_size=self.batch_size, shuffle=True,
+                             device=self.device, seed=self.seed, drop_last=False)
+        self._train_batches = _first_batches(loader, need, f"data set '{data.name}'", "training")
+        val = data.val.subset(self.val_size, seed=self.seed)
+        self.val_count = len(val)
+        # 128: larger CPU batches were slower per image (cache) in measurements.
+        self._val_batches = list(data.loader(val, batch_size=128, device=self.device))
+
+    def _draw_from_task(self, need: int) -> None:
+        from nasprune.task import batch_len, to_device
+
+        what = f"task '{self.task.name}'"
+        train = _first_batches(self.task.split("train"), need, what, "training")
+        self._train_batches = [to_device(b, self.device) for b in train]
+        self._val_batches, self.val_count = [], 0
+        for batch in self.task.split("val"):
+            self._val_batches.append(to_device(batch, self.device))
+            self.val_count += batch_len(batch)
+            if self.val_count >= self.val_size:
+                break
+        if not self._val_batches:
+            raise NaspruneError(f"{what} has no validation batches")
 
     # ------------------------------------------------------------------------------------
     def prune(self, ratios: dict[str, float]) -> nn.Module:
@@ -117,7 +141,8 @@ class Proxy:
     def recalibrate(self, model: nn.Module) -> None:
         from nasprune.train.bn import recalibrate_bn
 
-        recalibrate_bn(model, self._train_batches, batches=self.bn_batches)
+        recalibrate_bn(model, self._train_batches, batches=self.bn_batches,
+                       forward=self.task.forward)
 
     def finetune(self, model: nn.Module, steps: int) -> None:
         """``steps`` plain SGD steps (momentum 0.9) on the fixed training batches."""
@@ -128,9 +153,9 @@ class Proxy:
                               weight_decay=5e-4)
         model.train()
         for i in range(steps):
-            x, y = self._train_batches[i % len(self._train_batches)]
+            batch = self._train_batches[i % len(self._train_batches)]
             opt.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.cross_entropy(model(x), y)
+            _, loss = self.task.compute_loss(model, batch)
             if not torch.isfinite(loss):
                 raise NaspruneError(f"proxy fine-tuning diverged: loss is {loss.item()} "
                                     f"at step {i}")
@@ -140,28 +165,69 @@ class Proxy:
 
     @torch.no_grad()
     def accuracy(self, model: nn.Module) -> float:
-        """Top-1 accuracy on the fixed validation subset (model in eval mode)."""
+        """The task's score (top-1 by default) on the fixed validation batches, eval mode."""
         model.eval()
-        correct = 0
-        for x, y in self._val_batches:
-            correct += int((model(x).argmax(1) == y).sum())
-        return correct / self.val_count
+        return self.task.evaluate(model, self._val_batches, self.device)
 
     def score(self, ratios: dict[str, float]) -> float:
-        """The proxy score in [0, 1] of the network pruned to ``ratios``."""
+        """The proxy score of the network pruned to ``ratios``, higher is better (a score
+        the task minimises is negated)."""
         start = time.perf_counter()
         pruned = self.prune(ratios)
         self.finetune(pruned, self.finetune_steps)
         self.recalibrate(pruned)
-        acc = self.accuracy(pruned)
+        value = self.accuracy(pruned)
         self.last_seconds = time.perf_counter() - start
         self.calls += 1
-        return acc
+        return value if self.task.maximize else -value
+
+
+def _first_batches(batches, need: int, what: str, split: str) -> list:
+    """The first ``need`` batches, cycling ``batches`` when it holds fewer."""
+    out: list = []
+    while len(out) < need:
+        before = len(out)
+        for batch in batches:
+            out.append(batch)
+            if len(out) >= need:
+                break
+        if len(out) == before:
+            raise NaspruneError(f"{what} has an empty {split} split")
+    return out
+
+
+def _example_of(batch: Any) -> Any:
+    """The model inputs of one batch, cut to one sample (for tracing and MACs)."""
+    if isinstance(batch, torch.Tensor):
+        return batch[:1]
+    if isinstance(batch, dict):
+        return {k: v[:1] if isinstance(v, torch.Tensor) else v for k, v in batch.items()
+                if k != "labels"}
+    if isinstance(batch, (tuple, list)) and batch:
+        return _example_of(batch[0])
+    return batch
+
+
+def _nbytes(batches: list) -> int:
+    """Bytes held by the tensors of ``batches``."""
+    total = 0
+    stack = list(batches)
+    while stack:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            total += item.numel() * item.element_size()
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return total
 
 
 def _channels_last(batches: list) -> list:
-    """``(x, y)`` batches with ``x`` in NHWC memory layout."""
-    return [(x.contiguous(memory_format=torch.channels_last), y) for x, y in batches]
+    """``(x, y)`` batches with a 4-D ``x`` in NHWC memory layout (others as they are)."""
+    return [(b[0].contiguous(memory_format=torch.channels_last), *b[1:])
+            if isinstance(b, (tuple, list)) and isinstance(b[0], torch.Tensor)
+            and b[0].dim() == 4 else b for b in batches]
 
 
 def spearman(a: Sequence[float], b: Sequence[float]) -> float:
@@ -183,6 +249,7 @@ def check_proxy(evaluator: Proxy, candidates: Sequence[dict[str, float]],
     subset. Returns ``spearman`` (rank correlation), ``proxy`` and ``finetuned`` scores,
     ``n`` and the seconds spent.
     """
+    from nasprune.task import is_dataset
     from nasprune.train import finetune
 
     if len(candidates) < 2:
@@ -191,7 +258,9 @@ def check_proxy(evaluator: Proxy, candidates: Sequence[dict[str, float]],
     kw = {"progress": False, "seed": evaluator.seed, "device": evaluator.device}
     kw.update(finetune_kw)
     if finetune_epochs < 1 and "max_steps" not in kw:
-        steps_per_epoch = max(1, len(evaluator.data.train) // kw.get("batch_size", 128))
+        data = evaluator.data
+        steps_per_epoch = max(1, len(data.train) // kw.get("batch_size", 128)
+                              if is_dataset(data) else len(evaluator.task.split("train")))
         kw["max_steps"] = max(1, int(finetune_epochs * steps_per_epoch))
     start = time.perf_counter()
     proxy, tuned = [], []

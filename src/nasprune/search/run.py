@@ -24,6 +24,7 @@ from nasprune.search.result import Candidate, SearchResult, build_result
 from nasprune.search.space import SearchSpace
 from nasprune.search.strategies import STRATEGIES, Strategy
 from nasprune.search.study import budget_dict, open_storage, open_study, quiet_optuna
+from nasprune.task import as_task
 
 OBJECTIVES = ("single", "multi")
 
@@ -104,6 +105,7 @@ def search(
     progress: bool = True,
     max_failures: int = 5,
     latency_cache: Any = None,
+    score: Any = None,
     **strategy_options: Any,
 ) -> SearchResult:
     """Search per-group prune ratios for ``model`` at budget ``target`` (default 50 % MACs).
@@ -118,8 +120,14 @@ def search(
     fails that trial (its message stored as the ``error`` user attr) and the search goes
     on, unless ``max_failures`` trials fail in a row. Budgets no candidate can meet are
     rejected before anything runs.
+
+    ``data`` is a built-in Dataset, a :class:`~nasprune.task.Task` or any re-iterable of
+    batches (a ``DataLoader``, then used for calibration and validation alike); ``score``
+    (``score(outputs, batches) -> float``, higher is better) replaces the task's score.
     """
     start = time.perf_counter()
+    if score is not None:
+        data = as_task(data, score=score)
     target = Budget(macs=0.5) if target is None else target
     _check_args(target, trials, objective, seed)
     strat = STRATEGIES.get(strategy)

@@ -13,17 +13,21 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from nasprune.task import Forward, default_forward, to_device
+
 
 def batchnorm_layers(model: nn.Module) -> list[_BatchNorm]:
     return [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, loader: Iterable, batches: int = 20) -> None:
+def recalibrate_bn(model: nn.Module, loader: Iterable, batches: int = 20,
+                   forward: Forward = default_forward) -> None:
     """Reset BN running stats and re-estimate them on ``batches`` batches; ends in eval mode.
 
     Only BatchNorm layers switch to train mode (dropout stays off), and ``momentum=None``
-    makes the estimate a plain cumulative average over the batches seen.
+    makes the estimate a plain cumulative average over the batches seen. ``forward``
+    feeds one batch to the model (a task's routing; default: tensors, pairs, dicts).
     """
     bns = batchnorm_layers(model)
     model.eval()
@@ -40,8 +44,7 @@ def recalibrate_bn(model: nn.Module, loader: Iterable, batches: int = 20) -> Non
         for i, batch in enumerate(loader):
             if i >= batches:
                 break
-            x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            model(x.to(device))
+            forward(model, to_device(batch, device))
     finally:
         for m, momentum in zip(bns, saved, strict=True):
             m.momentum = momentum

@@ -14,9 +14,17 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     The T² factor keeps the soft-target gradients on the same scale as the hard ones
     whatever the temperature.
     """
-    t = temperature
-    soft = F.kl_div(F.log_softmax(student_logits.float() / t, dim=1),
-                    F.log_softmax(teacher_logits.float() / t, dim=1),
-                    reduction="batchmean", log_target=True) * (t * t)
     hard = F.cross_entropy(student_logits.float(), targets, label_smoothing=label_smoothing)
-    return weight * soft + (1.0 - weight) * hard
+    return weight * soft_target_loss(student_logits, teacher_logits, temperature) \
+        + (1.0 - weight) * hard
+
+
+def soft_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                     temperature: float = 4.0) -> torch.Tensor:
+    """KL(student/T ‖ teacher/T)·T² over the last dimension (classes, or a vocabulary per
+    token), averaged over every other position."""
+    t = temperature
+    classes = student_logits.shape[-1]
+    s = F.log_softmax(student_logits.float().reshape(-1, classes) / t, dim=1)
+    q = F.log_softmax(teacher_logits.float().reshape(-1, classes) / t, dim=1)
+    return F.kl_div(s, q, reduction="batchmean", log_target=True) * (t * t)

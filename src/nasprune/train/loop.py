@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -19,13 +19,21 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from nasprune.errors import NaspruneError
 from nasprune.pruning.masks import apply_masks
+from nasprune.task import Task, as_task, batch_len, is_dataset, to_device
 from nasprune.train.checks import check_int, check_number
 from nasprune.train.device import resolve_channels_last, resolve_device, resolve_precision
 from nasprune.train.monitor import LossMonitor
 from nasprune.train.optim import OPTIMIZERS, default_lr, make_optimizer
 from nasprune.train.schedule import SCHEDULES, make_schedule
 from nasprune.train.seed import seed_everything
-from nasprune.train.step import TrainRun, accuracy, first_batch_guard, placed, train_step
+from nasprune.train.step import (
+    TrainRun,
+    accuracy,
+    first_batch_guard,
+    placed,
+    task_guard,
+    train_step,
+)
 
 Callback = Callable[[int, nn.Module, dict], object]
 
@@ -61,8 +69,6 @@ def _check_args(model, data, epochs, optimizer, lr, momentum, weight_decay, sche
                 max_steps, callbacks) -> None:
     if not isinstance(model, nn.Module):
         raise NaspruneError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not all(hasattr(data, a) for a in ("train", "val", "loader")):
-        raise NaspruneError("data must be a nasprune Dataset (see nasprune.load_dataset)")
     check_int("epochs", epochs, low=0)
     check_int("batch_size", batch_size, low=1)
     check_int("seed", seed, low=0)
@@ -94,7 +100,13 @@ def fit(model: nn.Module, data, epochs: int = 10, optimizer: str = "sgd",
         kd_temperature: float = 4.0, kd_weight: float = 0.9, max_steps: int | None = None,
         progress: bool = True, augment: bool = True,
         callbacks: Sequence[Callback] | None = None, validate: bool = True) -> FitResult:
-    """Train ``model`` in place on ``data.train``; validate on ``data.val`` after each epoch.
+    """Train ``model`` in place on the training batches; validate after each epoch.
+
+    ``data`` is a built-in Dataset (fast in-memory batches, augmented when ``augment``), a
+    :class:`~nasprune.task.Task` or any re-iterable of batches (a ``DataLoader``: its own
+    batch size and shuffling apply, ``batch_size``/``augment`` do not). With a task the
+    loss is the task's (distillation mixes in the teacher's soft targets) and each epoch
+    records the task's score on its validation batches as ``val_score``.
 
     ``lr=None`` uses the optimizer's default; schedules step once per batch. ``amp`` and
     ``channels_last`` default to on for CUDA only. ``bn_l1`` adds network slimming's L1
@@ -110,12 +122,8 @@ def fit(model: nn.Module, data, epochs: int = 10, optimizer: str = "sgd",
     dev = resolve_device(device)
     precision = resolve_precision(amp, dev)
     cl = resolve_channels_last(channels_last, dev)
-    # Dropping the ragged last batch keeps BatchNorm away from tiny batches.
-    loader = data.loader("train", batch_size=batch_size, shuffle=True, augment=augment,
-                         device=dev, seed=seed, drop_last=len(data.train) > batch_size)
-    val_loader = (data.loader("val", batch_size=max(batch_size, 256), device=dev)
-                  if validate and len(data.val) else None)
-    total = epochs * len(loader)
+    task, loader, val_loader = _loaders(data, batch_size, augment, dev, seed, validate)
+    total = epochs * _length(loader)
     if max_steps is not None:
         total = min(total, max_steps)
     result = FitResult()
@@ -129,13 +137,50 @@ def fit(model: nn.Module, data, epochs: int = 10, optimizer: str = "sgd",
                    label_smoothing=float(label_smoothing), bn_l1=float(bn_l1),
                    bns=[m for m in model.modules() if isinstance(m, _BatchNorm)],
                    teacher=teacher, kd_temperature=float(kd_temperature),
-                   kd_weight=float(kd_weight))
+                   kd_weight=float(kd_weight), task=task)
         if teacher is not None:
             teacher.requires_grad_(False)
         apply_masks(model)
         _train_epochs(run, loader, val_loader, epochs, total, result, callbacks or (),
                       progress, max_steps)
     return result
+
+
+def _loaders(data, batch_size: int, augment: bool, dev: torch.device, seed: int,
+             validate: bool) -> tuple[Task | None, Iterable, Iterable | None]:
+    """(task or None for a built-in Dataset, training batches, validation batches or None)."""
+    if is_dataset(data):
+        # Dropping the ragged last batch keeps BatchNorm away from tiny batches.
+        loader = data.loader("train", batch_size=batch_size, shuffle=True, augment=augment,
+                             device=dev, seed=seed, drop_last=len(data.train) > batch_size)
+        val = (data.loader("val", batch_size=max(batch_size, 256), device=dev)
+               if validate and len(data.val) else None)
+        return None, loader, val
+    task = as_task(data)
+    return task, task.split("train"), task.val if validate else None
+
+
+def _length(batches: Iterable) -> int:
+    """Batches per epoch: ``len()``, or one pass over an iterable without it."""
+    try:
+        return len(batches)  # type: ignore[arg-type]
+    except TypeError:
+        return sum(1 for _ in batches)
+
+
+def _validate(run: TrainRun, val_loader) -> dict:
+    """The epoch's validation record: ``val_acc`` (built-in data) or ``val_score`` (task)."""
+    if val_loader is None:
+        return {"val_acc": None}
+    if run.task is None:
+        return {"val_acc": accuracy(run, val_loader)}
+    try:
+        with torch.no_grad(), run.precision.autocast(run.device):
+            run.model.eval()
+            return {"val_acc": None,
+                    "val_score": run.task.evaluate(run.model, val_loader, run.device)}
+    finally:
+        run.model.train()
 
 
 def _train_epochs(run: TrainRun, loader, val_loader, epochs: int, total: int, result: FitResult,
@@ -151,14 +196,11 @@ def _train_epochs(run: TrainRun, loader, val_loader, epochs: int, total: int, re
             bar.set_description(f"epoch {epoch}/{epochs}")
             monitor.reset()
             t0 = time.perf_counter()
-            for i, (x, y) in enumerate(loader, start=1):
-                if run.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                if result.steps == 0:
-                    first_batch_guard(run, x)
-                train_step(run, x, y, monitor, epoch, i)
+            for i, batch in enumerate(loader, start=1):
+                batch = _prepared(run, batch, result.steps == 0)
+                train_step(run, batch, monitor, epoch, i)
                 result.steps += 1
-                result.samples += int(y.shape[0])
+                result.samples += batch_len(batch)
                 bar.update(1)
                 if monitor.count and i % 10 == 0:
                     bar.set_postfix(loss=f"{monitor.loss:.3f}", acc=f"{monitor.accuracy:.3f}",
@@ -168,8 +210,9 @@ def _train_epochs(run: TrainRun, loader, val_loader, epochs: int, total: int, re
             monitor.flush()
             seconds = time.perf_counter() - t0
             result.train_seconds += seconds
-            record = {"epoch": epoch, "loss": monitor.loss, "train_acc": monitor.accuracy,
-                      "val_acc": accuracy(run, val_loader) if val_loader is not None else None,
+            record = {"epoch": epoch, "loss": monitor.loss,
+                      "train_acc": monitor.accuracy if run.task is None else None,
+                      **_validate(run, val_loader),
                       "lr": run.optimizer.param_groups[0]["lr"], "seconds": seconds,
                       "steps": result.steps}
             result.history.append(record)
@@ -188,11 +231,28 @@ def _train_epochs(run: TrainRun, loader, val_loader, epochs: int, total: int, re
         bar.close()
 
 
+def _prepared(run: TrainRun, batch, first: bool):
+    """The batch on the run's device (and layout); the first one also checks the model."""
+    if run.task is not None:
+        batch = to_device(batch, run.device)
+        if first:
+            task_guard(run, batch)
+        return batch
+    x, y = batch
+    if run.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    if first:
+        first_batch_guard(run, x)
+    return x, y
+
+
 def _epoch_line(record: dict, epochs: int) -> str:
     val = f"  val {record['val_acc']:.2%}" if record["val_acc"] is not None else ""
-    return (f"epoch {record['epoch']}/{epochs}  loss {record['loss']:.4f}  "
-            f"train {record['train_acc']:.2%}{val}  lr {record['lr']:.3g}  "
-            f"{record['seconds']:.1f}s")
+    if record.get("val_score") is not None:
+        val = f"  val score {record['val_score']:.4g}"
+    train = f"  train {record['train_acc']:.2%}" if record["train_acc"] is not None else ""
+    return (f"epoch {record['epoch']}/{epochs}  loss {record['loss']:.4f}"
+            f"{train}{val}  lr {record['lr']:.3g}  {record['seconds']:.1f}s")
 
 
 def finetune(model: nn.Module, data, epochs: int = 5, teacher: nn.Module | None = None,

@@ -17,8 +17,9 @@ from torch import nn
 
 from nasprune.errors import NaspruneError
 from nasprune.pruning.masks import apply_masks
+from nasprune.task import Task, batch_len, logits_of
 from nasprune.train.device import Precision
-from nasprune.train.distill import distillation_loss
+from nasprune.train.distill import distillation_loss, soft_target_loss
 from nasprune.train.monitor import LossMonitor
 
 
@@ -39,6 +40,7 @@ class TrainRun:
     teacher: nn.Module | None
     kd_temperature: float
     kd_weight: float
+    task: Task | None = None  # None: a built-in Dataset's (images, labels) batches
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -94,11 +96,34 @@ def loss_and_logits(run: TrainRun, x: torch.Tensor, y: torch.Tensor) -> tuple[to
                              run.label_smoothing), logits
 
 
-def train_step(run: TrainRun, x: torch.Tensor, y: torch.Tensor, monitor: LossMonitor, epoch: int,
-          step: int) -> None:
-    """One optimizer step; the monitor sees the loss before it can corrupt the weights."""
-    loss, logits = loss_and_logits(run, x, y)
-    monitor.add(epoch, step, loss, (logits.argmax(1) == y).sum(), int(y.shape[0]))
+def task_loss(run: TrainRun, batch) -> torch.Tensor:
+    """The task's loss of one batch; with a teacher, mixed with its soft targets."""
+    with run.precision.autocast(run.device):
+        out, loss = run.task.compute_loss(run.model, batch)
+        if run.teacher is None:
+            return loss
+        with torch.no_grad():
+            t_out = run.task.forward(run.teacher, batch)
+    student, teacher = logits_of(out), logits_of(t_out)
+    if student.shape != teacher.shape:
+        raise NaspruneError(f"teacher outputs shape {tuple(teacher.shape)} but the student "
+                            f"{tuple(student.shape)}: they must predict the same classes")
+    soft = soft_target_loss(student, teacher, run.kd_temperature)
+    return run.kd_weight * soft + (1.0 - run.kd_weight) * loss.float()
+
+
+def train_step(run: TrainRun, batch, monitor: LossMonitor, epoch: int, step: int) -> None:
+    """One optimizer step; the monitor sees the loss before it can corrupt the weights.
+
+    ``batch`` is ``(images, labels)`` of a built-in data set, or any batch of the task.
+    """
+    if run.task is None:
+        x, y = batch
+        loss, logits = loss_and_logits(run, x, y)
+        monitor.add(epoch, step, loss, (logits.argmax(1) == y).sum(), int(y.shape[0]))
+    else:
+        loss = task_loss(run, batch)
+        monitor.add(epoch, step, loss, torch.zeros((), dtype=torch.long), batch_len(batch))
     run.optimizer.zero_grad(set_to_none=True)
     if run.scaler is not None:
         run.scaler.scale(loss).backward()
@@ -150,5 +175,24 @@ def first_batch_guard(run: TrainRun, x: torch.Tensor) -> None:
         run.model.train()
 
 
-__all__ = ["TrainRun", "accuracy", "add_bn_l1", "first_batch_guard", "loss_and_logits",
-           "model_device", "placed", "train_step"]
+def task_guard(run: TrainRun, batch) -> None:
+    """A model (or teacher) that cannot take the task's batch: one clear error."""
+    nets = [("model", run.model)] + ([("teacher", run.teacher)] if run.teacher else [])
+    try:
+        with torch.no_grad(), run.precision.autocast(run.device):
+            run.model.eval()
+            for what, net in nets:
+                try:
+                    run.task.forward(net, batch)
+                except (RuntimeError, TypeError, ValueError) as exc:
+                    raise NaspruneError(
+                        f"the {what} cannot process a batch of task '{run.task.name}': "
+                        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                    ) from exc
+    finally:
+        run.model.train()
+
+
+__all__ = ["TrainRun", "accuracy", "add_bn_l1", "first_batch_guard",
+           "loss_and_logits", "model_device", "placed", "task_guard", "task_loss",
+           "train_step"]

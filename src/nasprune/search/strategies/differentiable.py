@@ -34,6 +34,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from nasprune.errors import NaspruneError
 from nasprune.search.strategies.learned import check_fraction, check_positive
+from nasprune.task import Task, as_task, is_dataset, to_device
 
 READS = ("threshold", "mean")
 
@@ -150,21 +151,21 @@ def _attach_gates(net: nn.Module, space: Any, init: float, device: torch.device
 
 
 class _GateLoss:
-    """cross-entropy + λ · Σ (expected cost / base cost − target)² (module docstring)."""
+    """task loss + λ · Σ (expected cost / base cost − target)² (module docstring)."""
 
     def __init__(self, space: Any, targets: dict[str, float], penalty: float,
-                 device: torch.device) -> None:
+                 device: torch.device, task: Task) -> None:
         self.relaxed = RelaxedCost(space)
         self.base = {"macs": float(space.base_macs), "params": float(space.base_params)}
-        self.targets, self.penalty, self.device = targets, penalty, device
+        self.targets, self.penalty, self.device, self.task = targets, penalty, device, task
 
-    def __call__(self, net: nn.Module, logits: list[torch.Tensor], x: torch.Tensor,
-                 y: torch.Tensor) -> torch.Tensor:
+    def __call__(self, net: nn.Module, logits: list[torch.Tensor], batch: Any) -> torch.Tensor:
         width = torch.stack([torch.sigmoid(t).sum() for t in logits]).cpu()
         macs, n_params = self.relaxed(width)
         cost = {"macs": macs, "params": n_params}
         reg = sum((cost[k] / self.base[k] - v) ** 2 for k, v in self.targets.items())
-        return nn.functional.cross_entropy(net(x), y) + self.penalty * reg.to(self.device)
+        _, loss = self.task.compute_loss(net, to_device(batch, self.device))
+        return loss + self.penalty * reg.to(self.device)
 
 
 def _train_gates(net: nn.Module, logits: list[torch.Tensor], loss_fn: _GateLoss, loader: Any,
@@ -175,8 +176,8 @@ def _train_gates(net: nn.Module, logits: list[torch.Tensor], loss_fn: _GateLoss,
         opts.append(torch.optim.SGD(list(net.parameters()), lr=weight_lr, momentum=0.9))
     step = 0
     while step < steps:
-        for x, y in loader:
-            loss = loss_fn(net, logits, x, y)
+        for batch in loader:
+            loss = loss_fn(net, logits, batch)
             if not torch.isfinite(loss):
                 raise NaspruneError(f"gate training diverged: loss is {loss.item()} "
                                     f"at step {step}")
@@ -189,7 +190,7 @@ def _train_gates(net: nn.Module, logits: list[torch.Tensor], loss_fn: _GateLoss,
             if step >= steps:
                 return
         if step == 0:
-            raise NaspruneError(f"data set '{data_name}' has no full training batch")
+            raise NaspruneError(f"'{data_name}' has no full training batch")
 
 
 def run(
@@ -226,11 +227,14 @@ def run(
         for p in net.parameters():
             p.requires_grad_(weight_lr > 0)
         logits, handles, gated = _attach_gates(net, space, init, device)
-        loader = data.loader("train", batch_size=batch_size, shuffle=True, device=device,
-                             seed=0 if seed is None else seed, drop_last=True)
+        task = as_task(data)
+        # A built-in data set gets its fast shuffled loader; a task brings its own batches.
+        loader = (data.loader("train", batch_size=batch_size, shuffle=True, device=device,
+                              seed=0 if seed is None else seed, drop_last=True)
+                  if is_dataset(data) else task.split("train"))
         try:
-            _train_gates(net, logits, _GateLoss(space, targets, penalty, device), loader,
-                         steps, lr, weight_lr, data.name)
+            _train_gates(net, logits, _GateLoss(space, targets, penalty, device, task), loader,
+                         steps, lr, weight_lr, task.name)
         finally:
             for h in handles:
                 h.remove()
