@@ -244,8 +244,25 @@ def as_task(data: Any, score: Score | None = None, loss: Loss | None = None,
 
 
 def dataset_task(data: Any, batch_size: int = 256) -> Task:
-    """The built-in in-memory data set as a task (normalised batches, no augmentation)."""
-    return Task(train=data.loader("train", batch_size=batch_size),
-                val=data.loader("val", batch_size=batch_size),
-                test=data.loader("test", batch_size=batch_size),
+    """The built-in in-memory data set as a task (normalised batches, no augmentation).
+
+    A split's loader is made when its batches are first iterated, so building the task
+    touches no split (the search never reads the test split).
+    """
+    return Task(train=_SplitBatches(data, "train", batch_size),
+                val=_SplitBatches(data, "val", batch_size),
+                test=_SplitBatches(data, "test", batch_size),
                 name=data.name, num_classes=data.num_classes)
+
+
+class _SplitBatches:
+    """The batches of one split of a built-in data set, loaded on iteration."""
+
+    def __init__(self, data: Any, split: str, batch_size: int) -> None:
+        self.data, self.split, self.batch_size = data, split, batch_size
+
+    def __iter__(self):
+        return iter(self.data.loader(self.split, batch_size=self.batch_size))
+
+    def __len__(self) -> int:
+        return -(-len(self.data.split(self.split)) // self.batch_size)
