@@ -1,6 +1,6 @@
 """One search worker process for the crash and multi-worker tests (run as a script).
 
-``python tests/reliability_worker.py --checkpoint DIR --storage URL --study NAME --trials N``
+``python tests/reliability/reliability_worker.py --checkpoint DIR --storage URL --study NAME --trials N``
 joins (or creates) the study and works on it until it holds N complete trials, exactly as
 ``nasprune.search`` does for a user, with two test-only knobs: ``--sleep`` seconds added to
 every evaluation (so a SIGKILL lands mid-trial) and short ``--heartbeat``/``--grace``

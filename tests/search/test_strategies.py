@@ -51,7 +51,7 @@ def _advertised(capsys) -> dict[str, set[str]]:
     # The help of the option (not the usage line): "--strategy NAME random, ... --option".
     cli = re.search(r"--strategy NAME ([a-z, ]+) --option",
                     " ".join(capsys.readouterr().out.split())).group(1)
-    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
     row = next(ln for ln in readme.splitlines() if ln.startswith("| search strategies |"))
     comment = next(ln for ln in readme.splitlines() if 'strategy="evolution",' in ln)
     return {"cli": set(re.findall(r"[a-z]+", cli)),
