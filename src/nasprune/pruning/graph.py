@@ -11,8 +11,9 @@ Each layer's share of a group, and when a group can be pruned exactly, are in
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch_pruning as tp
@@ -74,8 +75,14 @@ def kept_channels(
     return keep
 
 
-def _as_tuple(example_inputs: torch.Tensor | Sequence[torch.Tensor]) -> tuple:
-    return (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+def call(model: nn.Module, example_inputs: Any) -> Any:
+    """Run ``model`` on example inputs: a tensor, a tuple of positional inputs, or a dict of
+    keyword arguments (Hugging Face style)."""
+    if isinstance(example_inputs, torch.Tensor):
+        return model(example_inputs)
+    if isinstance(example_inputs, Mapping):
+        return model(**example_inputs)
+    return model(*tuple(example_inputs))
 
 
 def _tensors(out) -> list[torch.Tensor]:
@@ -109,7 +116,7 @@ def _probe(model: nn.Module, example_inputs) -> tuple[list[nn.Module], list[tupl
     ]
     try:
         with torch.no_grad():
-            out = model(*_as_tuple(example_inputs))
+            out = call(model, example_inputs)
     except Exception as exc:  # the user's forward can raise anything; name it once
         raise NaspruneError(
             f"model cannot be traced for pruning: its forward failed on the example input: "
@@ -135,7 +142,7 @@ def output_shapes(model: nn.Module, example_inputs) -> list[tuple[int, ...]]:
     model.eval()
     try:
         with torch.no_grad():
-            return [tuple(t.shape) for t in _tensors(model(*_as_tuple(example_inputs)))]
+            return [tuple(t.shape) for t in _tensors(call(model, example_inputs))]
     finally:
         model.train(was_training)
 
@@ -180,23 +187,40 @@ def build_graph(model: nn.Module, example_inputs) -> tp.DependencyGraph:
     return graph
 
 
-def resolve_ignored(model: nn.Module, ignored: Iterable[str | nn.Module] | None) -> list[nn.Module]:
-    """Turn layer names or modules into modules; unknown names are a user error."""
+def ignored_names(model: nn.Module, ignored: Iterable[str | nn.Module] | None) -> list[str]:
+    """``ignored`` as layer names of ``model``: module objects become their names.
+
+    Names survive the copy that pruning works on, module objects do not: ``prune`` turns
+    them into names before copying. A module that is not part of the model is an error.
+    """
     if isinstance(ignored, (str, nn.Module)):
         ignored = [ignored]
-    named = dict(model.named_modules())
-    out: list[nn.Module] = []
+    names = {id(m): n for n, m in model.named_modules()}
+    out: list[str] = []
     for item in ignored or ():
         if isinstance(item, nn.Module):
-            out.append(item)
-        elif item in named:
-            out.append(named[item])
+            if id(item) not in names:
+                raise NaspruneError(f"ignored module {type(item).__name__} is not part of "
+                                    "the model being pruned")
+            out.append(names[id(item)])
         else:
+            out.append(item)
+    return out
+
+
+def resolve_ignored(model: nn.Module, ignored: Iterable[str | nn.Module] | None) -> list[nn.Module]:
+    """The modules to leave alone: named or given layers and, for a container (a block,
+    ``"roi_heads"``), every layer inside it. Unknown names are a user error."""
+    named = dict(model.named_modules())
+    out: list[nn.Module] = []
+    for item in ignored_names(model, ignored):
+        if item not in named:
             from nasprune.registry import did_you_mean
 
             hint = did_you_mean(str(item), [n for n in named if n])
             raise NaspruneError(f"ignored layer '{item}' does not exist in the model: {hint}")
-    return out
+        out.extend(named[item].modules())
+    return list(dict.fromkeys(out))
 
 
 def iter_tp_groups(
@@ -257,4 +281,4 @@ def groups(
 
 __all__ = ["CONV_TYPES", "PRUNABLE_TYPES", "ChannelGroup", "Member", "build_graph",
            "constraints", "groups", "iter_tp_groups", "kept_channels", "last_layers",
-           "members", "output_shapes", "resolve_ignored"]
+           "ignored_names", "members", "output_shapes", "resolve_ignored"]

@@ -31,6 +31,7 @@ from nasprune.pruning.graph import (
     ChannelGroup,
     build_graph,
     constraints,
+    ignored_names,
     iter_tp_groups,
     members,
     output_shapes,
@@ -184,6 +185,7 @@ def plan(model: nn.Module, example_inputs, ratios: Ratios, criterion: str = "l1"
          ignored: Iterable[str | nn.Module] | None = None, data=None,
          global_target: float | None = None, seed: int = 0) -> list[GroupPlan]:
     """What ``prune`` with the same arguments removes, without touching ``model``."""
+    ignored = ignored_names(model, ignored)  # module objects do not survive the copy
     work = copy.deepcopy(model)
     _, plans = _plan(work, example_inputs, ratios, criterion, round_to, min_channels, ignored,
                      data, global_target, seed)
@@ -235,11 +237,19 @@ def prune(
     ``min_channels``. The output layer and ``ignored`` layers are never pruned. ``seed``
     seeds the ``random`` criterion and the batches ``taylor`` draws. The input
     model is untouched; the copy keeps its train/eval mode and ``nasprune_arch`` and records
-    how it was pruned in ``nasprune_pruning``.
+    how it was pruned in ``nasprune_pruning``. ``example_inputs`` may be a tensor, a tuple
+    of positional inputs or a dict of keyword arguments. ``ignored`` takes layer names or
+    module objects; a container (a block, a head) leaves every layer inside it alone. A
+    model with no prunable group is an error, never a silent unpruned copy.
     """
+    ignored = ignored_names(model, ignored)  # module objects do not survive the copy
     pruned = copy.deepcopy(model)
     graph, plans = _plan(pruned, example_inputs, ratios, criterion, round_to, min_channels,
                          ignored, data, global_target, seed)
+    if not plans:
+        raise NaspruneError(
+            f"no prunable channel group found in {type(model).__name__}: every layer is an "
+            "output layer, ignored, or in a layout nasprune cannot cut exactly")
     # Surgery replaces parameters with new ones (requires_grad=True): remember frozen ones.
     frozen = {n for n, p in pruned.named_parameters() if not p.requires_grad}
     _cut(pruned, graph, plans)
