@@ -51,6 +51,12 @@ def same_batches(data, n: int, batch_size: int) -> DataLoader:
     return DataLoader(TensorDataset(x, y), batch_size=batch_size)
 
 
+def trainable(model: nn.Module) -> nn.Module:
+    """A copy of a shared fixture with gradients on (a test that used it as a teacher in
+    ``fit`` leaves its parameters frozen)."""
+    return copy.deepcopy(model).requires_grad_(True)
+
+
 def error_rate(outputs, batches) -> float:
     wrong = sum(int((o.argmax(1) != b[1]).sum()) for o, b in zip(outputs, batches, strict=True))
     return wrong / sum(len(b[1]) for b in batches)
@@ -65,7 +71,7 @@ def _grads(model, data) -> dict[str, torch.Tensor]:
 
 
 def test_taylor_on_a_task_equals_the_in_memory_path(trained_digits_cnn, digits):
-    model, ex = trained_digits_cnn, digits.example_input()
+    model, ex = trainable(trained_digits_cnn), digits.example_input()
     task = Task(train=same_batches(digits, 4, 64))
     ref, got = _grads(model, digits), _grads(model, task)
     for name, g in ref.items():
@@ -134,7 +140,7 @@ def test_sensitivity_on_a_shuffling_loader_measures_every_copy_on_the_same_batch
     scores exactly the baseline; Taylor ranks on those batches too."""
     shuffled = Task(train=loader_of(digits, "train", 64, shuffle=True),
                     val=loader_of(digits, "val", 64, shuffle=True))
-    table = sensitivity(trained_digits_cnn, shuffled, example_inputs=digits.example_input(),
+    table = sensitivity(trainable(trained_digits_cnn), shuffled, example_inputs=digits.example_input(),
                         levels=(0.01, 0.9), bn_batches=2, val_size=128, groups=["features.0"],
                         criterion="taylor")
     (_, first), (_, last) = table.curves["features.0"]
@@ -206,7 +212,7 @@ def test_slimming_with_a_task_sparsifies_gammas_and_cuts_to_the_budget(trained_d
     gen = torch.Generator().manual_seed(0)
     task = Task(train=loader_of(digits, "train", 64, shuffle=True, generator=gen),
                 val=loader_of(digits, "val"))
-    plain, sparse = copy.deepcopy(trained_digits_cnn), copy.deepcopy(trained_digits_cnn)
+    plain, sparse = trainable(trained_digits_cnn), trainable(trained_digits_cnn)
     kw = {"epochs": 2, "optimizer": "sgd", "lr": 5e-2, "progress": False}
     nasprune.finetune(plain, task, **kw)
     res = nasprune.finetune(sparse, task, bn_l1=0.1, **kw)
@@ -224,7 +230,7 @@ def test_iterative_prune_on_a_task_reaches_the_target_with_taylor(trained_digits
     task = Task(train=loader_of(digits, "train", 64, shuffle=True, generator=gen),
                 val=loader_of(digits, "val"))
     ex = digits.example_input()
-    res = iterative_prune(trained_digits_cnn, task, ex, target=0.4, steps=1, epochs_per_step=1,
+    res = iterative_prune(trainable(trained_digits_cnn), task, ex, target=0.4, steps=1, epochs_per_step=1,
                           criterion="taylor", progress=False)
     assert count_macs(res.model, ex) <= 0.4 * count_macs(trained_digits_cnn, ex)
     assert res.model.nasprune_pruning["last_step"]["criterion"] == "taylor"
@@ -235,7 +241,7 @@ def test_iterative_prune_on_a_task_reaches_the_target_with_taylor(trained_digits
 
 def test_prune_while_training_on_a_task_with_a_lower_is_better_score(
         trained_narrow_digits_cnn, digits):
-    model = copy.deepcopy(trained_narrow_digits_cnn)
+    model = trainable(trained_narrow_digits_cnn)
     gen = torch.Generator().manual_seed(0)
     task = Task(train=loader_of(digits, "train", 64, shuffle=True, generator=gen),
                 val=loader_of(digits, "val"), score=error_rate, maximize=False)
