@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from nasprune.errors import NaspruneError
+from nasprune.methods._task_batches import drop, fixed_task, task_measure
 from nasprune.methods.registry import (
     Context,
     Pruned,
@@ -31,6 +32,7 @@ from nasprune.pruning.layers import (
     residual_blocks,
     without_blocks,
 )
+from nasprune.task import is_dataset
 from nasprune.train import recalibrate_bn
 
 CRITERIA = ("output_norm", "sensitivity")
@@ -52,23 +54,31 @@ def sensitivity_scores(
 
     BatchNorm statistics are re-estimated after each removal (as the search's evaluator does),
     so the score measures the block, not stale statistics. Never uses the test split.
+    With a :class:`~nasprune.task.Task` (or a ``DataLoader``) the loss is in the task's
+    score, in its ``maximize`` direction, on batches drawn once for every removal.
     """
-    if val_size is not None:
-        data = replace(data, val=data.val.subset(val_size))
     device = _device(model)
+    if is_dataset(data):
+        if val_size is not None:
+            data = replace(data, val=data.val.subset(val_size))
 
-    def score(m: nn.Module) -> float:
-        if bn_batches:
-            recalibrate_bn(m, data.loader("train", batch_size=128, shuffle=True,
-                                          device=device), batches=bn_batches)
-        return float(evaluate(m, data, split="val", device=device)["top1"])
+        def score(m: nn.Module) -> float:
+            if bn_batches:
+                recalibrate_bn(m, data.loader("train", batch_size=128, shuffle=True,
+                                              device=device), batches=bn_batches)
+            return float(evaluate(m, data, split="val", device=device)["top1"])
+
+        maximize = True
+    else:
+        task = fixed_task(data, bn_batches, val_size, device)
+        score, maximize = task_measure(task, bn_batches, device), task.maximize
 
     base = score(copy.deepcopy(model))
     out = {}
     for name in blocks:
         trial = copy.deepcopy(model)
         replace_module(trial, name, nn.Identity())
-        out[name] = base - score(trial)
+        out[name] = drop(base, score(trial), maximize)
     return out
 
 
@@ -77,7 +87,8 @@ def _check_criterion(criterion: str, data: Any) -> None:
         raise NaspruneError(f"unknown block criterion '{criterion}': choose from "
                             f"{', '.join(CRITERIA)}")
     if criterion == "sensitivity" and data is None:
-        raise NaspruneError("criterion 'sensitivity' needs data= (a Dataset with a val split)")
+        raise NaspruneError("criterion 'sensitivity' needs data= (a nasprune Task, built-in "
+                            "Dataset or DataLoader with validation batches)")
 
 
 def _block_count(n: int | None, fraction: float | None, blocks: int) -> int:
@@ -116,8 +127,8 @@ def remove_blocks(
 
     * ``"output_norm"`` — the smallest mean ``‖block(x) − x‖ / ‖x‖`` goes first, measured on
       ``batches`` training batches of ``data`` (or on ``example_inputs`` without data);
-    * ``"sensitivity"`` — the smallest validation top-1 drop when the block alone is removed
-      (needs ``data``; BatchNorm recalibrated on ``bn_batches`` batches; ``val_size`` caps the
+    * ``"sensitivity"`` — the smallest validation top-1 drop (a task's score drop) when the
+      block alone is removed (needs ``data``; BatchNorm recalibrated on ``bn_batches`` batches; ``val_size`` caps the
       validation samples).
 
     The input model is untouched. The result records ``nasprune_pruning`` = {"method":

@@ -19,15 +19,23 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from nasprune.errors import NaspruneError
+from nasprune.methods._sparsity_ramp import (
+    SparsityRamp,
+    check_count,
+    check_fraction,
+    training_window,
+)
 from nasprune.methods.schedules import SPARSITY_SCHEDULES, cubic_schedule, linear_schedule
 from nasprune.pruning.unstructured import mask_smallest
+from nasprune.task import as_task, is_dataset
 
 KINDS = ("structured", "unstructured")
 
@@ -40,22 +48,6 @@ class GradualResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     fits: list[Any] = field(default_factory=list)  # the FitResult of each training call
     seconds: float = 0.0
-
-
-def _check_fraction(name: str, value: Any, high_inclusive: bool = False) -> float:
-    ok = not isinstance(value, bool) and isinstance(value, (int, float))
-    if ok:
-        ok = 0.0 < value <= 1.0 if high_inclusive else 0.0 <= value < 1.0
-    if not ok:
-        interval = "(0, 1]" if high_inclusive else "[0, 1)"
-        raise NaspruneError(f"{name} must be in {interval}, got {value!r}")
-    return float(value)
-
-
-def _check_count(name: str, value: Any, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise NaspruneError(f"{name} must be an integer ≥ {low}, got {value!r}")
-    return value
 
 
 def prune_to_macs(
@@ -103,8 +95,8 @@ def _check_kind_target(kind: str, target: Any) -> float:
     if kind not in KINDS:
         raise NaspruneError(f"unknown pruning kind '{kind}': choose from {', '.join(KINDS)}")
     if kind == "structured":
-        return _check_fraction("target (fraction of MACs kept)", target, high_inclusive=True)
-    return _check_fraction("target (sparsity)", target)
+        return check_fraction("target (fraction of MACs kept)", target, high_inclusive=True)
+    return check_fraction("target (sparsity)", target)
 
 
 def _iterative_record(prev: Any, target: float, steps: int, schedule: str, criterion: str,
@@ -131,6 +123,19 @@ def _finetune_step(model: nn.Module, data: Any, epochs: int, seed: int,
     fit = finetune(model, data, epochs=epochs, seed=seed, **fit_kwargs)
     result.fits.append(fit)
     record["val_acc"] = fit.final_val_acc
+    if fit.history and fit.history[-1].get("val_score") is not None:
+        record["val_score"] = fit.history[-1]["val_score"]  # a task's own score
+
+
+def _pruning_data(data: Any, criterion: str, model: nn.Module) -> Any:
+    """What ``prune`` gets: a task's Taylor batches drawn once, so that every bisection
+    step of every pruning step ranks channels on the same data (a Dataset seeds its own)."""
+    if criterion != "taylor" or data is None or is_dataset(data):
+        return data
+    from nasprune.methods._task_batches import TAYLOR_BATCHES, train_task
+
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    return train_task(data, TAYLOR_BATCHES, device)
 
 
 def iterative_prune(
@@ -157,25 +162,27 @@ def iterative_prune(
     ``target`` is the weight sparsity; step ``i`` raises it to ``schedule(i, steps, 0,
     target)`` with :func:`nasprune.pruning.threshold` (``scope``, ``layers``).
     Fine-tuning is :func:`nasprune.finetune` with ``fit_kwargs`` (its seed advances per
-    step). The input model is untouched; ``result.model`` is the pruned one.
+    step). ``data`` is a built-in Dataset or a :class:`~nasprune.task.Task` / ``DataLoader``
+    (then each step records the task's validation score as ``val_score``). The input model is untouched; ``result.model`` is the pruned one.
     """
     from nasprune.metrics import count_macs
 
     target = _check_kind_target(kind, target)
-    steps = _check_count("steps", steps)
-    epochs_per_step = _check_count("epochs_per_step", epochs_per_step, low=0)
+    steps = check_count("steps", steps)
+    epochs_per_step = check_count("epochs_per_step", epochs_per_step, low=0)
     sched = SPARSITY_SCHEDULES.get(schedule)
     start = time.perf_counter()
     base_macs = count_macs(model, example_inputs)
     current = copy.deepcopy(model)
     result = GradualResult(current)
     seed = fit_kwargs.pop("seed", 0)
+    prune_data = _pruning_data(data, criterion, current) if kind == "structured" else None
     for i in range(1, steps + 1):
         record: dict[str, Any] = {"step": i}
         if kind == "structured":
             goal = 1.0 - sched(i, steps, 0.0, 1.0 - target)
             current = prune_to_macs(current, example_inputs, goal * base_macs, criterion,
-                                    round_to, ignored, data)
+                                    round_to, ignored, prune_data)
             record["target_macs"] = goal
         else:
             goal = sched(i, steps, 0.0, target)
@@ -193,65 +200,6 @@ def iterative_prune(
     result.model = current
     result.seconds = time.perf_counter() - start
     return result
-
-
-def _training_window(target_sparsity: Any, epochs: Any, start_epoch: Any, end_epoch: Any,
-                     steps: Any, tolerance: Any) -> tuple[float, int, int, int]:
-    """Checked ``(target, start_epoch, end_epoch, steps)`` for :func:`prune_while_training`."""
-    target = _check_fraction("target_sparsity", target_sparsity)
-    epochs = _check_count("epochs", epochs)
-    start_epoch = _check_count("start_epoch", start_epoch)
-    if end_epoch is None:
-        end_epoch = max(start_epoch, epochs - 1)
-    end_epoch = _check_count("end_epoch", end_epoch)
-    if not (start_epoch <= end_epoch <= epochs):
-        raise NaspruneError(f"need start_epoch ≤ end_epoch ≤ epochs, got {start_epoch}, "
-                            f"{end_epoch}, {epochs}")
-    window = end_epoch - start_epoch + 1
-    steps = _check_count("steps", -(-window // 2) if steps is None else steps)
-    if steps > window:
-        raise NaspruneError(f"{steps} sparsity steps do not fit in epochs {start_epoch}.."
-                            f"{end_epoch} (one step per epoch at most)")
-    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or tolerance < 0:
-        raise NaspruneError(f"tolerance must be a number ≥ 0, got {tolerance!r}")
-    return target, start_epoch, end_epoch, steps
-
-
-@dataclass
-class _SparsityRamp:
-    """The ``fit`` callback of :func:`prune_while_training`: one step up per epoch, or held."""
-
-    history: list[dict[str, Any]]
-    sched: Callable[[int, int, float, float], float]
-    target: float
-    steps: int
-    start_epoch: int
-    end_epoch: int
-    adaptive: bool
-    tolerance: float
-    scope: str
-    layers: Iterable[str | nn.Module] | None
-    advances: int = 0
-    ref: float | None = None  # val accuracy just before the last increment
-    sparsity: float = 0.0
-
-    def __call__(self, epoch: int, m: nn.Module, record: dict) -> None:
-        val = record.get("val_acc")
-        entry = {"epoch": epoch, "sparsity": self.sparsity, "val_acc": val, "held": False}
-        self.history.append(entry)
-        if epoch < self.start_epoch or self.advances >= self.steps:
-            return
-        spare = (self.end_epoch - epoch + 1) - (self.steps - self.advances)
-        if (self.adaptive and spare > 0 and val is not None and self.ref is not None
-                and val < self.ref - self.tolerance):
-            entry["held"] = True
-            return
-        self.advances += 1
-        self.ref = val
-        goal = self.sched(self.advances, self.steps, 0.0, self.target)
-        self.sparsity = mask_smallest(m, sparsity=goal, scope=self.scope,
-                                      layers=self.layers).sparsity
-        entry["pruned_to"] = self.sparsity
 
 
 def prune_while_training(
@@ -277,20 +225,23 @@ def prune_while_training(
     (default: the one before the last, so at least one epoch trains at the target);
     ``steps`` defaults to half of that window, leaving the other half as slack.
 
-    With ``adaptive``, an increment is held back for an epoch when validation accuracy is
-    more than ``tolerance`` below its value just before the previous increment — as long
+    With ``adaptive``, an increment is held back for an epoch when validation accuracy (a
+    task's score, in its ``maximize`` direction) is more than ``tolerance`` worse than its
+    value just before the previous increment — as long
     as the slack allows, so the model always ends at ``target_sparsity``.
     ``fit_kwargs`` go to :func:`nasprune.fit` (optimizer, lr, ...). History: one record per
-    epoch with the sparsity in force during it, val accuracy, and whether it was held.
+    epoch with the sparsity in force during it, val accuracy (``val_score`` for a task),
+    and whether it was held.
     """
     from nasprune.train import fit
 
-    target, start_epoch, end_epoch, steps = _training_window(
+    target, start_epoch, end_epoch, steps = training_window(
         target_sparsity, epochs, start_epoch, end_epoch, steps, tolerance)
     sched = SPARSITY_SCHEDULES.get(schedule)
     result = GradualResult(model)
-    ramp = _SparsityRamp(result.history, sched, target, steps, start_epoch, end_epoch,
-                         adaptive, tolerance, scope, layers)
+    maximize = True if is_dataset(data) else as_task(data).maximize
+    ramp = SparsityRamp(result.history, sched, target, steps, start_epoch, end_epoch,
+                         adaptive, tolerance, scope, layers, maximize)
     callbacks = list(fit_kwargs.pop("callbacks", None) or ()) + [ramp]
     start = time.perf_counter()
     result.fits.append(fit(model, data, epochs=epochs, callbacks=callbacks, **fit_kwargs))

@@ -16,11 +16,12 @@ from nasprune.errors import NaspruneError
 
 @dataclass
 class SensitivityTable:
-    """Validation top-1 (fraction) after pruning each group alone at each level.
+    """Validation top-1 (fraction) — or a task's score — after pruning each group alone.
 
     ``curves[group]`` is a list of ``(level, val_acc)``; ``baseline`` is the unpruned
     model's val accuracy measured the same way (after the same BatchNorm recalibration), so
-    ``baseline - val_acc`` is the drop caused by pruning alone. ``macs[group]`` holds the
+    ``baseline - val_acc`` is the drop caused by pruning alone (``val_acc - baseline`` when
+    ``maximize`` is False: a score that is better lower). ``macs[group]`` holds the
     MACs of each pruned model, ``channels[group]`` the group's channel count.
     """
 
@@ -33,15 +34,18 @@ class SensitivityTable:
     divisors: dict[str, int] = field(default_factory=dict)  # ChannelGroup.divisor if > 1
     criterion: str = "l1"
     seconds: float = 0.0
+    maximize: bool = True  # a task's score may be better when lower (a loss, an error rate)
+    metric: str = "top1"  # "score" for a task's own score
 
     @property
     def groups(self) -> list[str]:
         return list(self.curves)
 
     def drops(self, group: str) -> list[tuple[float, float]]:
-        """``(level, baseline - val_acc)`` for ``group``."""
+        """``(level, how much worse than the baseline)`` for ``group``."""
         self._check(group)
-        return [(lv, self.baseline - acc) for lv, acc in self.curves[group]]
+        sign = 1.0 if self.maximize else -1.0
+        return [(lv, sign * (self.baseline - acc)) for lv, acc in self.curves[group]]
 
     def envelope(self, group: str) -> list[tuple[float, float]]:
         """The drop curve from ``(0, 0)`` made non-decreasing (running maximum).
@@ -90,6 +94,9 @@ class SensitivityTable:
             "divisors": dict(self.divisors),
             "criterion": self.criterion,
             "seconds": self.seconds,
+            # Only a task's table says more: a built-in table's JSON stays as it was.
+            **({} if self.maximize and self.metric == "top1"
+               else {"maximize": self.maximize, "metric": self.metric}),
         }
 
     @classmethod
@@ -105,6 +112,8 @@ class SensitivityTable:
                 divisors={g: int(v) for g, v in d.get("divisors", {}).items()},
                 criterion=str(d.get("criterion", "l1")),
                 seconds=float(d.get("seconds", 0.0)),
+                maximize=bool(d.get("maximize", True)),
+                metric=str(d.get("metric", "top1")),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise NaspruneError(f"not a sensitivity table: {exc!r}") from None
@@ -114,9 +123,15 @@ class SensitivityTable:
 
     def __str__(self) -> str:
         head = f"{'group':<28}" + "".join(f"{lv:>7.2f}" for lv in self.levels)
-        rows = [f"baseline val top-1 {self.baseline:.2%}", head]
+        if self.metric == "top1":
+            rows = [f"baseline val top-1 {self.baseline:.2%}", head]
+            cell = "{:>7.1%}"
+        else:
+            better = "higher" if self.maximize else "lower"
+            rows = [f"baseline val {self.metric} {self.baseline:.4g} ({better} is better)", head]
+            cell = "{:>7.4g}"
         for g, c in self.curves.items():
-            rows.append(f"{g:<28}" + "".join(f"{acc:>7.1%}" for _, acc in c))
+            rows.append(f"{g:<28}" + "".join(cell.format(acc) for _, acc in c))
         return "\n".join(rows)
 
 

@@ -30,6 +30,8 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from nasprune.task import as_task, is_dataset, to_device
+
 _ADDS = {operator.add, operator.iadd, torch.add}
 _ACT_FUNCS = {F.relu, F.relu6, F.gelu, F.silu, F.hardswish, F.leaky_relu, F.elu, torch.relu}
 _ACT_MODULES = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.LeakyReLU, nn.ELU,
@@ -120,14 +122,27 @@ def residual_blocks(model: nn.Module, example_inputs: Any) -> list[str]:
     return [n for n in found if not any(o.startswith(n + ".") for o in found)]
 
 
-def _batches(data, example_inputs: Any, batches: int, device: torch.device):
+def _feed(model: nn.Module, data, example_inputs: Any, batches: int,
+          device: torch.device) -> None:
+    """Run ``batches`` training batches of ``data`` (or ``example_inputs``) through ``model``.
+
+    A built-in Dataset feeds its in-memory batches; a task (or ``DataLoader``) its first
+    training batches, routed by its ``forward``.
+    """
     if data is None:
-        yield tuple(x.to(device) for x in _inputs(example_inputs))
+        model(*[x.to(device) for x in _inputs(example_inputs)])
         return
-    for i, (xb, _) in enumerate(data.loader("train", batch_size=128, device=device)):
+    if is_dataset(data):
+        for i, (xb, _) in enumerate(data.loader("train", batch_size=128, device=device)):
+            if i >= batches:
+                break
+            model(xb)
+        return
+    task = as_task(data)
+    for i, batch in enumerate(task.split("train")):
         if i >= batches:
             break
-        yield (xb,)
+        task.forward(model, to_device(batch, device))
 
 
 @torch.no_grad()
@@ -160,8 +175,7 @@ def output_norm_scores(
     was_training = model.training
     model.eval()
     try:
-        for xs in _batches(data, example_inputs, batches, _device(model)):
-            model(*xs)
+        _feed(model, data, example_inputs, batches, _device(model))
     finally:
         model.train(was_training)
         for h in hooks:

@@ -27,6 +27,7 @@ from torch import nn
 
 from nasprune.errors import NaspruneError
 from nasprune.pruning.criteria import CRITERIA, ScoreContext
+from nasprune.pruning.criteria.taylor import NEEDS_DATA
 from nasprune.pruning.graph import (
     ChannelGroup,
     build_graph,
@@ -70,8 +71,7 @@ def _check_options(criterion: str, round_to: int | None, min_channels: int, data
     CRITERIA.get(criterion)  # unknown names fail here with a did-you-mean hint
     if criterion == "taylor" and data is None:
         # Checked up front so the answer does not depend on whether any channel is removed.
-        raise NaspruneError("criterion 'taylor' needs training data: pass data=<nasprune "
-                            "Dataset> to prune()")
+        raise NaspruneError(f"criterion 'taylor' needs training data: {NEEDS_DATA}")
     if round_to is not None and (isinstance(round_to, bool) or not isinstance(round_to, int)
                                  or round_to < 1):
         raise NaspruneError(f"round_to must be a positive integer or None, got {round_to!r}")
@@ -233,7 +233,8 @@ def prune(
     ``"global"``: remove ``global_target`` of all prunable channels (summed over groups),
     choosing the lowest group-normalised importance across the whole network, so each group
     gets its own ratio. ``criterion`` names an entry of ``CRITERIA``; ``taylor`` needs
-    ``data``. ``round_to`` keeps channel counts multiples of it; every group keeps at least
+    ``data`` (a built-in Dataset, a :class:`~nasprune.task.Task` or a ``DataLoader``: its
+    gradients come from the task's loss on its first training batches). ``round_to`` keeps channel counts multiples of it; every group keeps at least
     ``min_channels``. The output layer and ``ignored`` layers are never pruned. ``seed``
     seeds the ``random`` criterion and the batches ``taylor`` draws. The input
     model is untouched; the copy keeps its train/eval mode and ``nasprune_arch`` and records

@@ -1,7 +1,9 @@
 """``taylor``: first-order Taylor importance |w · ∂L/∂w| (Molchanov et al., CVPR 2019).
 
 Estimates how much the loss would change if a channel's weights were zeroed, from the
-gradients of a few training batches. Needs ``data`` (a nasprune Dataset). Gradients are
+gradients of a few training batches. Needs ``data``: a built-in Dataset (shuffled batches of
+64 from its in-memory loader), or a :class:`~nasprune.task.Task` / ``DataLoader`` (its first
+training batches, routed by the task's ``forward``, with the task's ``loss``). Gradients are
 taken in eval mode so BatchNorm running statistics are left as they are.
 """
 
@@ -20,28 +22,51 @@ from nasprune.pruning.criteria.base import (
     weight_rows,
 )
 from nasprune.pruning.graph import Member
+from nasprune.task import Task, as_task, is_dataset, to_device
+
+NEEDS_DATA = "pass data=<a nasprune Task, built-in Dataset or DataLoader> to prune()"
 
 
 def accumulate_gradients(ctx: ScoreContext) -> None:
-    """Sum the loss gradients of ``ctx.batches`` shuffled train batches into ``.grad``."""
-    if ctx.data is None or not hasattr(ctx.data, "loader"):
-        raise NaspruneError(
-            "criterion 'taylor' needs training data: pass data=<nasprune Dataset> to prune()"
-        )
+    """Sum the loss gradients of ``ctx.batches`` training batches into ``.grad``."""
+    if ctx.data is None:
+        raise NaspruneError(f"criterion 'taylor' needs training data: {NEEDS_DATA}")
     model = ctx.model
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    loader = ctx.data.loader("train", batch_size=64, shuffle=True, device=device, seed=ctx.seed)
     was_training = model.training
     model.eval()
     model.zero_grad(set_to_none=True)
     try:
         with torch.enable_grad():
-            for step, (x, y) in enumerate(loader):
-                if step >= ctx.batches:
-                    break
-                nn.functional.cross_entropy(model(x), y).backward()
+            if is_dataset(ctx.data):
+                loader = ctx.data.loader("train", batch_size=64, shuffle=True, device=device,
+                                         seed=ctx.seed)
+                for step, (x, y) in enumerate(loader):
+                    if step >= ctx.batches:
+                        break
+                    nn.functional.cross_entropy(model(x), y).backward()
+            else:
+                _task_gradients(model, as_task(ctx.data), ctx.batches, device)
     finally:
         model.train(was_training)
+
+
+def _task_gradients(model: nn.Module, task: Task, batches: int, device: torch.device) -> None:
+    """The task's loss gradients of its first ``batches`` training batches.
+
+    The first batches, not a seeded shuffle: a caller that prunes many times (sensitivity,
+    bisection) passes a task whose training batches are a fixed list, so every call
+    scores on the same data.
+    """
+    seen = 0
+    for batch in task.split("train"):
+        if seen >= batches:
+            break
+        task.compute_loss(model, to_device(batch, device))[1].backward()
+        seen += 1
+    if not seen:
+        raise NaspruneError(f"criterion 'taylor' got no training batches from task "
+                            f"'{task.name}'")
 
 
 def _wg(p: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,98 @@
+"""Fixed batches of a user's task for the methods that measure many pruned copies.
+
+Sensitivity analysis and block ranking score dozens of pruned copies; each copy must see the
+same BatchNorm-recalibration batches, the same validation batches (and Taylor the same
+gradient batches), or the table would mostly measure which batches a shuffling loader
+happened to give. As in the search proxy, the batches are drawn once, moved to the model's
+device once, and every copy is measured on that fixed :class:`~nasprune.task.Task`.
+The built-in Dataset keeps its own (seeded, in-memory) path; this is only for tasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from nasprune.errors import NaspruneError
+from nasprune.task import Task, as_task, batch_len, to_device
+
+# ``taylor`` sums the gradients of this many training batches (ScoreContext.batches).
+TAYLOR_BATCHES = 4
+
+
+def first_batches(batches: Iterable, need: int, what: str) -> list:
+    """The first ``need`` batches, cycling ``batches`` when it holds fewer."""
+    out: list = []
+    while len(out) < need:
+        before = len(out)
+        for batch in batches:
+            out.append(batch)
+            if len(out) >= need:
+                break
+        if len(out) == before:
+            raise NaspruneError(f"{what} has no training batches")
+    return out
+
+
+def example_of(batch: Any) -> Any:
+    """The model inputs of one batch, cut to one sample (for tracing and MACs)."""
+    if isinstance(batch, torch.Tensor):
+        return batch[:1]
+    if isinstance(batch, dict):
+        return {k: v[:1] if isinstance(v, torch.Tensor) else v for k, v in batch.items()
+                if k != "labels"}
+    if isinstance(batch, (tuple, list)) and batch:
+        return example_of(batch[0])
+    return batch
+
+
+def train_task(data: Any, train_batches: int, device: torch.device) -> Task:
+    """``data`` as a task whose training split is its first ``train_batches``, fixed."""
+    task = as_task(data)
+    train = first_batches(task.split("train"), train_batches, f"task '{task.name}'")
+    return task.with_splits(train=[to_device(b, device) for b in train])
+
+
+def fixed_task(data: Any, train_batches: int, val_size: int | None,
+               device: torch.device) -> Task:
+    """``data`` as a task whose train and val splits are fixed lists on ``device``.
+
+    ``train_batches``: the first training batches (none when 0); ``val_size``: the first
+    validation batches holding at least that many samples (all of them when None).
+    """
+    task = train_task(data, train_batches, device) if train_batches > 0 else as_task(data)
+    val, seen = [], 0
+    for batch in task.split("val"):
+        val.append(to_device(batch, device))
+        seen += batch_len(batch)
+        if val_size is not None and seen >= val_size:
+            break
+    if not val:
+        raise NaspruneError(f"task '{task.name}' has no validation batches")
+    return task.with_splits(train=task.train if train_batches > 0 else [], val=val, test=None)
+
+
+def task_measure(task: Task, bn_batches: int, device: torch.device
+                 ) -> Callable[[nn.Module], float]:
+    """``measure(model)``: the task's val score after re-estimating BatchNorm statistics."""
+    from nasprune.metrics import evaluate
+    from nasprune.train import recalibrate_bn
+
+    def measure(m: nn.Module) -> float:
+        if bn_batches:
+            recalibrate_bn(m, task.train, batches=bn_batches, forward=task.forward)
+        return float(evaluate(m, task, split="val", device=device)["score"])
+
+    return measure
+
+
+def drop(baseline: float, score: float, maximize: bool) -> float:
+    """How much worse ``score`` is than ``baseline`` in the task's direction."""
+    return baseline - score if maximize else score - baseline
+
+
+__all__ = ["TAYLOR_BATCHES", "drop", "example_of", "first_batches", "fixed_task",
+           "task_measure", "train_task"]
