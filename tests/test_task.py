@@ -195,3 +195,11 @@ def test_as_task_rejects_what_is_not_data():
     with pytest.raises(NaspruneError, match="expected a nasprune Task, a built-in Dataset"):
         as_task(3)
     assert math.isclose(as_task([(torch.ones(1), torch.ones(1))], maximize=False).maximize, 0)
+
+
+def test_fit_leaves_the_teachers_parameters_trainable(digits):
+    teacher = nasprune.create_model("digitscnn", in_channels=1)
+    student = nasprune.create_model("digitscnn", in_channels=1)
+    nasprune.fit(student, Task(train=loader_of(digits, "train", 64)), epochs=1,
+                 progress=False, device="cpu", teacher=teacher, validate=False)
+    assert all(p.requires_grad for p in teacher.parameters())

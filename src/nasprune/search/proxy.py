@@ -93,6 +93,9 @@ class Proxy:
             self._train_batches = _channels_last(self._train_batches)
             self._val_batches = _channels_last(self._val_batches)
         self.cached_bytes = _nbytes(self._train_batches) + _nbytes(self._val_batches)
+        # A data-driven criterion (taylor) sees the fixed batches too, not a fresh shuffle.
+        self._criterion_data = (data if in_memory
+                                else self.task.with_splits(train=self._train_batches))
         if self.cached_bytes > self.cache_mb * 2**20:
             raise NaspruneError(
                 f"the proxy's fixed batches take {self.cached_bytes / 2**20:.0f} MB, over "
@@ -132,7 +135,7 @@ class Proxy:
 
         pruned = prune(self.model, self.example_inputs, ratios, criterion=self.criterion,
                        round_to=self.round_to, min_channels=self.min_channels,
-                       ignored=self.ignored, data=self.data)
+                       ignored=self.ignored, data=self._criterion_data)
         pruned = pruned.to(self.device)
         if self.channels_last:
             pruned = pruned.to(memory_format=torch.channels_last)

@@ -138,11 +138,18 @@ def fit(model: nn.Module, data, epochs: int = 10, optimizer: str = "sgd",
                    bns=[m for m in model.modules() if isinstance(m, _BatchNorm)],
                    teacher=teacher, kd_temperature=float(kd_temperature),
                    kd_weight=float(kd_weight), task=task)
-        if teacher is not None:
-            teacher.requires_grad_(False)
-        apply_masks(model)
-        _train_epochs(run, loader, val_loader, epochs, total, result, callbacks or (),
-                      progress, max_steps)
+        # The teacher is frozen for the run only: it is often the user's own model.
+        frozen = [p for p in (teacher.parameters() if teacher is not None else ())
+                  if p.requires_grad]
+        for p in frozen:
+            p.requires_grad_(False)
+        try:
+            apply_masks(model)
+            _train_epochs(run, loader, val_loader, epochs, total, result, callbacks or (),
+                          progress, max_steps)
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
     return result
 
 
