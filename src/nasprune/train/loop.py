@@ -210,15 +210,17 @@ def _train_epochs(run: TrainRun, loader, val_loader, epochs: int, total: int, re
                 result.samples += batch_len(batch)
                 bar.update(1)
                 if monitor.count and i % 10 == 0:
-                    bar.set_postfix(loss=f"{monitor.loss:.3f}", acc=f"{monitor.accuracy:.3f}",
-                                    refresh=False)
+                    # A task without class scores has no accuracy: show the loss alone.
+                    acc = {"acc": f"{monitor.accuracy:.3f}"} if monitor.scored else {}
+                    bar.set_postfix(loss=f"{monitor.loss:.3f}", **acc, refresh=False)
                 if result.steps >= total:
                     break
             monitor.flush()
             seconds = time.perf_counter() - t0
             result.train_seconds += seconds
             record = {"epoch": epoch, "loss": monitor.loss,
-                      "train_acc": monitor.accuracy if run.task is None else None,
+                      "train_acc": monitor.accuracy
+                      if run.task is None or monitor.scored else None,
                       **_validate(run, val_loader),
                       "lr": run.optimizer.param_groups[0]["lr"], "seconds": seconds,
                       "steps": result.steps}

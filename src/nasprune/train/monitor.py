@@ -27,11 +27,14 @@ class LossMonitor:
         self.loss_sum = 0.0
         self.correct = 0
         self.count = 0
+        self.scored = 0  # samples whose top-1 was counted (a task may give no class scores)
 
-    def add(self, epoch: int, step: int, loss: torch.Tensor, correct: torch.Tensor,
+    def add(self, epoch: int, step: int, loss: torch.Tensor, correct: torch.Tensor | None,
             n: int) -> None:
-        """Record one step (``epoch``/``step`` 1-based, for the error message)."""
-        self._pending.append((epoch, step, loss.detach(), correct.detach(), n))
+        """Record one step (``epoch``/``step`` 1-based, for the error message); ``correct``
+        None: the step has no top-1 to count (a task without class scores)."""
+        self._pending.append((epoch, step, loss.detach(),
+                              None if correct is None else correct.detach(), n))
         if len(self._pending) >= self.sync_every:
             self.flush()
 
@@ -40,16 +43,19 @@ class LossMonitor:
         if not self._pending:
             return
         losses = torch.stack([p[2].float() for p in self._pending]).tolist()
-        corrects = torch.stack([p[3] for p in self._pending]).tolist()
+        counted = [p[3] for p in self._pending if p[3] is not None]
+        corrects = iter(torch.stack(counted).tolist() if counted else ())
         pending, self._pending = self._pending, []
-        for (epoch, step, _, _, n), loss, correct in zip(pending, losses, corrects, strict=True):
+        for (epoch, step, _, correct, n), loss in zip(pending, losses, strict=True):
             if not math.isfinite(loss):
                 raise NaspruneError(
                     f"training diverged: loss is {loss} at epoch {epoch} step {step} "
                     "(try a lower learning rate)")
             self.loss_sum += loss * n
-            self.correct += int(correct)
             self.count += n
+            if correct is not None:
+                self.correct += int(next(corrects))
+                self.scored += n
 
     @property
     def loss(self) -> float:
@@ -57,4 +63,4 @@ class LossMonitor:
 
     @property
     def accuracy(self) -> float:
-        return self.correct / self.count if self.count else float("nan")
+        return self.correct / self.scored if self.scored else float("nan")

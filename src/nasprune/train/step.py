@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +18,7 @@ from torch import nn
 
 from nasprune.errors import NaspruneError
 from nasprune.pruning.masks import apply_masks
-from nasprune.task import Task, batch_len, logits_of
+from nasprune.task import Task, batch_len, logits_of, targets_of, top1
 from nasprune.train.device import Precision
 from nasprune.train.distill import distillation_loss, soft_target_loss
 from nasprune.train.monitor import LossMonitor
@@ -96,12 +97,13 @@ def loss_and_logits(run: TrainRun, x: torch.Tensor, y: torch.Tensor) -> tuple[to
                              run.label_smoothing), logits
 
 
-def task_loss(run: TrainRun, batch) -> torch.Tensor:
-    """The task's loss of one batch; with a teacher, mixed with its soft targets."""
+def task_loss(run: TrainRun, batch) -> tuple[torch.Tensor, Any]:
+    """``(loss, output)`` of one batch: the task's loss; with a teacher, mixed with its soft
+    targets."""
     with run.precision.autocast(run.device):
         out, loss = run.task.compute_loss(run.model, batch)
         if run.teacher is None:
-            return loss
+            return loss, out
         with torch.no_grad():
             t_out = run.task.forward(run.teacher, batch)
     student, teacher = logits_of(out), logits_of(t_out)
@@ -109,7 +111,23 @@ def task_loss(run: TrainRun, batch) -> torch.Tensor:
         raise NaspruneError(f"teacher outputs shape {tuple(teacher.shape)} but the student "
                             f"{tuple(student.shape)}: they must predict the same classes")
     soft = soft_target_loss(student, teacher, run.kd_temperature)
-    return run.kd_weight * soft + (1.0 - run.kd_weight) * loss.float()
+    return run.kd_weight * soft + (1.0 - run.kd_weight) * loss.float(), out
+
+
+def task_correct(task: Task, output: Any, batch) -> torch.Tensor | None:
+    """Correct top-1 predictions of one training batch, for ``train_acc`` and the progress
+    line; None unless the task is scored by top-1 and gives ``(batch, classes)`` scores with
+    one integer label per sample (other tasks have no training accuracy to report)."""
+    if task.score is not top1:
+        return None
+    try:
+        logits, y = logits_of(output), targets_of(batch)
+    except NaspruneError:
+        return None
+    if (not isinstance(y, torch.Tensor) or y.is_floating_point() or logits.dim() != 2
+            or y.shape != logits.shape[:1]):
+        return None
+    return (logits.detach().argmax(1) == y).sum()
 
 
 def train_step(run: TrainRun, batch, monitor: LossMonitor, epoch: int, step: int) -> None:
@@ -122,8 +140,8 @@ def train_step(run: TrainRun, batch, monitor: LossMonitor, epoch: int, step: int
         loss, logits = loss_and_logits(run, x, y)
         monitor.add(epoch, step, loss, (logits.argmax(1) == y).sum(), int(y.shape[0]))
     else:
-        loss = task_loss(run, batch)
-        monitor.add(epoch, step, loss, torch.zeros((), dtype=torch.long), batch_len(batch))
+        loss, out = task_loss(run, batch)
+        monitor.add(epoch, step, loss, task_correct(run.task, out, batch), batch_len(batch))
     run.optimizer.zero_grad(set_to_none=True)
     if run.scaler is not None:
         run.scaler.scale(loss).backward()
@@ -194,5 +212,5 @@ def task_guard(run: TrainRun, batch) -> None:
 
 
 __all__ = ["TrainRun", "accuracy", "add_bn_l1", "first_batch_guard",
-           "loss_and_logits", "model_device", "placed", "task_guard", "task_loss",
+           "loss_and_logits", "model_device", "placed", "task_correct", "task_guard", "task_loss",
            "train_step"]
