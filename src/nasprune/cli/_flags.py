@@ -125,7 +125,7 @@ def csv_list(text: str | None, cast: Callable[[str], Any] = str) -> list | None:
         raise NaspruneError(f"cannot read the list '{text}': {exc}") from None
 
 
-def parse_options(items: list[str] | None) -> dict | None:
+def parse_options(items: list[str] | None, flag: str = "--option") -> dict | None:
     """Repeated ``--option KEY=VALUE`` as a dict; values are read as YAML (``3`` is an int)."""
     if not items:
         return None
@@ -135,9 +135,34 @@ def parse_options(items: list[str] | None) -> dict | None:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise NaspruneError(f"--option must look like KEY=VALUE, got '{item}'")
+            raise NaspruneError(f"{flag} must look like KEY=VALUE, got '{item}'")
         try:
             out[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError as exc:
-            raise NaspruneError(f"--option {item}: cannot read the value: {exc}") from None
+            raise NaspruneError(f"{flag} {item}: cannot read the value: {exc}") from None
     return out
+
+
+def add_task(p: argparse.ArgumentParser) -> None:
+    """``--task MODULE:FUNCTION`` and repeated ``--task-arg KEY=VALUE``: a user's task."""
+    p.add_argument("--task", default=None, metavar="MODULE:FUNCTION",
+                   help="your own data, loss and metric: a function (package.module:function "
+                   "or path/to/file.py:function) returning a nasprune.Task or (task, model); "
+                   "replaces --data")
+    p.add_argument("--task-arg", action="append", default=None, metavar="KEY=VALUE",
+                   help="a keyword argument of the --task function, read as YAML "
+                   "(repeatable)")
+
+
+def load_task_flags(args: argparse.Namespace) -> Any:
+    """The :class:`~nasprune.task_loader.LoadedTask` of ``--task``/``--task-arg`` (None
+    without ``--task``); ``--data`` with it is a contradiction, reported as one."""
+    if args.task is None:
+        if args.task_arg:
+            raise NaspruneError("--task-arg needs --task MODULE:FUNCTION")
+        return None
+    if getattr(args, "data", None) is not None:
+        raise NaspruneError("give --task or --data, not both: the task brings its own data")
+    from nasprune.task_loader import load_task
+
+    return load_task(args.task, parse_options(args.task_arg, "--task-arg"))

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-from nasprune.cli._flags import add_checkpoint, add_data, add_device, add_out, add_threads
+from nasprune.cli._flags import (
+    add_checkpoint,
+    add_data,
+    add_device,
+    add_out,
+    add_task,
+    add_threads,
+    load_task_flags,
+)
 from nasprune.errors import NaspruneError
 
 
@@ -14,9 +23,11 @@ def add(sub: argparse._SubParsersAction) -> None:
         help="accuracy, precision/recall/F1, MACs/FLOPs, params, size (and latency) of a "
         "checkpoint",
     )
-    add_checkpoint(p, "directory written by nasprune.save / `nasprune train`")
+    add_checkpoint(p, "directory written by nasprune.save / `nasprune train` (optional "
+                   "when --task returns a model)", required=False)
     add_data(p, "data set name, e.g. digits (default: the one the checkpoint records)",
              download=True)
+    add_task(p)
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--seed", type=int, default=None,
                    help="data split seed (default: the training run's, recorded in the "
@@ -33,11 +44,17 @@ def add(sub: argparse._SubParsersAction) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    if args.batch_size < 1:
+        raise NaspruneError(f"--batch-size must be at least 1, got {args.batch_size}")
+    loaded = load_task_flags(args)
+    if loaded is not None:
+        return _evaluate_task(args, loaded)
+    if args.checkpoint is None:
+        raise NaspruneError("--checkpoint DIR is required (or --task MODULE:FUNCTION "
+                            "returning a model)")
     ckpt = Path(args.checkpoint)
     if not ckpt.is_dir():
         raise NaspruneError(f"checkpoint directory not found: {ckpt}")
-    if args.batch_size < 1:
-        raise NaspruneError(f"--batch-size must be at least 1, got {args.batch_size}")
 
     from nasprune.checkpoint import load, recorded_dataset
     from nasprune.metrics import format_summary, resolve_device, summarize, write_json
@@ -51,6 +68,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     summary.update(summarize(model, data, split=args.split, batch_size=args.batch_size,
                              latency=args.latency, latency_threads=args.threads))
     print(f"{ckpt} ({summary['model'] or type(model).__name__}) on {format_summary(summary)}")
+    if args.out:
+        print(f"wrote {write_json(summary, args.out)}")
+    return 0
+
+
+def _evaluate_task(args: argparse.Namespace, loaded: Any) -> int:
+    """``--task``: the task's score and mean loss on ``--split`` (its own batches)."""
+    from nasprune.metrics import evaluate, write_json
+
+    if args.latency:
+        raise NaspruneError("--latency is not supported with --task yet: it times the input "
+                            "shape of a built-in data set")
+    model = loaded.model_from(args.checkpoint)
+    result = evaluate(model, loaded.task, split=args.split, device=args.device)
+    summary = {"checkpoint": args.checkpoint, **loaded.record(), "split": args.split,
+               **result}
+    src = args.checkpoint or f"{type(model).__name__} from {loaded.spec}"
+    loss = "n/a" if result["loss"] is None else f"{result['loss']:.4f}"
+    better = "higher" if result["maximize"] else "lower"
+    print(f"{src} on task '{loaded.task.name}' ({args.split}, n={result['n']}): score "
+          f"{result['score']:.4f} ({better} is better), loss {loss}")
     if args.out:
         print(f"wrote {write_json(summary, args.out)}")
     return 0

@@ -23,6 +23,8 @@ from nasprune.cli._flags import (
     add_fit_flags,
     add_out,
     add_quiet,
+    add_task,
+    load_task_flags,
     set_threads,
 )
 from nasprune.errors import NaspruneError
@@ -33,10 +35,12 @@ RESULTS_FILE = "results.json"
 def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("finetune", help="fine-tune a saved (pruned) checkpoint on the data it "
                        "was trained on, optionally distilling from the unpruned model")
-    add_checkpoint(p, "model to fine-tune")
+    add_checkpoint(p, "model to fine-tune (optional when --task returns a model)",
+                   required=False)
     p.add_argument("--teacher", default=None, metavar="DIR",
                    help="the unpruned checkpoint: distil from it (knowledge distillation)")
     add_data(p, "data set (default: the one the checkpoint records)", download=True)
+    add_task(p)
     add_fit_flags(p, {"epochs": 5, "batch_size": 128, "optimizer": "sgd", "momentum": 0.9,
                       "weight_decay": 5e-4, "schedule": "cosine", "label_smoothing": 0.0,
                       "augment": True, "seed": 0},
@@ -55,20 +59,30 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    ckpt = Path(args.checkpoint)
-    if not ckpt.is_dir():
-        raise NaspruneError(f"checkpoint directory not found: {ckpt}")
     if args.teacher is not None and not Path(args.teacher).is_dir():
         raise NaspruneError(f"teacher checkpoint directory not found: {args.teacher}")
+    loaded = load_task_flags(args)
+    if args.checkpoint is None and loaded is None:
+        raise NaspruneError("--checkpoint DIR is required (or --task MODULE:FUNCTION "
+                            "returning a model)")
+    ckpt = None if args.checkpoint is None else Path(args.checkpoint)
+    if ckpt is not None and not ckpt.is_dir():
+        raise NaspruneError(f"checkpoint directory not found: {ckpt}")
+    if ckpt is None and not args.out:
+        raise NaspruneError("--out DIR is required when the model comes from --task")
     set_threads(args.threads)
     out = Path(args.out) if args.out else ckpt.with_name(ckpt.name + "-ft")
-    summary = finetune_checkpoint(
-        ckpt, out, teacher=args.teacher, data=args.data, data_dir=args.data_dir,
-        download=args.download, bn_batches=args.bn_batches, progress=not args.quiet,
+    fit_kwargs = dict(
         epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
         label_smoothing=args.label_smoothing, kd_temperature=args.kd_temperature,
         kd_weight=args.kd_weight, augment=args.augment, seed=args.seed, device=args.device)
+    if loaded is not None:
+        return _finetune_task_command(args, loaded, ckpt, out, fit_kwargs)
+    summary = finetune_checkpoint(
+        ckpt, out, teacher=args.teacher, data=args.data, data_dir=args.data_dir,
+        download=args.download, bn_batches=args.bn_batches, progress=not args.quiet,
+        **fit_kwargs)
     b, a = summary["before"], summary["after"]
     print(f"fine-tuned {ckpt} on {summary['data']}: {len(summary['history'])} epochs in "
           f"{summary['finetune_seconds']:.1f} s"
@@ -143,6 +157,61 @@ def finetune_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike,
     keep = {k: meta[k] for k in ("seed", "num_classes", "input_shape", "pruned_from", "before",
                                  "after") if k in meta}
     save(model.cpu(), out, meta={**keep, "data": ds.name, "finetuned_from": str(checkpoint),
+                                 "metrics": {"test": after}, "finetune_seconds": seconds,
+                                 "finetune": settings})
+    write_atomic(out / RESULTS_FILE, json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def _finetune_task_command(args: argparse.Namespace, loaded: Any, ckpt: Path | None,
+                           out: Path, fit_kwargs: dict[str, Any]) -> int:
+    summary = finetune_task(loaded, ckpt, out, teacher=args.teacher,
+                            bn_batches=args.bn_batches, progress=not args.quiet, **fit_kwargs)
+    b, a = summary["before"], summary["after"]
+    print(f"fine-tuned {ckpt or loaded.spec} on task '{summary['data']}': "
+          f"{len(summary['history'])} epochs in {summary['finetune_seconds']:.1f} s"
+          + (f", distilled from {args.teacher}" if args.teacher else ""))
+    print(f"test score {b['score']:.4f} → {a['score']:.4f} (n={a['n']})")
+    print(f"saved checkpoint and results.json in {out}")
+    return 0
+
+
+def finetune_task(loaded: Any, checkpoint: str | os.PathLike | None, out: str | os.PathLike,
+                  teacher: str | os.PathLike | None = None, bn_batches: int = 20,
+                  progress: bool = True, **fit_kwargs: Any) -> dict[str, Any]:
+    """Fine-tune on a user's task (a :class:`~nasprune.task_loader.LoadedTask`): the
+    checkpoint's model, else the factory's; saved to ``out`` with its ``results.json``.
+
+    The saved spec records the task's import path and arguments; a user model is read back
+    with ``--task`` (its factory's model is the architecture).
+    """
+    from nasprune.checkpoint import save, write_atomic
+    from nasprune.metrics import evaluate
+    from nasprune.train import finetune, recalibrate_bn
+    from nasprune.train.device import resolve_device
+
+    if isinstance(bn_batches, bool) or not isinstance(bn_batches, int) or bn_batches < 0:
+        raise NaspruneError(f"bn_batches must be an integer ≥ 0, got {bn_batches!r}")
+    task, out = loaded.task, Path(out)
+    model = loaded.model_from(checkpoint)
+    teacher_model = None if teacher is None else loaded.model_from(teacher)
+    model.to(resolve_device(fit_kwargs.get("device")))
+    before = evaluate(model, task, split="test")
+    start = time.perf_counter()
+    if bn_batches:
+        recalibrate_bn(model, task.split("train"), batches=bn_batches, forward=task.forward)
+    result = finetune(model, task, teacher=teacher_model, progress=progress, **fit_kwargs)
+    seconds = time.perf_counter() - start
+    after = evaluate(model, task, split="test")
+    settings = {"checkpoint": None if checkpoint is None else str(checkpoint),
+                "teacher": None if teacher is None else str(teacher), **loaded.record(),
+                "bn_batches": bn_batches,
+                **{k: v for k, v in fit_kwargs.items() if k != "device"}}
+    summary = {"data": task.name, "before": before, "after": after,
+               "finetune_seconds": seconds, "images_per_second": result.images_per_second,
+               "history": result.history, "settings": settings}
+    save(model.cpu(), out, meta={**loaded.record(), "data": task.name,
+                                 "finetuned_from": settings["checkpoint"],
                                  "metrics": {"test": after}, "finetune_seconds": seconds,
                                  "finetune": settings})
     write_atomic(out / RESULTS_FILE, json.dumps(summary, indent=1) + "\n")

@@ -22,6 +22,7 @@ from nasprune.cli._flags import (
     add_device_threads,
     add_out,
     add_quiet,
+    add_task,
     config_path,
     parse_options,
     set_threads,
@@ -40,6 +41,7 @@ def add(sub: argparse._SubParsersAction) -> None:
                    help="an untrained zoo model (to try the mechanics)")
     add_checkpoint(p, "a trained, saved model", required=False)
     add_data(p, "data set (default: the checkpoint's)")
+    add_task(p)
     p.add_argument("--strategy", default=None, metavar="NAME",
                    help="random, evolution, bayes, tpe, rl, gan, predictor, differentiable")
     p.add_argument("--option", action="append", default=None, metavar="KEY=VALUE",
@@ -84,9 +86,10 @@ def search_config_from_args(args: argparse.Namespace) -> SearchConfig:
     keys = ("model", "checkpoint", "data", "data_dir", "strategy", "target_macs",
             "target_params", "target_latency_ms", "trials", "storage", "study", "objective",
             "min_keep", "max_keep", "round_to", "bn_batches", "val_size", "finetune_steps",
-            "check_proxy", "check_proxy_epochs", "seed", "device", "out")
+            "check_proxy", "check_proxy_epochs", "seed", "device", "out", "task")
     overrides = {k: getattr(args, k) for k in keys}
     overrides["strategy_options"] = parse_options(args.option)
+    overrides["task_args"] = parse_options(args.task_arg, "--task-arg")
     return load_config(SearchConfig, config_path(args.config), overrides)
 
 
@@ -98,9 +101,14 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def model_and_data(cfg: SearchConfig) -> tuple[Any, Any, dict]:
-    """The model to search (in eval mode), its data set and the checkpoint's meta."""
+    """The model to search (in eval mode), its data set (or the user's task) and the
+    checkpoint's meta (the task's import path and arguments with ``--task``)."""
     from nasprune.data import load_dataset
 
+    if cfg.task is not None:
+        return _model_and_task(cfg)
+    if cfg.task_args:
+        raise NaspruneError("--task-arg needs --task MODULE:FUNCTION")
     if (cfg.model is None) == (cfg.checkpoint is None):
         raise NaspruneError("give exactly one of --model NAME or --checkpoint DIR")
     meta: dict = {}
@@ -124,6 +132,20 @@ def model_and_data(cfg: SearchConfig) -> tuple[Any, Any, dict]:
         print(f"note: searching an untrained {cfg.model}: scores are near chance; pass "
               "--checkpoint DIR of a trained model for a meaningful search", file=sys.stderr)
     return model.eval(), data, meta
+
+
+def _model_and_task(cfg: SearchConfig) -> tuple[Any, Any, dict]:
+    """``--task``: the factory's task, and its model or the checkpoint's."""
+    from nasprune.task_loader import load_task
+
+    if cfg.data is not None:
+        raise NaspruneError("give --task or --data, not both: the task brings its own data")
+    if cfg.model is not None:
+        raise NaspruneError("--model NAME builds a zoo model for a built-in data set: with "
+                            "--task, return (task, model) from the function or pass "
+                            "--checkpoint DIR")
+    loaded = load_task(cfg.task, cfg.task_args)
+    return loaded.model_from(cfg.checkpoint), loaded.task, loaded.record()
 
 
 def _budget(cfg: SearchConfig) -> Any:
@@ -158,17 +180,25 @@ def run_search_command(cfg: SearchConfig, progress: bool = True) -> dict:
     if out.exists() and out.is_dir():
         raise NaspruneError(f"--out {cfg.out} is a directory")
     budget = _budget(cfg)
-    model, data, _ = model_and_data(cfg)
-    example = torch.randn(1, *data.input_shape)
+    model, data, meta = model_and_data(cfg)
+    # A task's example inputs come from its first validation batch (the proxy's).
+    example = None if cfg.task else torch.randn(1, *data.input_shape)
     evaluator = Proxy(model, data, bn_batches=cfg.bn_batches, val_size=cfg.val_size,
                       finetune_steps=cfg.finetune_steps, device=cfg.device,
                       example_inputs=example, round_to=cfg.round_to, seed=cfg.seed)
+    if example is None:  # the proxy's copy lives on its device; the search traces the model
+        from nasprune.metrics.evaluate import model_device
+        from nasprune.task import to_device
+
+        example = to_device(evaluator.example_inputs, model_device(model))
     result = search(model, example, data, strategy=cfg.strategy, target=budget,
                     trials=cfg.trials, storage=cfg.storage, study=cfg.study, seed=cfg.seed,
                     objective=cfg.objective, evaluator=evaluator, min_keep=cfg.min_keep,
                     max_keep=cfg.max_keep, round_to=cfg.round_to, device=cfg.device,
                     progress=progress, **cfg.strategy_options)
     doc = result.to_dict()
+    if cfg.task:
+        doc.update(meta)  # the import path and arguments: a re-run rebuilds the same task
     if cfg.check_proxy:
         cands = _proxy_candidates(result, cfg.check_proxy)
         if len(cands) < 2:

@@ -40,6 +40,8 @@ class SearchConfig:
     checkpoint: str | None = None  # a saved model (what you normally search)
     data: str | None = _kw(None, choices=_data_names)  # None: the checkpoint's data set
     data_dir: str | None = None
+    task: str | None = None  # a user's task, module:function or file.py:function
+    task_args: dict[str, Any] = field(default_factory=dict)  # its keyword arguments
     strategy: str = _kw("evolution", choices=_strategy_names)
     strategy_options: dict[str, Any] = field(default_factory=dict)
     target_macs: float | None = _kw(None, gt=0.0, max=1.0)
