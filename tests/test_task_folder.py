@@ -4,11 +4,13 @@ search, prune, finetune and evaluate; long passes over user batches show progres
 
 from __future__ import annotations
 
+import copy
 import io
 import sys
 
 import pytest
 import torch
+from torch import nn
 
 import nasprune
 from nasprune import _progress
@@ -82,7 +84,8 @@ def test_proxy_on_the_folder_equals_the_in_memory_proxy(trained_digits_cnn, digi
     shuffled = torch.randperm(len(digits.train), generator=torch.Generator().manual_seed(0))
     task = Task(train=loader(digits_folder, digits, "train", shuffled, batch_size=64),
                 val=loader(digits_folder, digits, "val", range(len(digits.val))))
-    disk = Proxy(model, task, bn_batches=4, val_size=1000, device="cpu", progress=False)
+    disk = Proxy(model, task, bn_batches=4, val_size=1000, device="cpu", progress=False,
+                 channels_last=False)
     assert disk.val_count == mem.val_count == len(digits.val)
     for ours, theirs in zip(disk._train_batches + disk._val_batches,
                             mem._train_batches + mem._val_batches, strict=True):
@@ -114,6 +117,36 @@ def test_search_prune_finetune_evaluate_on_the_folder(trained_digits_cnn, digits
     after = nasprune.evaluate(pruned, task, progress=False)
     assert after["score"] > 0.85 and after["score"] >= before - 0.02
     assert after["score"] == pytest.approx(nasprune.evaluate(pruned, digits)["top1"], abs=1e-12)
+
+
+class _Flattens(nn.Module):
+    """A user CNN that ``.view()`` s its conv output: it cannot take NHWC images."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn, self.fc = nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Linear(144, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.conv(x)))
+        return self.fc(x.view(x.shape[0], -1))
+
+
+def test_the_proxy_runs_an_image_task_in_nhwc_when_the_model_allows(trained_digits_cnn,
+                                                                    digits_folder, digits):
+    """NHWC is what keeps the DataLoader proxy as fast as the in-memory one (BENCHMARKS.md)."""
+    task = Task(train=loader(digits_folder, digits, "train", batch_size=64, num_workers=0),
+                val=loader(digits_folder, digits, "val", num_workers=0))
+    fast = Proxy(trained_digits_cnn, task, bn_batches=2, val_size=100, progress=False)
+    assert fast.channels_last
+    assert fast._val_batches[0][0].is_contiguous(memory_format=torch.channels_last)
+    flat = _Flattens()
+    nhwc = copy.deepcopy(flat).to(memory_format=torch.channels_last)
+    with pytest.raises(RuntimeError, match="view"):  # why the check is needed
+        nhwc(digits.example_input(2).contiguous(memory_format=torch.channels_last))
+    plain = Proxy(flat, task, bn_batches=2, val_size=100, progress=False)
+    assert not plain.channels_last and flat.training is True
+    assert flat.conv.weight.is_contiguous()  # the user's model is left as it was
+    assert 0.0 <= plain.score({}) <= 1.0  # it still scores, in NCHW
 
 
 class _Terminal(io.StringIO):
