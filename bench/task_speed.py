@@ -5,12 +5,14 @@ proxy over torch DataLoaders to it?
 on ``--bn-batches`` training batches, top-1 on ``--val-size`` validation images) on the
 built-in in-memory data set, with this tree's code ("after") and with the code of commit
 ``--before`` (34570c2, before the Task interface) checked out into a temporary worktree
-("before"). Each side runs in its own subprocess; rounds alternate before, after, before,
-after ...; the ratio is taken per round (paired) and its median reported.
+("before"). Each side runs in its own persistent subprocess (data and model loaded once);
+every candidate is scored by before, then after, then the DataLoader proxy, candidate by
+candidate, round after round, so load changes on a shared machine hit both sides alike;
+the ratio is taken per pair and its median reported.
 
-(b) DataLoader vs in-memory: in each "after" process, a second proxy reads the same
+(b) DataLoader vs in-memory: in the "after" process, a second proxy reads the same
 normalised images through ``torch.utils.data.DataLoader`` s (a Task of train/val loaders;
-the proxy caches its batches once); the two proxies score the candidates alternately.
+the proxy caches its batches once), in the in-memory proxy's order.
 
 Both proxies score the same seeded random candidates (per-group ratios in [0, 0.6]); the
 scores are printed so before/after and DataLoader/in-memory can be checked to agree.
@@ -65,14 +67,9 @@ def candidates(model, example, n: int) -> list[dict[str, float]]:
                                          strict=True)} for _ in range(n)]
 
 
-def timed(proxy, ratios) -> tuple[float, float]:
-    t0 = time.perf_counter()
-    score = proxy.score(ratios)
-    return time.perf_counter() - t0, score
-
-
 def worker(args) -> None:
-    """One process: build the proxies, score every candidate, print JSON on stdout."""
+    """One persistent process: build the proxies, then answer ``<proxy> <candidate>`` lines
+    on stdin with ``{"seconds", "score"}`` JSON lines on stdout."""
     torch.set_num_threads(1)
     import nasprune
     from nasprune.data import load_dataset
@@ -99,27 +96,40 @@ def worker(args) -> None:
     cands = candidates(model, example, args.candidates)
     for p in proxies.values():
         p.score(cands[0])  # warm-up: first-call allocations and lazy imports
-    out = {k: {"seconds": [], "scores": []} for k in proxies}
-    for ratios in cands:
-        for name, p in proxies.items():
-            s, v = timed(p, ratios)
-            out[name]["seconds"].append(s)
-            out[name]["scores"].append(v)
-    print(json.dumps(out))
+    print("ready", flush=True)
+    for line in sys.stdin:
+        name, k = line.split()
+        t0 = time.perf_counter()
+        score = proxies[name].score(cands[int(k)])
+        print(json.dumps({"seconds": time.perf_counter() - t0, "score": score}), flush=True)
 
 
-def run_side(side: str, src: Path, args) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", side,
-           "--checkpoint", args.checkpoint, "--data-dir", args.data_dir,
-           "--candidates", str(args.candidates), "--val-size", str(args.val_size),
-           "--bn-batches", str(args.bn_batches)]
-    if args.nchw:
-        cmd.append("--nchw")
-    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    if res.returncode != 0:
-        sys.exit(f"{side} worker failed:\n{res.stderr[-3000:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+class Side:
+    """A worker process running the code under ``src``."""
+
+    def __init__(self, side: str, src: Path, args) -> None:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", side,
+               "--checkpoint", args.checkpoint, "--data-dir", args.data_dir,
+               "--candidates", str(args.candidates), "--val-size", str(args.val_size),
+               "--bn-batches", str(args.bn_batches)] + (["--nchw"] if args.nchw else [])
+        env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
+        self.name = side
+        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        if self.proc.stdout.readline().strip() != "ready":
+            sys.exit(f"the {side} worker failed to start")
+
+    def score(self, proxy: str, k: int) -> dict:
+        self.proc.stdin.write(f"{proxy} {k}\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            sys.exit(f"the {self.name} worker died")
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
 
 
 def before_tree(commit: str) -> Path:
@@ -130,25 +140,44 @@ def before_tree(commit: str) -> Path:
     return path
 
 
-def report(rounds: list[dict], args) -> None:
-    med = {k: [statistics.median(r[k]["seconds"]) for r in rounds]
-           for k in ("before", "memory", "loader")}
-    ratio_a = [a / b for a, b in zip(med["memory"], med["before"], strict=True)]
-    ratio_b = [a / b for a, b in zip(med["loader"], med["memory"], strict=True)]
-    same_a = all(r["before"]["scores"] == r["memory"]["scores"] for r in rounds)
-    diff_b = max(abs(a - b) for r in rounds
-                 for a, b in zip(r["loader"]["scores"], r["memory"]["scores"], strict=True))
-    print(f"rounds {len(rounds)}, candidates {args.candidates}, val_size {args.val_size}, "
-          f"bn_batches {args.bn_batches}; scores {rounds[0]['memory']['scores']}")
-    print("\n| path | median s / candidate (per round) | median | paired ratio (median) |")
-    print("|---|---|---|---|")
-    for k, ref, ratios in (("before", None, None), ("memory", "before", ratio_a),
+def report(runs: dict[str, list[dict]], args) -> None:
+    sec = {k: [r["seconds"] for r in v] for k, v in runs.items()}
+    ratio_a = [a / b for a, b in zip(sec["memory"], sec["before"], strict=True)]
+    ratio_b = [a / b for a, b in zip(sec["loader"], sec["memory"], strict=True)]
+    score = {k: [r["score"] for r in v] for k, v in runs.items()}
+    diff_b = max(abs(a - b) for a, b in zip(score["loader"], score["memory"], strict=True))
+    print(f"rounds {args.rounds} x candidates {args.candidates}, val_size {args.val_size}, "
+          f"bn_batches {args.bn_batches}; scores {score['memory'][:args.candidates]}")
+    print("\n| proxy | median s / candidate | min | max | paired ratio: median (min–max) |")
+    print("|---|---|---|---|---|")
+    for k, ref, ratios in (("before", "", None), ("memory", "before", ratio_a),
                            ("loader", "memory", ratio_b)):
-        per = ", ".join(f"{v:.3f}" for v in med[k])
-        rat = (f"{statistics.median(ratios):.3f} vs {ref} ({', '.join(f'{v:.3f}' for v in ratios)})"
+        rat = (f"{statistics.median(ratios):.3f} vs {ref} ({min(ratios):.3f}–{max(ratios):.3f})"
                if ratios else "-")
-        print(f"| {k} | {per} | {statistics.median(med[k]):.3f} | {rat} |")
-    print(f"\nbefore == after scores: {same_a}; max |loader - memory| score: {diff_b:.2e}")
+        print(f"| {k} | {statistics.median(sec[k]):.3f} | {min(sec[k]):.3f} | "
+              f"{max(sec[k]):.3f} | {rat} |")
+    print(f"\nbefore == after scores: {score['before'] == score['memory']}; "
+          f"max |loader - memory| score: {diff_b:.2e}")
+
+
+def measure(args) -> dict[str, list[dict]]:
+    """Rounds of: each candidate scored by before, after (in-memory), after (DataLoader)."""
+    before = Side("before", before_tree(args.before) / "src", args)
+    after = Side("after", REPO / "src", args)
+    runs: dict[str, list[dict]] = {"before": [], "memory": [], "loader": []}
+    try:
+        for r in range(args.rounds):
+            for k in range(args.candidates):
+                runs["before"].append(before.score("memory", k))
+                runs["memory"].append(after.score("memory", k))
+                runs["loader"].append(after.score("loader", k))
+            print(f"round {r + 1}: " + ", ".join(
+                f"{n} {statistics.median(x['seconds'] for x in v[-args.candidates:]):.3f} s"
+                for n, v in runs.items()), file=sys.stderr)
+    finally:
+        before.close()
+        after.close()
+    return runs
 
 
 def main() -> None:
@@ -169,16 +198,7 @@ def main() -> None:
     args.data_dir = str(Path(args.data_dir).resolve())
     if args.worker:
         return worker(args)
-    old = before_tree(args.before) / "src"
-    rounds = []
-    for i in range(args.rounds):
-        b = run_side("before", old, args)["memory"]
-        a = run_side("after", REPO / "src", args)
-        rounds.append({"before": b, **a})
-        print(f"round {i + 1}: before {statistics.median(b['seconds']):.3f} s, after "
-              f"{statistics.median(a['memory']['seconds']):.3f} s, loader "
-              f"{statistics.median(a['loader']['seconds']):.3f} s", file=sys.stderr)
-    report(rounds, args)
+    report(measure(args), args)
 
 
 if __name__ == "__main__":
