@@ -112,7 +112,9 @@ def test_search_prune_finetune_evaluate_on_the_folder(trained_digits_cnn, digits
     assert nasprune.metrics.count_macs(pruned, example) <= 0.5 * nasprune.metrics.count_macs(
         model, example) * 1.01
     before = nasprune.evaluate(pruned, task, progress=False)["score"]
-    fit = nasprune.finetune(pruned, task, epochs=2, teacher=model, progress=False)
+    # A copy as teacher: fit freezes its teacher's parameters, and ``model`` is shared.
+    fit = nasprune.finetune(pruned, task, epochs=2, teacher=copy.deepcopy(model),
+                            progress=False)
     assert fit.samples == 2 * len(digits.train) and fit.history[-1]["val_score"] > 0.85
     after = nasprune.evaluate(pruned, task, progress=False)
     assert after["score"] > 0.85 and after["score"] >= before - 0.02
