@@ -31,7 +31,7 @@ def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def _decode_one(payload: str | bytes, size: int | None, mode: str):
+def decode_one(payload: str | bytes, size: int | None, mode: str):
     from PIL import Image, ImageOps
 
     src = io.BytesIO(payload) if isinstance(payload, bytes) else payload
@@ -54,7 +54,7 @@ def _decode_chunk(args: tuple[Sequence[Item], int | None, str]):
     first_shape = None
     for name, payload in items:
         try:
-            arr, gray = _decode_one(payload, size, mode)
+            arr, gray = decode_one(payload, size, mode)
         except Exception as e:  # PIL raises many types for damaged files
             return None, None, (name, f"{type(e).__name__}: {e}")
         if first_shape is None:

@@ -138,7 +138,7 @@ def tree_from_files(source: str, files: dict[str, bytes]) -> ImageTree:
     return tree
 
 
-def _check_classes(tree: ImageTree) -> list[str]:
+def check_classes(tree: ImageTree) -> list[str]:
     """Class names (from train, or the single tree); every other split must match them."""
     base = "train" if "train" in tree.splits else ALL
     if tree.count() == 0 or base not in tree.splits:
@@ -170,7 +170,7 @@ def decode_tree(tree: ImageTree, size: int | None, channels: int | None,
     """Decode every split of ``tree`` into uint8 ``(N, C, H, W)`` splits, labels by class."""
     if channels not in (None, 1, 3):
         raise NaspruneError(f"channels must be 1, 3 or None (auto), got {channels}")
-    classes = _check_classes(tree)
+    classes = check_classes(tree)
     index = {c: i for i, c in enumerate(classes)}
     items: list[Item] = []
     labels: list[int] = []
@@ -206,7 +206,7 @@ def load_tree(source: Path, dataset: str, size: int | None = None,
     else:
         tree, entries = scan_directory(source)
         if not entries:
-            _check_classes(tree)  # raises "no images" with the layout it expects
+            check_classes(tree)  # raises "no images" with the layout it expects
     # The absolute location is part of the key: two copies of a tree may share the user
     # cache directory (read-only data), and must not be mistaken for each other.
     key = cache_mod.fingerprint(entries, dataset=dataset, size=size, channels=channels,

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nasprune._progress import progress_bar
 from nasprune.errors import NaspruneError
 from nasprune.metrics.classification import accuracy, classification_report
 from nasprune.metrics.latency import resolve_device
@@ -85,6 +86,7 @@ def evaluate(
     split: str = "test",
     batch_size: int = 256,
     device: str | torch.device | None = None,
+    progress: bool = True,
 ) -> dict:
     """Top-1/top-5 accuracy, macro precision/recall/F1, mean cross-entropy and confusion.
 
@@ -95,10 +97,11 @@ def evaluate(
 
     For a :class:`~nasprune.task.Task` (or a ``DataLoader``) it returns the task's
     ``score`` on the split's batches, ``maximize``, the mean task ``loss`` (None when the
-    batches carry no targets) and ``n`` samples.
+    batches carry no targets) and ``n`` samples; a pass over them that lasts shows a
+    progress bar on a terminal unless ``progress`` is False.
     """
     if not is_dataset(data):
-        return evaluate_task(model, as_task(data), split, device)
+        return evaluate_task(model, as_task(data), split, device, progress)
     dev = model_device(model) if device is None else resolve_device(device)
     loader = data.loader(split, batch_size=batch_size, shuffle=False, augment=False, device=dev)
     logits, targets = predict(model, loader, dev)
@@ -121,9 +124,9 @@ def evaluate(
 
 
 def evaluate_task(model: nn.Module, task: Task, split: str = "test",
-                  device: str | torch.device | None = None) -> dict:
+                  device: str | torch.device | None = None, progress: bool = True) -> dict:
     """The task's score and mean loss of ``model`` on one split (see :func:`evaluate`)."""
-    batches = task.split(split)
+    batches = progress_bar(task.split(split), f"evaluate {split}", progress)
     outputs, seen, loss_sum, n, has_loss = [], [], 0.0, 0, True
     with _on_device(model, device) as dev, eval_mode(model), torch.inference_mode():
         for batch in batches:

@@ -142,7 +142,8 @@ def search(
         evaluator = Proxy(
             model, data, bn_batches=bn_batches, val_size=val_size, finetune_steps=finetune_steps,
             device=device, example_inputs=example_inputs, round_to=space.round_to,
-            min_channels=space.min_channels, ignored=ignored, seed=seed or 0)
+            min_channels=space.min_channels, ignored=ignored, seed=seed or 0,
+            progress=progress)
     _check_proxy_matches(evaluator, space)
     directions = ["maximize"] if objective == "single" else ["maximize", "minimize"]
     st = open_study(open_storage(storage), study, directions, sampler,
