@@ -17,7 +17,19 @@ ALL = list_models()
 EXPECTED = {
     "alexnet", "vgg11", "vgg13", "vgg16", "vgg19", "resnet20", "resnet32", "resnet44",
     "resnet56", "resnet110", "resnet18", "mobilenetv2", "simplecnn", "lenet5", "digitscnn",
+    "unet",
 }
+DENSE = {"unet"}  # per-pixel models: (N, classes, H, W) outputs
+
+
+def out_shape(name: str, n: int, classes: int, size: int) -> tuple[int, ...]:
+    return (n, classes, size, size) if name in DENSE else (n, classes)
+
+
+def targets(name: str, classes: int, size: int) -> torch.Tensor:
+    """Two samples' targets, touching the first and the last class."""
+    y = torch.tensor([0, classes - 1])
+    return y[:, None, None].expand(2, size, size).contiguous() if name in DENSE else y
 
 
 def n_params(model: nn.Module) -> int:
@@ -25,8 +37,10 @@ def n_params(model: nn.Module) -> int:
 
 
 def output_layer(model: nn.Module) -> str:
-    """Name of the classifier's output layer: the last Linear defined."""
-    return [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+    """Name of the output layer: the last Linear defined (the last conv of dense models)."""
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return linears[-1] if linears else [
+        n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)][-1]
 
 
 def test_zoo_is_complete() -> None:
@@ -40,9 +54,9 @@ def test_forward_backward(name: str, in_channels: int, num_classes: int) -> None
     model = create_model(name, num_classes=num_classes, in_channels=in_channels).train()
     x = torch.randn(2, in_channels, 32, 32)
     logits = model(x)
-    assert logits.shape == (2, num_classes)
+    assert logits.shape == out_shape(name, 2, num_classes, 32)
     assert torch.isfinite(logits).all()
-    F.cross_entropy(logits, torch.tensor([0, num_classes - 1])).backward()
+    F.cross_entropy(logits, targets(name, num_classes, 32)).backward()
     for pname, p in model.named_parameters():
         assert p.grad is not None, f"{name}: no gradient reaches {pname}"
         assert torch.isfinite(p.grad).all(), f"{name}: non-finite gradient in {pname}"
@@ -56,7 +70,7 @@ def test_small_and_odd_inputs(name: str, size: int) -> None:
     model = create_model(name, num_classes=10, in_channels=1).eval()
     with torch.no_grad():
         out = model(torch.randn(2, 1, size, size))
-    assert out.shape == (2, 10)
+    assert out.shape == out_shape(name, 2, 10, size)
     assert torch.isfinite(out).all()
 
 

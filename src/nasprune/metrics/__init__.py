@@ -1,4 +1,4 @@
-"""Metrics: accuracy, precision/recall/F1, MACs/FLOPs/params, size in MB, latency, timing.
+"""Metrics: accuracy, precision/recall/F1, mIoU, perplexity, MACs/FLOPs/params, size in MB, latency, timing.
 
 FLOPs are reported as 2 × MACs throughout; see :mod:`nasprune.metrics.cost` for exactly
 which operations the MACs count.
@@ -17,8 +17,10 @@ from nasprune.metrics.cost import (
     sparse_macs,
 )
 from nasprune.metrics.evaluate import evaluate, model_device, predict
+from nasprune.metrics.language import negative_perplexity
 from nasprune.metrics.latency import measure_latency, resolve_device
 from nasprune.metrics.mode import eval_mode
+from nasprune.metrics.segmentation import miou
 from nasprune.metrics.size import (
     csr_bytes,
     model_size_bytes,
@@ -46,9 +48,11 @@ __all__ = [
     "layer_costs",
     "layer_macs",
     "measure_latency",
+    "miou",
     "model_device",
     "model_size_bytes",
     "model_size_mb",
+    "negative_perplexity",
     "predict",
     "resolve_device",
     "sparse_macs",

@@ -9,18 +9,20 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from nasprune._io import replace_file
-from nasprune.data.base import Dataset
 from nasprune.errors import NaspruneError
 from nasprune.metrics.cost import count_macs, count_params, sparse_macs
 from nasprune.metrics.evaluate import evaluate, model_device
 from nasprune.metrics.latency import measure_latency
 from nasprune.metrics.size import model_size_mb, sparse_size_mb, weight_sparsity
+
+if TYPE_CHECKING:  # a type only: metrics must not depend on data (data builds scored tasks)
+    from nasprune.data.base import Dataset
 
 
 def summarize(

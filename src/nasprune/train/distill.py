@@ -21,10 +21,21 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 
 def soft_target_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                      temperature: float = 4.0) -> torch.Tensor:
-    """KL(student/T ‖ teacher/T)·T² over the last dimension (classes, or a vocabulary per
-    token), averaged over every other position."""
+    """KL(student/T ‖ teacher/T)·T² over the class dimension, averaged over every other
+    position.
+
+    The class dimension is the last one for ``(N, C)`` classification and ``(N, T, V)``
+    token logits, and dimension 1 for dense predictions of four or more dimensions
+    (``(N, C, H, W)`` segmentation logits, PyTorch's convention for images and volumes).
+    """
     t = temperature
-    classes = student_logits.shape[-1]
-    s = F.log_softmax(student_logits.float().reshape(-1, classes) / t, dim=1)
-    q = F.log_softmax(teacher_logits.float().reshape(-1, classes) / t, dim=1)
+    s_logits, t_logits = _classes_last(student_logits), _classes_last(teacher_logits)
+    classes = s_logits.shape[-1]
+    s = F.log_softmax(s_logits.float().reshape(-1, classes) / t, dim=1)
+    q = F.log_softmax(t_logits.float().reshape(-1, classes) / t, dim=1)
     return F.kl_div(s, q, reduction="batchmean", log_target=True) * (t * t)
+
+
+def _classes_last(logits: torch.Tensor) -> torch.Tensor:
+    """``(N, C, *spatial)`` → ``(N, *spatial, C)`` for dense outputs; others unchanged."""
+    return logits.movedim(1, -1) if logits.dim() >= 4 else logits
