@@ -96,8 +96,10 @@ class Distributed:
 def session(device: torch.device) -> Iterator[Distributed | None]:
     """The process group for one ``fit`` (None when not launched by torchrun).
 
-    A group torchrun's caller already created is used and left alone; one created here
-    (gloo on CPU, NCCL on GPUs) is destroyed afterwards.
+    A group the caller already created is used and left alone; one created here (gloo on
+    CPU, NCCL on GPUs) is destroyed afterwards. A script that trains more than once should
+    call ``torch.distributed.init_process_group`` itself: re-creating a destroyed default
+    group in the same torchrun job is unreliable.
     """
     if not launched():
         yield None
@@ -108,6 +110,8 @@ def session(device: torch.device) -> Iterator[Distributed | None]:
         dist.init_process_group(backend="gloo" if device.type == "cpu" else "nccl")
     try:
         yield Distributed(dist.get_rank(), dist.get_world_size(), device)
+        if created:
+            dist.barrier()  # no rank tears the group down while another still uses it
     finally:
         if created:
             dist.destroy_process_group()
