@@ -69,6 +69,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
         label_smoothing=args.label_smoothing, kd_temperature=args.kd_temperature,
         kd_weight=args.kd_weight, augment=args.augment, seed=args.seed, device=args.device)
+    from nasprune.train.distributed import is_main
+
+    if not is_main():  # under torchrun only rank 0 reports (and saved, above)
+        return 0
     b, a = summary["before"], summary["after"]
     print(f"fine-tuned {ckpt} on {summary['data']}: {len(summary['history'])} epochs in "
           f"{summary['finetune_seconds']:.1f} s"
@@ -104,12 +108,14 @@ def finetune_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike,
 
     ``teacher`` (a checkpoint directory) turns on knowledge distillation; ``fit_kwargs``
     go to :func:`nasprune.finetune` (epochs, optimizer, lr, schedule, kd_weight, ...).
-    Returns the content of ``out/results.json``.
+    Returns the content of ``out/results.json``. Under ``torchrun`` every process
+    fine-tunes its shard (see :func:`nasprune.fit`) and only rank 0 writes ``out``.
     """
     from nasprune.checkpoint import load, recorded_dataset, save, write_atomic
     from nasprune.metrics import evaluate
     from nasprune.train import finetune, recalibrate_bn
     from nasprune.train.device import resolve_device
+    from nasprune.train.distributed import is_main, local_device
 
     checkpoint, out = Path(checkpoint), Path(out)
     if isinstance(bn_batches, bool) or not isinstance(bn_batches, int) or bn_batches < 0:
@@ -122,7 +128,7 @@ def finetune_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike,
     _check_fits(model, ds, f"checkpoint '{checkpoint}'")
     if teacher_model is not None:
         _check_fits(teacher_model, ds, f"teacher '{teacher}'")
-    device = resolve_device(fit_kwargs.get("device"))
+    device = local_device(resolve_device(fit_kwargs.get("device")))  # this rank's GPU
     model.to(device)
     seed = fit_kwargs.get("seed", 0)
     before = evaluate(model, ds, split="test")
@@ -142,6 +148,8 @@ def finetune_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike,
                "settings": settings}
     keep = {k: meta[k] for k in ("seed", "num_classes", "input_shape", "pruned_from", "before",
                                  "after") if k in meta}
+    if not is_main():
+        return summary
     save(model.cpu(), out, meta={**keep, "data": ds.name, "finetuned_from": str(checkpoint),
                                  "metrics": {"test": after}, "finetune_seconds": seconds,
                                  "finetune": settings})
