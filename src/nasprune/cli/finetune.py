@@ -83,6 +83,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         ckpt, out, teacher=args.teacher, data=args.data, data_dir=args.data_dir,
         download=args.download, bn_batches=args.bn_batches, progress=not args.quiet,
         **fit_kwargs)
+    from nasprune.train.distributed import is_main
+
+    if not is_main():  # under torchrun only rank 0 reports (and saved, above)
+        return 0
     b, a = summary["before"], summary["after"]
     print(f"fine-tuned {ckpt} on {summary['data']}: {len(summary['history'])} epochs in "
           f"{summary['finetune_seconds']:.1f} s"
@@ -118,12 +122,14 @@ def finetune_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike,
 
     ``teacher`` (a checkpoint directory) turns on knowledge distillation; ``fit_kwargs``
     go to :func:`nasprune.finetune` (epochs, optimizer, lr, schedule, kd_weight, ...).
-    Returns the content of ``out/results.json``.
+    Returns the content of ``out/results.json``. Under ``torchrun`` every process
+    fine-tunes its shard (see :func:`nasprune.fit`) and only rank 0 writes ``out``.
     """
     from nasprune.checkpoint import load, recorded_dataset, save, write_atomic
     from nasprune.metrics import evaluate
     from nasprune.train import finetune, recalibrate_bn
     from nasprune.train.device import resolve_device
+    from nasprune.train.distributed import is_main, local_device
 
     checkpoint, out = Path(checkpoint), Path(out)
     if isinstance(bn_batches, bool) or not isinstance(bn_batches, int) or bn_batches < 0:
@@ -136,7 +142,7 @@ def finetune_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike,
     _check_fits(model, ds, f"checkpoint '{checkpoint}'")
     if teacher_model is not None:
         _check_fits(teacher_model, ds, f"teacher '{teacher}'")
-    device = resolve_device(fit_kwargs.get("device"))
+    device = local_device(resolve_device(fit_kwargs.get("device")))  # this rank's GPU
     model.to(device)
     seed = fit_kwargs.get("seed", 0)
     before = evaluate(model, ds, split="test")
@@ -156,6 +162,8 @@ def finetune_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike,
                "settings": settings}
     keep = {k: meta[k] for k in ("seed", "num_classes", "input_shape", "pruned_from", "before",
                                  "after") if k in meta}
+    if not is_main():
+        return summary
     save(model.cpu(), out, meta={**keep, "data": ds.name, "finetuned_from": str(checkpoint),
                                  "metrics": {"test": after}, "finetune_seconds": seconds,
                                  "finetune": settings})
@@ -167,6 +175,10 @@ def _finetune_task_command(args: argparse.Namespace, loaded: Any, ckpt: Path | N
                            out: Path, fit_kwargs: dict[str, Any]) -> int:
     summary = finetune_task(loaded, ckpt, out, teacher=args.teacher,
                             bn_batches=args.bn_batches, progress=not args.quiet, **fit_kwargs)
+    from nasprune.train.distributed import is_main
+
+    if not is_main():  # under torchrun only rank 0 reports
+        return 0
     b, a = summary["before"], summary["after"]
     print(f"fine-tuned {ckpt or loaded.spec} on task '{summary['data']}': "
           f"{len(summary['history'])} epochs in {summary['finetune_seconds']:.1f} s"
@@ -210,6 +222,10 @@ def finetune_task(loaded: Any, checkpoint: str | os.PathLike | None, out: str | 
     summary = {"data": task.name, "before": before, "after": after,
                "finetune_seconds": seconds, "images_per_second": result.images_per_second,
                "history": result.history, "settings": settings}
+    from nasprune.train.distributed import is_main
+
+    if not is_main():  # under torchrun only rank 0 saves
+        return summary
     save(model.cpu(), out, meta={**loaded.record(), "data": task.name,
                                  "finetuned_from": settings["checkpoint"],
                                  "metrics": {"test": after}, "finetune_seconds": seconds,

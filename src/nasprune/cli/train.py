@@ -65,6 +65,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = default_out(cfg)
     cfg = dataclasses.replace(cfg, out=str(out))  # the resolved config names where it went
     run = train_from_config(cfg, progress=not args.quiet, download=args.download)
+    from nasprune.train.distributed import is_main
+
+    if not is_main():  # under torchrun only rank 0 saves and reports
+        return 0
     save_run(run, out)
     t = run.test
     print(f"trained {cfg.model} on {cfg.data}: {len(run.fit.history)} epochs in "

@@ -84,6 +84,8 @@ class Dataset:
         device: str | torch.device = "cpu",
         seed: int = 0,
         drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> BatchLoader:
         s = self.split(split) if isinstance(split, str) else split
         return BatchLoader(
@@ -97,11 +99,20 @@ class Dataset:
             device=device,
             seed=seed,
             drop_last=drop_last,
+            rank=rank,
+            world_size=world_size,
         )
 
 
 class BatchLoader:
-    """Iterates ``(images float32 normalised, labels)`` batches from a resident split."""
+    """Iterates ``(images float32 normalised, labels)`` batches from a resident split.
+
+    With ``world_size`` N > 1 (data-parallel training) each of the ``len()`` steps has a
+    global batch of N·``batch_size`` positions of the epoch's permutation, the same on every
+    rank (same seed); rank r takes positions r, r+N, ... of it. The augmentation draws are
+    made for the whole global batch and sliced the same way, so N ranks together see exactly
+    the batches one process with batch N·``batch_size`` would.
+    """
 
     def __init__(
         self,
@@ -115,9 +126,13 @@ class BatchLoader:
         device: str | torch.device = "cpu",
         seed: int = 0,
         drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if batch_size < 1:
             raise NaspruneError(f"batch size must be at least 1, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise NaspruneError(f"rank must be in 0..{world_size - 1}, got {rank}")
         self.device = torch.device(device)
         self.x = split.x.to(self.device)
         self.y = split.y.to(self.device)
@@ -125,13 +140,15 @@ class BatchLoader:
         self.mean = torch.tensor(mean, device=self.device).view(1, c, 1, 1) * 255.0
         self.std = torch.tensor(std, device=self.device).view(1, c, 1, 1) * 255.0
         self.batch_size = batch_size
+        self.rank, self.world_size = rank, world_size
+        self.step_size = batch_size * world_size  # the global batch
         self.shuffle, self.pad, self.flip, self.drop_last = shuffle, pad, flip, drop_last
         # CPU generator: reproducible across devices, indices are cheap to move.
         self.gen = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
         n = self.x.shape[0]
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return n // self.step_size if self.drop_last else -(-n // self.step_size)
 
     @property
     def num_samples(self) -> int:
@@ -142,27 +159,33 @@ class BatchLoader:
         order = torch.randperm(n, generator=self.gen) if self.shuffle else torch.arange(n)
         order = order.to(self.device)
         for i in range(len(self)):
-            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            idx = order[i * self.step_size : (i + 1) * self.step_size]
+            g = idx.shape[0]  # draws per augmentation: one per sample of the global batch
+            idx = self._mine(idx)
             xb = self.x[idx]
             if self.pad:
-                xb = self._random_crop(xb)
+                xb = self._random_crop(xb, g)
             if self.flip:
-                xb = self._random_flip(xb)
+                xb = self._random_flip(xb, g)
             yield (xb.float() - self.mean) / self.std, self.y[idx]
 
-    def _random_crop(self, xb: torch.Tensor) -> torch.Tensor:
+    def _mine(self, t: torch.Tensor) -> torch.Tensor:
+        """This rank's positions of a global batch (all of it in one process)."""
+        return t[self.rank :: self.world_size] if self.world_size > 1 else t
+
+    def _random_crop(self, xb: torch.Tensor, g: int) -> torch.Tensor:
         """Pad by ``pad`` zeros and cut a random window per image, all in one gather."""
         b, c, h, w = xb.shape
         p = self.pad
         padded = torch.nn.functional.pad(xb, (p, p, p, p))
-        oy = torch.randint(0, 2 * p + 1, (b,), generator=self.gen).to(self.device)
-        ox = torch.randint(0, 2 * p + 1, (b,), generator=self.gen).to(self.device)
+        oy = self._mine(torch.randint(0, 2 * p + 1, (g,), generator=self.gen)).to(self.device)
+        ox = self._mine(torch.randint(0, 2 * p + 1, (g,), generator=self.gen)).to(self.device)
         rows = (oy[:, None] + torch.arange(h, device=self.device))[:, None, :, None]
         cols = (ox[:, None] + torch.arange(w, device=self.device))[:, None, None, :]
         bi = torch.arange(b, device=self.device)[:, None, None, None]
         ci = torch.arange(c, device=self.device)[None, :, None, None]
         return padded[bi, ci, rows, cols]
 
-    def _random_flip(self, xb: torch.Tensor) -> torch.Tensor:
-        mask = (torch.rand(xb.shape[0], generator=self.gen) < 0.5).to(self.device)
+    def _random_flip(self, xb: torch.Tensor, g: int) -> torch.Tensor:
+        mask = self._mine(torch.rand(g, generator=self.gen) < 0.5).to(self.device)
         return torch.where(mask[:, None, None, None], xb.flip(3), xb)

@@ -19,16 +19,17 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from nasprune.errors import NaspruneError
 from nasprune.pruning.masks import apply_masks
-from nasprune.task import Task, as_task, batch_len, is_dataset, to_device
-from nasprune.train.checks import check_int, check_number
+from nasprune.task import Task, as_task, is_dataset, to_device
+from nasprune.train import distributed
+from nasprune.train.checks import check_fit_args
 from nasprune.train.device import resolve_channels_last, resolve_device, resolve_precision
 from nasprune.train.monitor import LossMonitor
-from nasprune.train.optim import OPTIMIZERS, default_lr, make_optimizer
-from nasprune.train.schedule import SCHEDULES, make_schedule
+from nasprune.train.optim import default_lr, make_optimizer
+from nasprune.train.schedule import make_schedule
 from nasprune.train.seed import seed_everything
 from nasprune.train.step import (
     TrainRun,
-    accuracy,
+    correct_count,
     first_batch_guard,
     placed,
     task_guard,
@@ -64,34 +65,6 @@ class FitResult:
         return {**asdict(self), "images_per_second": self.images_per_second}
 
 
-def _check_args(model, data, epochs, optimizer, lr, momentum, weight_decay, schedule,
-                label_smoothing, batch_size, seed, bn_l1, teacher, kd_temperature, kd_weight,
-                max_steps, callbacks) -> None:
-    if not isinstance(model, nn.Module):
-        raise NaspruneError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    check_int("epochs", epochs, low=0)
-    check_int("batch_size", batch_size, low=1)
-    check_int("seed", seed, low=0)
-    OPTIMIZERS.get(optimizer)
-    SCHEDULES.get(schedule)
-    if lr is not None:
-        check_number("lr", lr, low=0.0, low_inclusive=False)
-    check_number("momentum", momentum, low=0.0, high=1.0)
-    check_number("weight_decay", weight_decay, low=0.0)
-    check_number("label_smoothing", label_smoothing, low=0.0, high=1.0)
-    check_number("bn_l1", bn_l1, low=0.0)
-    check_number("kd_temperature", kd_temperature, low=0.0, low_inclusive=False)
-    kd = check_number("kd_weight", kd_weight, low=0.0)
-    if kd > 1.0:
-        raise NaspruneError(f"kd_weight must be ≤ 1, got {kd_weight!r}")
-    if teacher is not None and not isinstance(teacher, nn.Module):
-        raise NaspruneError(f"teacher must be a torch.nn.Module, got {type(teacher).__name__}")
-    if max_steps is not None:
-        check_int("max_steps", max_steps, low=1)
-    if callbacks is not None and not all(callable(cb) for cb in callbacks):
-        raise NaspruneError("callbacks must be callables cb(epoch, model, record)")
-
-
 def fit(model: nn.Module, data, epochs: int = 10, optimizer: str = "sgd",
         lr: float | None = None, momentum: float = 0.9, weight_decay: float = 5e-4,
         schedule: str = "cosine", label_smoothing: float = 0.0, batch_size: int = 128,
@@ -114,57 +87,95 @@ def fit(model: nn.Module, data, epochs: int = 10, optimizer: str = "sgd",
     ``cb(epoch, model, record)`` runs after an epoch; returning True stops training. The
     model ends on the device and in the mode it started in. Raises NaspruneError on bad
     arguments or a NaN/inf loss (naming epoch and step).
+
+    Under ``torchrun --nproc_per_node N`` each process trains ``model`` with
+    DistributedDataParallel on its own shard (see :mod:`nasprune.train.distributed`):
+    ``batch_size`` is per process, so the global batch is N·``batch_size``; reported
+    metrics cover all ranks, only rank 0 prints, and every rank ends with the same weights.
     """
-    _check_args(model, data, epochs, optimizer, lr, momentum, weight_decay, schedule,
-                label_smoothing, batch_size, seed, bn_l1, teacher, kd_temperature, kd_weight,
-                max_steps, callbacks)
+    check_fit_args(model, data, epochs, optimizer, lr, momentum, weight_decay, schedule,
+                   label_smoothing, batch_size, seed, bn_l1, teacher, kd_temperature, kd_weight,
+                   max_steps, callbacks)
     seed_everything(seed)
     dev = resolve_device(device)
-    precision = resolve_precision(amp, dev)
-    cl = resolve_channels_last(channels_last, dev)
-    task, loader, val_loader = _loaders(data, batch_size, augment, dev, seed, validate)
-    total = epochs * _length(loader)
-    if max_steps is not None:
-        total = min(total, max_steps)
-    result = FitResult()
-    if total == 0:
-        return result
+    with distributed.session(dev) as dist:  # None unless launched by torchrun
+        dev = dev if dist is None else dist.device  # under torchrun: this rank's GPU
+        precision = resolve_precision(amp, dev)
+        cl = resolve_channels_last(channels_last, dev)
+        progress = progress and (dist is None or dist.rank == 0)
+        task, loader, val_loader = _loaders(data, batch_size, augment, dev, seed, validate, dist)
+        total = epochs * _length(loader)
+        if max_steps is not None:
+            total = min(total, max_steps)
+        result = FitResult()
+        if total:
+            _fit(model, teacher, loader, val_loader, epochs, total, result, dist,
+                 dict(optimizer=optimizer, lr=lr, momentum=momentum,
+                      weight_decay=weight_decay, schedule=schedule, precision=precision,
+                      channels_last=cl, label_smoothing=label_smoothing,
+                      bn_l1=bn_l1, kd_temperature=kd_temperature, kd_weight=kd_weight,
+                      task=task, dev=dev, callbacks=callbacks or (), progress=progress,
+                      max_steps=max_steps))
+    return result
+
+
+def _fit(model: nn.Module, teacher: nn.Module | None, loader, val_loader, epochs: int,
+         total: int, result: FitResult, dist: distributed.Distributed | None, o: dict) -> None:
+    """Build the run (optimizer, schedule, precision, DDP wrapper) and train it."""
+    dev, optimizer, schedule = o["dev"], o["optimizer"], o["schedule"]
+    precision, cl = o["precision"], o["channels_last"]
     with placed(model, dev, cl, train=True), placed(teacher, dev, cl, train=False):
-        opt = make_optimizer(optimizer, model, lr, momentum, weight_decay)
+        opt = make_optimizer(optimizer, model, o["lr"], o["momentum"], o["weight_decay"])
         run = TrainRun(model=model, optimizer=opt, scheduler=make_schedule(schedule, opt, total),
                    device=dev, precision=precision, channels_last=cl,
                    scaler=torch.amp.GradScaler(dev.type) if precision.needs_scaler else None,
-                   label_smoothing=float(label_smoothing), bn_l1=float(bn_l1),
+                   label_smoothing=float(o["label_smoothing"]), bn_l1=float(o["bn_l1"]),
                    bns=[m for m in model.modules() if isinstance(m, _BatchNorm)],
-                   teacher=teacher, kd_temperature=float(kd_temperature),
-                   kd_weight=float(kd_weight), task=task)
+                   teacher=teacher, kd_temperature=float(o["kd_temperature"]),
+                   kd_weight=float(o["kd_weight"]), task=o["task"], dist=dist)
         # The teacher is frozen for the run only: it is often the user's own model.
         frozen = [p for p in (teacher.parameters() if teacher is not None else ())
                   if p.requires_grad]
         for p in frozen:
             p.requires_grad_(False)
+        apply_masks(model)
+        if dist is not None:
+            run.wrapped = dist.wrap(model)  # after the move: DDP holds the device's tensors
         try:
-            apply_masks(model)
-            _train_epochs(run, loader, val_loader, epochs, total, result, callbacks or (),
-                          progress, max_steps)
+            _train_epochs(run, loader, val_loader, epochs, total, result, o["callbacks"],
+                          o["progress"], o["max_steps"])
         finally:
+            run.wrapped = None  # the user's model is the one trained; drop DDP's hooks
             for p in frozen:
                 p.requires_grad_(True)
-    return result
 
 
 def _loaders(data, batch_size: int, augment: bool, dev: torch.device, seed: int,
-             validate: bool) -> tuple[Task | None, Iterable, Iterable | None]:
-    """(task or None for a built-in Dataset, training batches, validation batches or None)."""
+             validate: bool, dist: distributed.Distributed | None = None,
+             ) -> tuple[Task | None, Iterable, Iterable | None]:
+    """(task or None for a built-in Dataset, training batches, validation batches or None).
+
+    Under torchrun each rank gets its shard of the training batches (and, for a built-in
+    Dataset, of the validation batches: their correct counts are summed over ranks).
+    """
     if is_dataset(data):
+        shard = {"rank": dist.rank, "world_size": dist.world} if dist else {}
+        world = dist.world if dist else 1
+        if world > len(data.train):
+            raise NaspruneError(f"{world} processes but only {len(data.train)} training "
+                                "samples: each process needs at least one")
         # Dropping the ragged last batch keeps BatchNorm away from tiny batches.
         loader = data.loader("train", batch_size=batch_size, shuffle=True, augment=augment,
-                             device=dev, seed=seed, drop_last=len(data.train) > batch_size)
-        val = (data.loader("val", batch_size=max(batch_size, 256), device=dev)
+                             device=dev, seed=seed, **shard,
+                             drop_last=len(data.train) > batch_size * world)
+        val = (data.loader("val", batch_size=max(batch_size, 256), device=dev, **shard)
                if validate and len(data.val) else None)
         return None, loader, val
     task = as_task(data)
-    return task, task.split("train"), task.val if validate else None
+    train = task.split("train")
+    if dist is not None:
+        train = distributed.shard_loader(train, dist, seed)
+    return task, train, task.val if validate else None
 
 
 def _length(batches: Iterable) -> int:
@@ -180,14 +191,20 @@ def _validate(run: TrainRun, val_loader) -> dict:
     if val_loader is None:
         return {"val_acc": None}
     if run.task is None:
-        return {"val_acc": accuracy(run, val_loader)}
+        correct, n = correct_count(run, val_loader)
+        if run.dist is not None:
+            correct, n = run.dist.sums([correct, n])
+        return {"val_acc": correct / n if n else float("nan")}
     try:
         with torch.no_grad(), run.precision.autocast(run.device):
             run.model.eval()
-            return {"val_acc": None,
-                    "val_score": run.task.evaluate(run.model, val_loader, run.device)}
+            score = run.task.evaluate(run.model, val_loader, run.device)
     finally:
         run.model.train()
+    # A score is a function of all outputs, not a sum: each rank scores the whole validation
+    # set with the same weights, and rank 0's value is the one every rank reports.
+    return {"val_acc": None,
+            "val_score": score if run.dist is None else run.dist.from_main(score)}
 
 
 def _train_epochs(run: TrainRun, loader, val_loader, epochs: int, total: int, result: FitResult,
@@ -202,12 +219,13 @@ def _train_epochs(run: TrainRun, loader, val_loader, epochs: int, total: int, re
         for epoch in range(1, epochs + 1):
             bar.set_description(f"epoch {epoch}/{epochs}")
             monitor.reset()
+            if run.dist is not None:
+                distributed.set_epoch(loader, epoch)
             t0 = time.perf_counter()
             for i, batch in enumerate(loader, start=1):
                 batch = _prepared(run, batch, result.steps == 0)
                 train_step(run, batch, monitor, epoch, i)
                 result.steps += 1
-                result.samples += batch_len(batch)
                 bar.update(1)
                 if monitor.count and i % 10 == 0:
                     # A task without class scores has no accuracy: show the loss alone.
@@ -217,6 +235,9 @@ def _train_epochs(run: TrainRun, loader, val_loader, epochs: int, total: int, re
                     break
             monitor.flush()
             seconds = time.perf_counter() - t0
+            if run.dist is not None:
+                _reduce_epoch(run, monitor)
+            result.samples += monitor.count
             result.train_seconds += seconds
             record = {"epoch": epoch, "loss": monitor.loss,
                       "train_acc": monitor.accuracy
@@ -229,7 +250,8 @@ def _train_epochs(run: TrainRun, loader, val_loader, epochs: int, total: int, re
                 result.best_val_acc = max(result.best_val_acc or 0.0, record["val_acc"])
             if progress:
                 bar.write(_epoch_line(record, epochs), file=sys.stderr)
-            if any([cb(epoch, run.model, record) is True for cb in callbacks]):
+            stop = any([cb(epoch, run.model, record) is True for cb in callbacks])
+            if stop if run.dist is None else run.dist.any(stop):  # all ranks stop together
                 result.stopped = "callback"
                 return
             if result.steps >= total:
@@ -238,6 +260,13 @@ def _train_epochs(run: TrainRun, loader, val_loader, epochs: int, total: int, re
                 return
     finally:
         bar.close()
+
+
+def _reduce_epoch(run: TrainRun, monitor: LossMonitor) -> None:
+    """Epoch sums over all ranks; BN statistics averaged so every rank validates alike."""
+    loss_sum, correct, count = run.dist.sums([monitor.loss_sum, monitor.correct, monitor.count])
+    monitor.loss_sum, monitor.correct, monitor.count = loss_sum, int(correct), int(count)
+    run.dist.sync_bn_stats(run.model)
 
 
 def _prepared(run: TrainRun, batch, first: bool):

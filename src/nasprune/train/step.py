@@ -21,6 +21,7 @@ from nasprune.pruning.masks import apply_masks
 from nasprune.task import Task, batch_len, logits_of, targets_of, top1
 from nasprune.train.device import Precision
 from nasprune.train.distill import distillation_loss, soft_target_loss
+from nasprune.train.distributed import Distributed
 from nasprune.train.monitor import LossMonitor
 
 
@@ -42,6 +43,13 @@ class TrainRun:
     kd_temperature: float
     kd_weight: float
     task: Task | None = None  # None: a built-in Dataset's (images, labels) batches
+    dist: Distributed | None = None  # under torchrun: this process's place in the group
+    wrapped: nn.Module | None = None  # under torchrun: the DDP wrapper of ``model``
+
+    @property
+    def net(self) -> nn.Module:
+        """What the training step calls: the DDP wrapper under torchrun, else the model."""
+        return self.model if self.wrapped is None else self.wrapped
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -84,7 +92,7 @@ def add_bn_l1(bns: Sequence[nn.Module], strength: float) -> None:
 def loss_and_logits(run: TrainRun, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward pass and loss (cross-entropy, or distillation when there is a teacher)."""
     with run.precision.autocast(run.device):
-        logits = run.model(x)
+        logits = run.net(x)
         if run.teacher is None:
             return F.cross_entropy(logits.float(), y,
                                    label_smoothing=run.label_smoothing), logits
@@ -101,7 +109,7 @@ def task_loss(run: TrainRun, batch) -> tuple[torch.Tensor, Any]:
     """``(loss, output)`` of one batch: the task's loss; with a teacher, mixed with its soft
     targets."""
     with run.precision.autocast(run.device):
-        out, loss = run.task.compute_loss(run.model, batch)
+        out, loss = run.task.compute_loss(run.net, batch)
         if run.teacher is None:
             return loss, out
         with torch.no_grad():
@@ -159,13 +167,21 @@ def train_step(run: TrainRun, batch, monitor: LossMonitor, epoch: int, step: int
     run.scheduler.step()
 
 
-@torch.no_grad()
 def accuracy(run: TrainRun, loader) -> float:
     """Top-1 accuracy on ``loader`` in eval mode (the model goes back to train mode)."""
+    correct, n = correct_count(run, loader)
+    return correct / n if n else float("nan")
+
+
+@torch.no_grad()
+def correct_count(run: TrainRun, loader) -> tuple[int, int]:
+    """(correct top-1 predictions, samples) on ``loader`` in eval mode."""
     run.model.eval()
     correct = n = 0
     try:
         for x, y in loader:
+            if not y.shape[0]:  # a rank's empty share of the last global batch
+                continue
             if run.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with run.precision.autocast(run.device):
@@ -173,7 +189,7 @@ def accuracy(run: TrainRun, loader) -> float:
             n += int(y.shape[0])
     finally:
         run.model.train()
-    return float(correct) / n if n else float("nan")
+    return int(correct), n
 
 
 def first_batch_guard(run: TrainRun, x: torch.Tensor) -> None:
@@ -211,6 +227,6 @@ def task_guard(run: TrainRun, batch) -> None:
         run.model.train()
 
 
-__all__ = ["TrainRun", "accuracy", "add_bn_l1", "first_batch_guard",
+__all__ = ["TrainRun", "accuracy", "add_bn_l1", "correct_count", "first_batch_guard",
            "loss_and_logits", "model_device", "placed", "task_correct", "task_guard", "task_loss",
            "train_step"]
