@@ -264,8 +264,10 @@ def _train_epochs(run: TrainRun, loader, val_loader, epochs: int, total: int, re
 
 def _reduce_epoch(run: TrainRun, monitor: LossMonitor) -> None:
     """Epoch sums over all ranks; BN statistics averaged so every rank validates alike."""
-    loss_sum, correct, count = run.dist.sums([monitor.loss_sum, monitor.correct, monitor.count])
-    monitor.loss_sum, monitor.correct, monitor.count = loss_sum, int(correct), int(count)
+    loss_sum, correct, count, scored = run.dist.sums(
+        [monitor.loss_sum, monitor.correct, monitor.count, monitor.scored])
+    monitor.loss_sum, monitor.correct = loss_sum, int(correct)
+    monitor.count, monitor.scored = int(count), int(scored)
     run.dist.sync_bn_stats(run.model)
 
 
