@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,13 @@ from torch import nn
 
 from nasprune.device import resolve_device
 from nasprune.errors import NaspruneError
+from nasprune.search._batches import (
+    accepts_nhwc,
+    example_of,
+    first_batches,
+    nbytes,
+    to_channels_last,
+)
 from nasprune.validate import check_count, check_positive_number
 
 
@@ -89,15 +96,15 @@ class Proxy:
         else:
             self._draw_from_task(need, progress)
         self.example_inputs = (example_inputs if example_inputs is not None
-                               else _example_of(self._val_batches[0]))
+                               else example_of(self._val_batches[0]))
         if channels_last is None:
             channels_last = (len(data.input_shape) == 3 if in_memory else
-                             _accepts_nhwc(model, self._val_batches[0], self.example_inputs))
+                             accepts_nhwc(model, self._val_batches[0], self.example_inputs))
         self.channels_last = bool(channels_last)
         if self.channels_last:
-            self._train_batches = _channels_last(self._train_batches)
-            self._val_batches = _channels_last(self._val_batches)
-        self.cached_bytes = _nbytes(self._train_batches) + _nbytes(self._val_batches)
+            self._train_batches = to_channels_last(self._train_batches)
+            self._val_batches = to_channels_last(self._val_batches)
+        self.cached_bytes = nbytes(self._train_batches) + nbytes(self._val_batches)
         # A data-driven criterion (taylor) sees the fixed batches too, not a fresh shuffle.
         self._criterion_data = (data if in_memory
                                 else self.task.with_splits(train=self._train_batches))
@@ -111,7 +118,7 @@ class Proxy:
             raise NaspruneError(f"data set '{data.name}' has an empty validation split")
         loader = data.loader("train", batch_size=self.batch_size, shuffle=True,
                              device=self.device, seed=self.seed, drop_last=False)
-        self._train_batches = _first_batches(loader, need, f"data set '{data.name}'", "training")
+        self._train_batches = first_batches(loader, need, f"data set '{data.name}'", "training")
         val = data.val.subset(self.val_size, seed=self.seed)
         self.val_count = len(val)
         # 128: larger CPU batches were slower per image (cache) in measurements.
@@ -123,7 +130,7 @@ class Proxy:
 
         what = f"task '{self.task.name}'"
         with ticker("proxy: training batches", progress, need) as tick:
-            train = _first_batches(self.task.split("train"), need, what, "training", tick)
+            train = first_batches(self.task.split("train"), need, what, "training", tick)
         self._train_batches = [to_device(b, self.device) for b in train]
         self._val_batches, self.val_count = [], 0
         with ticker("proxy: validation samples", progress, self.val_size, "sample") as tick:
@@ -192,78 +199,6 @@ class Proxy:
         self.last_seconds = time.perf_counter() - start
         self.calls += 1
         return value if self.task.maximize else -value
-
-
-def _first_batches(batches, need: int, what: str, split: str,
-                   tick: Callable[[], None] | None = None) -> list:
-    """The first ``need`` batches, cycling ``batches`` when it holds fewer."""
-    out: list = []
-    while len(out) < need:
-        before = len(out)
-        for batch in batches:
-            out.append(batch)
-            if tick is not None:
-                tick()
-            if len(out) >= need:
-                break
-        if len(out) == before:
-            raise NaspruneError(f"{what} has an empty {split} split")
-    return out
-
-
-def _example_of(batch: Any) -> Any:
-    """The model inputs of one batch, cut to one sample (for tracing and MACs)."""
-    if isinstance(batch, torch.Tensor):
-        return batch[:1]
-    if isinstance(batch, dict):
-        return {k: v[:1] if isinstance(v, torch.Tensor) else v for k, v in batch.items()
-                if k != "labels"}
-    if isinstance(batch, (tuple, list)) and batch:
-        return _example_of(batch[0])
-    return batch
-
-
-def _accepts_nhwc(model: nn.Module, batch: Any, example: Any) -> bool:
-    """Whether a task's candidates can run in NHWC: its batches are ``(4-D float images,
-    ...)`` and the model takes them in that layout (one that ``.view()`` s a conv output
-    does not: channels-last outputs are not contiguous)."""
-    if not (isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor)
-            and batch[0].dim() == 4 and batch[0].is_floating_point()
-            and isinstance(example, torch.Tensor) and example.dim() == 4):
-        return False
-    import copy
-
-    # A copy in NHWC, as candidates run: the user's model keeps its layout and mode.
-    trial = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
-    device = next((p.device for p in trial.parameters()), torch.device("cpu"))
-    try:
-        with torch.no_grad():
-            trial(example.to(device).contiguous(memory_format=torch.channels_last))
-        return True
-    except RuntimeError:
-        return False
-
-
-def _nbytes(batches: list) -> int:
-    """Bytes held by the tensors of ``batches``."""
-    total = 0
-    stack = list(batches)
-    while stack:
-        item = stack.pop()
-        if isinstance(item, torch.Tensor):
-            total += item.numel() * item.element_size()
-        elif isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, (list, tuple)):
-            stack.extend(item)
-    return total
-
-
-def _channels_last(batches: list) -> list:
-    """``(x, y)`` batches with a 4-D ``x`` in NHWC memory layout (others as they are)."""
-    return [(b[0].contiguous(memory_format=torch.channels_last), *b[1:])
-            if isinstance(b, (tuple, list)) and isinstance(b[0], torch.Tensor)
-            and b[0].dim() == 4 else b for b in batches]
 
 
 def spearman(a: Sequence[float], b: Sequence[float]) -> float:

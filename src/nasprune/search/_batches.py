@@ -1,0 +1,87 @@
+"""The proxy's fixed batches: drawn once, in the layout candidates run in, their size.
+
+Helpers of :class:`nasprune.search.proxy.Proxy`, kept apart so the proxy reads as what it
+scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from nasprune.errors import NaspruneError
+
+
+def first_batches(batches, need: int, what: str, split: str,
+                   tick: Callable[[], None] | None = None) -> list:
+    """The first ``need`` batches, cycling ``batches`` when it holds fewer."""
+    out: list = []
+    while len(out) < need:
+        before = len(out)
+        for batch in batches:
+            out.append(batch)
+            if tick is not None:
+                tick()
+            if len(out) >= need:
+                break
+        if len(out) == before:
+            raise NaspruneError(f"{what} has an empty {split} split")
+    return out
+
+
+def example_of(batch: Any) -> Any:
+    """The model inputs of one batch, cut to one sample (for tracing and MACs)."""
+    if isinstance(batch, torch.Tensor):
+        return batch[:1]
+    if isinstance(batch, dict):
+        return {k: v[:1] if isinstance(v, torch.Tensor) else v for k, v in batch.items()
+                if k != "labels"}
+    if isinstance(batch, (tuple, list)) and batch:
+        return example_of(batch[0])
+    return batch
+
+
+def accepts_nhwc(model: nn.Module, batch: Any, example: Any) -> bool:
+    """Whether a task's candidates can run in NHWC: its batches are ``(4-D float images,
+    ...)`` and the model takes them in that layout (one that ``.view()`` s a conv output
+    does not: channels-last outputs are not contiguous)."""
+    if not (isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor)
+            and batch[0].dim() == 4 and batch[0].is_floating_point()
+            and isinstance(example, torch.Tensor) and example.dim() == 4):
+        return False
+    import copy
+
+    # A copy in NHWC, as candidates run: the user's model keeps its layout and mode.
+    trial = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
+    device = next((p.device for p in trial.parameters()), torch.device("cpu"))
+    try:
+        with torch.no_grad():
+            trial(example.to(device).contiguous(memory_format=torch.channels_last))
+        return True
+    except RuntimeError:
+        return False
+
+
+def nbytes(batches: list) -> int:
+    """Bytes held by the tensors of ``batches``."""
+    total = 0
+    stack = list(batches)
+    while stack:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            total += item.numel() * item.element_size()
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return total
+
+
+def to_channels_last(batches: list) -> list:
+    """``(x, y)`` batches with a 4-D ``x`` in NHWC memory layout (others as they are)."""
+    return [(b[0].contiguous(memory_format=torch.channels_last), *b[1:])
+            if isinstance(b, (tuple, list)) and isinstance(b[0], torch.Tensor)
+            and b[0].dim() == 4 else b for b in batches]
