@@ -62,6 +62,35 @@ def batch_len(batch: Batch) -> int:
     return 1
 
 
+def first_batches(batches, need: int, what: str, split: str,
+                   tick: Callable[[], None] | None = None) -> list:
+    """The first ``need`` batches, cycling ``batches`` when it holds fewer."""
+    out: list = []
+    while len(out) < need:
+        before = len(out)
+        for batch in batches:
+            out.append(batch)
+            if tick is not None:
+                tick()
+            if len(out) >= need:
+                break
+        if len(out) == before:
+            raise NaspruneError(f"{what} has an empty {split} split")
+    return out
+
+
+def example_of(batch: Any) -> Any:
+    """The model inputs of one batch, cut to one sample (for tracing and MACs)."""
+    if isinstance(batch, torch.Tensor):
+        return batch[:1]
+    if isinstance(batch, dict):
+        return {k: v[:1] if isinstance(v, torch.Tensor) else v for k, v in batch.items()
+                if k != "labels"}
+    if isinstance(batch, (tuple, list)) and batch:
+        return example_of(batch[0])
+    return batch
+
+
 def _describe(batch: Batch) -> str:
     if isinstance(batch, torch.Tensor):
         return f"tensor {tuple(batch.shape)}"

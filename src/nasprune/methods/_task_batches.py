@@ -10,49 +10,24 @@ The built-in Dataset keeps its own (seeded, in-memory) path; this is only for ta
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
 from nasprune.errors import NaspruneError
-from nasprune.task import Task, as_task, batch_len, to_device
+from nasprune.task import Task, as_task, batch_len, example_of, first_batches, to_device
 
 # ``taylor`` sums the gradients of this many training batches (ScoreContext.batches).
 TAYLOR_BATCHES = 4
 
 
-def first_batches(batches: Iterable, need: int, what: str) -> list:
-    """The first ``need`` batches, cycling ``batches`` when it holds fewer."""
-    out: list = []
-    while len(out) < need:
-        before = len(out)
-        for batch in batches:
-            out.append(batch)
-            if len(out) >= need:
-                break
-        if len(out) == before:
-            raise NaspruneError(f"{what} has no training batches")
-    return out
-
-
-def example_of(batch: Any) -> Any:
-    """The model inputs of one batch, cut to one sample (for tracing and MACs)."""
-    if isinstance(batch, torch.Tensor):
-        return batch[:1]
-    if isinstance(batch, dict):
-        return {k: v[:1] if isinstance(v, torch.Tensor) else v for k, v in batch.items()
-                if k != "labels"}
-    if isinstance(batch, (tuple, list)) and batch:
-        return example_of(batch[0])
-    return batch
-
-
 def train_task(data: Any, train_batches: int, device: torch.device) -> Task:
     """``data`` as a task whose training split is its first ``train_batches``, fixed."""
     task = as_task(data)
-    train = first_batches(task.split("train"), train_batches, f"task '{task.name}'")
+    train = first_batches(task.split("train"), train_batches, f"task '{task.name}'",
+                          "training")
     return task.with_splits(train=[to_device(b, device) for b in train])
 
 

@@ -25,11 +25,10 @@ from nasprune.device import resolve_device
 from nasprune.errors import NaspruneError
 from nasprune.search._batches import (
     accepts_nhwc,
-    example_of,
-    first_batches,
     nbytes,
     to_channels_last,
 )
+from nasprune.task import example_of, first_batches
 from nasprune.validate import check_count, check_positive_number
 
 

@@ -32,7 +32,6 @@ from nasprune.train.step import (
     correct_count,
     first_batch_guard,
     placed,
-    task_guard,
     train_step,
 )
 
@@ -276,7 +275,7 @@ def _prepared(run: TrainRun, batch, first: bool):
     if run.task is not None:
         batch = to_device(batch, run.device)
         if first:
-            task_guard(run, batch)
+            first_batch_guard(run, batch)
         return batch
     x, y = batch
     if run.channels_last:

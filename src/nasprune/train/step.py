@@ -192,41 +192,28 @@ def correct_count(run: TrainRun, loader) -> tuple[int, int]:
     return int(correct), n
 
 
-def first_batch_guard(run: TrainRun, x: torch.Tensor) -> None:
-    """Turn a shape mismatch between data and model (or teacher) into a clear user error."""
+def first_batch_guard(run: TrainRun, batch) -> None:
+    """A model (or teacher) that cannot take the first batch: one clear user error.
+
+    ``batch`` is the images of a built-in data set's batch, or a whole batch of the task.
+    """
     nets = [("model", run.model)] + ([("teacher", run.teacher)] if run.teacher else [])
     try:
         with torch.no_grad(), run.precision.autocast(run.device):
             run.model.eval()
             for what, net in nets:
                 try:
-                    net(x[:2])
-                except RuntimeError as exc:
-                    raise NaspruneError(
-                        f"the {what} cannot process input of shape {tuple(x.shape[1:])} from "
-                        f"the data set: {str(exc).splitlines()[0]}") from exc
-    finally:
-        run.model.train()
-
-
-def task_guard(run: TrainRun, batch) -> None:
-    """A model (or teacher) that cannot take the task's batch: one clear error."""
-    nets = [("model", run.model)] + ([("teacher", run.teacher)] if run.teacher else [])
-    try:
-        with torch.no_grad(), run.precision.autocast(run.device):
-            run.model.eval()
-            for what, net in nets:
-                try:
-                    run.task.forward(net, batch)
+                    net(batch[:2]) if run.task is None else run.task.forward(net, batch)
                 except (RuntimeError, TypeError, ValueError) as exc:
-                    raise NaspruneError(
-                        f"the {what} cannot process a batch of task '{run.task.name}': "
-                        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                    ) from exc
+                    first = str(exc).splitlines()[0] if str(exc) else ""
+                    where = (f"input of shape {tuple(batch.shape[1:])} from the data set"
+                             if run.task is None else f"a batch of task '{run.task.name}'")
+                    detail = first if run.task is None else f"{type(exc).__name__}: {first}"
+                    raise NaspruneError(f"the {what} cannot process {where}: {detail}") from exc
     finally:
         run.model.train()
 
 
 __all__ = ["TrainRun", "accuracy", "add_bn_l1", "correct_count", "first_batch_guard",
-           "loss_and_logits", "model_device", "placed", "task_correct", "task_guard", "task_loss",
+           "loss_and_logits", "model_device", "placed", "task_correct", "task_loss",
            "train_step"]
