@@ -63,7 +63,7 @@ def batch_len(batch: Batch) -> int:
 
 
 def first_batches(batches, need: int, what: str, split: str,
-                   tick: Callable[[], None] | None = None) -> list:
+                  tick: Callable[[], None] | None = None) -> list:
     """The first ``need`` batches, cycling ``batches`` when it holds fewer."""
     out: list = []
     while len(out) < need:
