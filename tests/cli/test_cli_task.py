@@ -84,7 +84,11 @@ def test_search_with_a_task_meets_the_budget_and_records_the_import_path(
                  str(checkpoint), "--target-macs", "0.5", "--trials", "4", "--strategy",
                  "random", "--bn-batches", "2", "--val-size", "128", "--out", str(out),
                  "--quiet"])
-    assert code == 0, capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    # `nasprune prune` cannot rebuild a task's own model: the hint points to Python.
+    assert "next, in Python: nasprune.prune(model, example_inputs" in printed.out
+    assert "nasprune prune --checkpoint" not in printed.out
     doc = json.loads(out.read_text())
     assert doc["task"] == spec and doc["task_args"] == {"batch_size": 32}
     assert 0 < doc["best"]["macs_fraction"] <= 0.5

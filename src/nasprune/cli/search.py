@@ -224,6 +224,10 @@ def _print_result(cfg: SearchConfig, result: Any, doc: dict, out: Path) -> None:
         pc = doc["proxy_check"]
         print(f"proxy check: Spearman {pc['spearman']:.3f} between proxy and "
               f"{cfg.check_proxy_epochs:g}-epoch fine-tuned accuracy on {pc['n']} candidates")
+    if cfg.task:  # `nasprune prune` cannot rebuild a task's own model: prune it in Python
+        print(f"wrote {out} (prune ratios per group); next, in Python: "
+              f"nasprune.prune(model, example_inputs, json.load(open('{out}'))['ratios'])")
+        return
     src = cfg.checkpoint or "DIR"  # a --model search has no checkpoint to name
     dest = f"{src}-pruned" if cfg.checkpoint else "DIR"
     print(f"wrote {out} (prune ratios per group); next: nasprune prune --checkpoint {src} "
