@@ -246,7 +246,7 @@ def tp_to_budget(model: nn.Module, example: torch.Tensor, budget: float,
 def _register() -> None:
     """Torch-Pruning as experiment methods, and the train-subset data set (idempotent)."""
     from nasprune.data.registry import DATASETS, load_dataset, register_dataset
-    from nasprune.experiment.methods import METHODS, Context, Pruned, register_method
+    from nasprune.methods import METHODS, Context, Pruned, register_method
 
     def tp_method(global_pruning: bool):
         def method(ctx: Context) -> Pruned:

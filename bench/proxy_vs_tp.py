@@ -33,7 +33,7 @@ import nasprune.pruning.criteria.base as criteria_base
 from nasprune.checkpoint import load, read_spec
 from nasprune.data import load_dataset
 from nasprune.errors import NaspruneError
-from nasprune.experiment.methods import smallest_cut
+from nasprune.methods import smallest_cut
 from nasprune.metrics import count_macs
 from nasprune.search import Proxy
 

@@ -13,8 +13,8 @@ from nasprune.experiment.config import (
     bundled_configs,
     load_experiment_config,
 )
-from nasprune.experiment.methods import METHODS, Context, Pruned, register_method
 from nasprune.experiment.runner import ExperimentResult, experiment, load_result
+from nasprune.methods import METHODS, Context, Pruned, register_method
 
 __all__ = ["METHODS", "Context", "ExperimentConfig", "ExperimentResult", "Pruned",
            "bundled_configs", "experiment", "load_experiment_config", "load_result",

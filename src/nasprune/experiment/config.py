@@ -121,7 +121,7 @@ def _strategies() -> list[str]:
 
 def _check_method(method: str) -> tuple[str, str | None]:
     """``(kind, strategy)`` of a method name, or a NaspruneError with a did-you-mean."""
-    from nasprune.experiment.methods import METHODS
+    from nasprune.methods import METHODS
 
     if method.startswith("nas:"):
         from nasprune.search.strategies import check_strategy

@@ -2,7 +2,7 @@
 
 The runner trains (or loads) the unpruned model once and caches it in the run directory,
 then runs every method of the config for every seed, one after another: the method
-compresses a copy to the MACs budget (:mod:`nasprune.experiment.methods`), the copy gets the
+compresses a copy to the MACs budget (:mod:`nasprune.methods`), the copy gets the
 common fine-tuning, and it is measured on the test split (accuracy, P/R/F1, MACs, params,
 size, latency). Each result lands atomically in ``<run>/methods/<name>/`` (the model saved
 with ``nasprune.save``, ``result.json`` and the method's artifacts); a re-run skips results
@@ -56,7 +56,7 @@ from nasprune.experiment.config import (
     load_experiment_config,
     resolve_methods,
 )
-from nasprune.experiment.methods import METHODS, Context, Pruned
+from nasprune.methods import METHODS, Context, Pruned
 from nasprune.report.results import load_result
 
 
