@@ -91,6 +91,25 @@ def example_of(batch: Any) -> Any:
     return batch
 
 
+
+def first_samples(batches: Iterable[Batch], size: int | None, device: torch.device | str,
+                  what: str, tick: Callable[[int], None] | None = None) -> tuple[list, int]:
+    """Whole batches from the start of ``batches`` on ``device`` until they hold at least
+    ``size`` samples (all of them when None), and their sample count; none is an error."""
+    out: list = []
+    count = 0
+    for batch in batches:
+        out.append(to_device(batch, device))
+        n = batch_len(batch)
+        count += n
+        if tick is not None:
+            tick(n)
+        if size is not None and count >= size:
+            break
+    if not out:
+        raise NaspruneError(f"{what} has no validation batches")
+    return out, count
+
 def _describe(batch: Batch) -> str:
     if isinstance(batch, torch.Tensor):
         return f"tensor {tuple(batch.shape)}"

@@ -16,8 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nasprune.errors import NaspruneError
-from nasprune.task import Task, as_task, batch_len, example_of, first_batches, to_device
+from nasprune.task import Task, as_task, example_of, first_batches, first_samples, to_device
 
 # ``taylor`` sums the gradients of this many training batches (ScoreContext.batches).
 TAYLOR_BATCHES = 4
@@ -39,14 +38,7 @@ def fixed_task(data: Any, train_batches: int, val_size: int | None,
     validation batches holding at least that many samples (all of them when None).
     """
     task = train_task(data, train_batches, device) if train_batches > 0 else as_task(data)
-    val, seen = [], 0
-    for batch in task.split("val"):
-        val.append(to_device(batch, device))
-        seen += batch_len(batch)
-        if val_size is not None and seen >= val_size:
-            break
-    if not val:
-        raise NaspruneError(f"task '{task.name}' has no validation batches")
+    val, _ = first_samples(task.split("val"), val_size, device, f"task '{task.name}'")
     return task.with_splits(train=task.train if train_batches > 0 else [], val=val, test=None)
 
 

@@ -125,22 +125,15 @@ class Proxy:
 
     def _draw_from_task(self, need: int, progress: bool) -> None:
         from nasprune._progress import ticker
-        from nasprune.task import batch_len, to_device
+        from nasprune.task import first_samples, to_device
 
         what = f"task '{self.task.name}'"
         with ticker("proxy: training batches", progress, need) as tick:
             train = first_batches(self.task.split("train"), need, what, "training", tick)
         self._train_batches = [to_device(b, self.device) for b in train]
-        self._val_batches, self.val_count = [], 0
         with ticker("proxy: validation samples", progress, self.val_size, "sample") as tick:
-            for batch in self.task.split("val"):
-                self._val_batches.append(to_device(batch, self.device))
-                self.val_count += batch_len(batch)
-                tick(batch_len(batch))
-                if self.val_count >= self.val_size:
-                    break
-        if not self._val_batches:
-            raise NaspruneError(f"{what} has no validation batches")
+            self._val_batches, self.val_count = first_samples(
+                self.task.split("val"), self.val_size, self.device, what, tick)
 
     # ------------------------------------------------------------------------------------
     def prune(self, ratios: dict[str, float]) -> nn.Module:
