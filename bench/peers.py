@@ -271,6 +271,10 @@ def _register() -> None:
     if "tp-global" not in METHODS:
         register_method("tp-global")(tp_method(True))
 
+    import fastnas  # NVIDIA ModelOpt FastNAS, where its benchmark environment has it
+
+    fastnas.register()
+
     if "train-subset" not in DATASETS:
         @register_dataset("train-subset")
         def train_subset(root: str | None = None, seed: int = 0, base: str = "cifar10",
@@ -284,6 +288,11 @@ def _register() -> None:
 
 
 _register()
+if "fastnas" in __import__("nasprune.methods", fromlist=["METHODS"]).METHODS:
+    # Run where ModelOpt imports (bench/fastnas_env.sh): the maintained search-based peer.
+    DEFAULT_METHODS.insert(3, "fastnas")
+    for _p in PROTOCOLS.values():
+        _p["methods"].insert(3, "fastnas")
 
 
 # ---- settings, baseline --------------------------------------------------------------------

@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable, Iterator
 
 import torch
+from fastnas import available as fastnas_available
+from fastnas import fastnas_to_budget
 from peers import cpu_name, tp_to_budget
 from torch import nn
 
@@ -99,6 +101,12 @@ def main() -> None:
         "TP uniform": lambda b: tp_to_budget(model, x, b, global_pruning=False)[0],
         "TP global": lambda b: tp_to_budget(model, x, b, global_pruning=True)[0],
     }
+    if fastnas_available():  # in the benchmark environment of bench/fastnas_env.sh
+        # Its score_func is the proxy nasprune's search uses by default (1,000 validation
+        # images), so its pick is re-scored on --val-size images like the searches' picks.
+        search_proxy = Proxy(model, data, bn_batches=args.bn_batches, val_size=1000,
+                             device="cpu", example_inputs=x, seed=seed, channels_last=False)
+        makers["FastNAS"] = lambda b: fastnas_to_budget(model, x, b, search_proxy)[0]
     if args.variants:
         for how in ("uniform", "global"):
             def make(b: float, how: str = how) -> nn.Module:
