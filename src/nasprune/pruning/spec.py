@@ -17,6 +17,13 @@ import torch
 from torch import nn
 
 from nasprune.errors import NaspruneError
+from nasprune.pruning.attention import (
+    CONFIG_KEYS,
+    attention_layers,
+    config_widths,
+    set_config_widths,
+    sync_heads,
+)
 from nasprune.pruning.masks import MASK
 from nasprune.pruning.module_kinds import CONVS, KINDS, ModuleKind, kind_fields, kind_of
 
@@ -32,7 +39,11 @@ def capture_spec(model: nn.Module) -> dict:
             modules[name] = {"type": kind, **kind_fields(m, kind)}
     tensors = {k: {"shape": list(v.shape), "dtype": str(v.dtype).removeprefix("torch.")}
                for k, v in model.state_dict().items()}
-    return {"version": SPEC_VERSION, "modules": modules, "tensors": tensors}
+    spec = {"version": SPEC_VERSION, "modules": modules, "tensors": tensors}
+    heads = {n: a.heads for n, a in attention_layers(model, widths=False).items()}
+    if heads:  # Transformers: head counts (checked on load) and the config's widths
+        spec["attention"] = {"heads": heads, "config": config_widths(model)}
+    return spec
 
 
 # ---- validation of untrusted spec data -------------------------------------------------
@@ -102,7 +113,21 @@ def validate_spec(spec: object) -> dict:
     for name, rec in modules.items():
         _check_module_record(name, rec)
     _check_tensors(spec.get("tensors"))
+    _check_attention(spec.get("attention", {}))
     return spec
+
+
+def _check_attention(rec: object) -> None:
+    """The optional Transformer record: ``{"heads": {layer: n}, "config": {key: n}}``."""
+    ok = isinstance(rec, dict) and set(rec) <= {"heads", "config"} and all(
+        isinstance(rec.get(k, {}), dict) and all(
+            isinstance(n, str) and _is_count(v) for n, v in rec.get(k, {}).items())
+        for k in ("heads", "config"))
+    if ok and not set(rec.get("config", {})) <= set(CONFIG_KEYS):  # never any other attribute
+        ok = False
+    if not ok:
+        raise NaspruneError("spec 'attention' must be {heads: {layer: count}, config: "
+                            "{key: count}} with positive integer counts")
 
 
 # ---- rebuilding ------------------------------------------------------------------------
@@ -237,7 +262,18 @@ def apply_spec(model: nn.Module, spec: dict) -> nn.Module:
     validate_spec(spec)
     _rebuild_modules(model, spec["modules"])
     _restore_tensors(model, spec["tensors"])
+    _restore_attention(model, spec.get("attention", {}))
     return model
+
+
+def _restore_attention(model: nn.Module, rec: dict) -> None:
+    """Head attributes follow the rebuilt projections; they must match the recorded counts."""
+    heads = sync_heads(model)
+    if rec and heads != rec.get("heads", {}):
+        raise NaspruneError(f"the spec records attention heads {rec.get('heads')} but the "
+                            f"rebuilt model has {heads}: the checkpoint is for a different "
+                            "model")
+    set_config_widths(model, rec.get("config", {}))
 
 
 __all__ = ["KINDS", "SPEC_VERSION", "ModuleKind", "apply_spec", "capture_spec", "kind_fields",
