@@ -13,14 +13,16 @@ import copy
 import numpy as np
 import pytest
 import torch
-from arch_models import mask_like
 
 import nasprune
+from arch_models import mask_like
 from nasprune.checkpoint import load, read_spec, save
 from nasprune.errors import NaspruneError
 from nasprune.metrics import count_macs, count_params
 from nasprune.pruning import groups, plan, removed_channels
 from nasprune.pruning.attention import select_heads
+from nasprune.pruning.layers import residual_blocks, without_blocks
+from nasprune.pruning.module_kinds import Skip
 from nasprune.pruning.spec import validate_spec
 from nasprune.search.space import SearchSpace
 
@@ -199,3 +201,27 @@ def test_spec_attention_record_is_validated(tmp_path):
     wrong["attention"]["heads"][BERT_ATTN.format(0)] = 3
     with pytest.raises(NaspruneError, match="records attention heads"):
         nasprune.pruning.spec.apply_spec(_bert()[0], wrong)
+
+
+def test_dropping_a_transformer_layer_equals_zeroing_its_residual_branches():
+    model, x = _vit()
+    assert residual_blocks(model, x[:1]) == ["vit.layers.0", "vit.layers.1"]
+    dropped = without_blocks(model, ["vit.layers.1"], "manual", {})
+    zeroed = copy.deepcopy(model)
+    with torch.no_grad():  # pre-LN: x + attn(ln(x)) + mlp(ln(·)) with both branches at zero
+        for branch in (zeroed.vit.layers[1].attention.o_proj, zeroed.vit.layers[1].mlp.fc2):
+            branch.weight.zero_()
+            branch.bias.zero_()
+    assert torch.equal(_logits(dropped, x), _logits(zeroed, x))
+    assert not torch.allclose(_logits(dropped, x), _logits(model, x), atol=1e-3)
+
+
+def test_bert_layer_removed_by_score_round_trips_through_save(tmp_path):
+    model, ex = _bert()  # called with masks and caches: the dropped layer passes them by
+    assert residual_blocks(model, ex) == ["bert.encoder.layer.0", "bert.encoder.layer.1"]
+    slim = nasprune.pruning.remove_blocks(model, ex, n=1)
+    (gone,) = slim.nasprune_pruning["removed"]
+    assert isinstance(slim.get_submodule(gone), Skip)
+    loaded = load(save(slim, tmp_path / "blocks"), base=_bert()[0])
+    assert isinstance(loaded.get_submodule(gone), Skip)
+    assert torch.equal(_logits(loaded, ex), _logits(slim, ex))

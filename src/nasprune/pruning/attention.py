@@ -103,6 +103,20 @@ def attention_layers(model: nn.Module, widths: bool = True) -> dict[str, Attenti
     return found
 
 
+def transformer_layers(model: nn.Module) -> list[str]:
+    """Names of the Transformer layers that can be dropped whole: the entries of an
+    ``nn.ModuleList`` that each hold exactly one recognised attention layer."""
+    attn = list(attention_layers(model))
+    found = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList):
+            for key in module._modules:
+                child = f"{name}.{key}" if name else key
+                if sum(a.startswith(child + ".") for a in attn) == 1:
+                    found.append(child)
+    return found
+
+
 def classify(model: nn.Module, found: Sequence) -> list:
     """Mark head and FFN groups and drop the hidden width, for ``(ChannelGroup, x)`` pairs.
 
@@ -228,4 +242,5 @@ def set_config_widths(model: nn.Module, widths: dict[str, int]) -> None:
 
 __all__ = ["CHANNELS", "CONFIG_KEYS", "FAMILIES", "FFN", "HEADS", "AttentionFamily",
            "AttentionLayer", "attention_layers", "classify", "config_widths", "select_heads",
-           "set_config_widths", "set_heads", "sync_config", "sync_heads"]
+           "set_config_widths", "set_heads", "sync_config", "sync_heads",
+           "transformer_layers"]

@@ -82,7 +82,8 @@ def _prototype(kind: str) -> nn.Module:
     if kind not in _PROTOTYPES:
         cls = KINDS[kind].cls
         args = {"Linear": (1, 1), "LayerNorm": (1,), "GroupNorm": (1, 1), "Embedding": (1, 1),
-                "PReLU": (), "MultiheadAttention": (1, 1), "Identity": ()}.get(kind, (1,))
+                "PReLU": (), "MultiheadAttention": (1, 1), "Identity": (),
+                "Skip": ()}.get(kind, (1,))
         if kind in {c.__name__ for c in CONVS}:
             args = (1, 1, 1)
         _PROTOTYPES[kind] = cls(*args)
@@ -168,15 +169,16 @@ def _find(model: nn.Module, name: str) -> nn.Module:
 
 
 def _rebuild_modules(model: nn.Module, modules: dict[str, dict]) -> None:
-    # Identity first: a removed block's children are not in the spec.
-    order = sorted(modules, key=lambda n: (modules[n]["type"] != "Identity", n.count(".")))
+    # Removed blocks (Identity, Skip) first: their children are not in the spec.
+    order = sorted(modules, key=lambda n: (KINDS[modules[n]["type"]].build is not None,
+                                           n.count(".")))
     for name in order:
         rec = modules[name]
         kind = rec["type"]
         current = _find(model, name)
-        if kind == "Identity":
-            if not isinstance(current, nn.Identity):
-                _replace(model, current, nn.Identity())
+        if KINDS[kind].build is None:
+            if type(current) is not KINDS[kind].cls:
+                _replace(model, current, KINDS[kind].cls())
             continue
         if kind_of(current) != kind:
             raise NaspruneError(f"the spec says '{name}' is a {kind} but the model has a "
