@@ -11,6 +11,8 @@ convs (same offsets cut from every conv group), squeeze-excitation gates and mul
 attention (every head loses the same number of dims; queries are rescaled so the softmax
 temperature 1/sqrt(head_dim) is unchanged). LayerNorm/GroupNorm groups are pruned but not
 exactly: their statistics run over the channels that remain.
+Transformer attention layers (:mod:`nasprune.pruning.attention`) lose whole heads: the
+pruned layer equals the original with those heads' q/k/v rows zeroed.
 """
 
 from __future__ import annotations
