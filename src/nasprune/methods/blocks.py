@@ -32,6 +32,7 @@ from nasprune.pruning.layers import (
     residual_blocks,
     without_blocks,
 )
+from nasprune.pruning.module_kinds import Skip
 from nasprune.task import is_dataset
 from nasprune.train import recalibrate_bn
 
@@ -77,7 +78,7 @@ def sensitivity_scores(
     out = {}
     for name in blocks:
         trial = copy.deepcopy(model)
-        replace_module(trial, name, nn.Identity())
+        replace_module(trial, name, Skip())  # takes a Transformer layer's masks too
         out[name] = drop(base, score(trial), maximize)
     return out
 
@@ -133,7 +134,7 @@ def remove_blocks(
 
     The input model is untouched. The result records ``nasprune_pruning`` = {"method":
     "remove_blocks", "criterion", "removed": [names], "scores": {name: score}} so a saved
-    model can be rebuilt (the spec stores the removed blocks as ``Identity``). BatchNorm
+    model can be rebuilt (the spec stores the removed blocks as ``Skip``, an Identity). BatchNorm
     statistics downstream are not changed: fine-tune or recalibrate afterwards.
     """
     if (n is None) == (fraction is None):

@@ -3,7 +3,8 @@ unstructured pruning, block removal, width specs and masks.
 
 ``groups`` lists what can be pruned, ``prune`` removes channels, ``CRITERIA`` names the
 importance measures, ``mask_smallest`` zeroes small weights, ``residual_blocks`` and
-``without_blocks`` find and drop whole blocks. Only ``graph`` and ``structured`` touch
+``without_blocks`` find and drop whole blocks (Transformer layers too); ``attention`` makes
+a Transformer's heads and FFN widths the units and keeps its hidden width. Only ``graph`` and ``structured`` touch
 Torch-Pruning. Nothing here imports training, metrics, search or the methods: methods that
 need data, training or measurements (``threshold`` with its report, ``remove_blocks``,
 ``sensitivity``, ``slim``, gradual pruning) live in :mod:`nasprune.methods`, and their old

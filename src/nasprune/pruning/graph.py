@@ -20,6 +20,7 @@ import torch_pruning as tp
 from torch import nn
 
 from nasprune.errors import NaspruneError
+from nasprune.pruning.attention import CHANNELS, classify
 from nasprune.pruning.members import CONV_TYPES, Member, constraints, members
 
 PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -35,8 +36,12 @@ class ChannelGroup:
     in_layers: list[str]
     other_layers: list[str] = field(default_factory=list)  # BN, attention, PReLU, ...
     # Kept channels must be a multiple of this: grouped convs keep every conv group equally
-    # wide and attention keeps every head equally wide. 1 for ordinary groups.
+    # wide and attention keeps every head equally wide; a head group ("heads") keeps whole
+    # heads (divisor = head size). 1 for ordinary groups.
     divisor: int = 1
+    # What the channels are: "channels", "heads" (one attention layer's heads, named after
+    # it) or "ffn" (a Transformer feed-forward width); see nasprune.pruning.attention.
+    kind: str = CHANNELS
 
     def kept(self, ratio: float, round_to: int | None = None, min_channels: int = 1) -> int:
         """Channels this group keeps at prune ratio ``ratio`` (``kept_channels`` + divisor)."""
@@ -231,8 +236,9 @@ def iter_tp_groups(
 ):
     """Yield ``(ChannelGroup, tp_group)`` pairs for every prunable group of ``model``.
 
-    Groups that touch the output layers or ``ignored`` layers, and groups that cannot be
-    pruned exactly (see ``constraints``), are left out.
+    Groups that touch the output layers or ``ignored`` layers, groups that cannot be
+    pruned exactly (see ``constraints``) and a Transformer's hidden width (see
+    :func:`~nasprune.pruning.attention.classify`) are left out.
     """
     names = {m: n for n, m in model.named_modules()}
     position = {n: i for i, n in enumerate(names.values())}
@@ -240,6 +246,7 @@ def iter_tp_groups(
     if heads is None:
         heads, shapes = _probe(model, example_inputs)
     skip = resolve_ignored(model, ignored) + list(heads)
+    found = []
     for g in graph.get_all_groups(ignored_layers=skip, root_module_types=PRUNABLE_TYPES):
         root = g[0].dep.target.module
         channels = int(graph.get_out_channels(root))
@@ -264,7 +271,8 @@ def iter_tp_groups(
             other_layers=dedup(other),
             divisor=limits[0],
         )
-        yield info, g
+        found.append((info, g))
+    yield from classify(model, found)
 
 
 def groups(

@@ -30,16 +30,15 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from nasprune.pruning.attention import transformer_layers
+from nasprune.pruning.graph import call
+from nasprune.pruning.module_kinds import Skip
 from nasprune.task import as_task, is_dataset, to_device
 
 _ADDS = {operator.add, operator.iadd, torch.add}
 _ACT_FUNCS = {F.relu, F.relu6, F.gelu, F.silu, F.hardswish, F.leaky_relu, F.elu, torch.relu}
 _ACT_MODULES = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.LeakyReLU, nn.ELU,
                 nn.Identity, nn.Dropout)
-
-
-def _inputs(example_inputs: Any) -> tuple:
-    return (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -93,6 +92,8 @@ def residual_blocks(model: nn.Module, example_inputs: Any) -> list[str]:
     A block must run exactly once per forward, take one tensor and return a tensor of the
     same shape, and end in a residual add of its input (:func:`has_identity_shortcut`).
     A block containing another block is left out: the inner ones are the units removed.
+    Transformer layers (:func:`~nasprune.pruning.attention.transformer_layers`) that run
+    once are blocks too: dropped, they pass their hidden states on unchanged.
     """
     calls: dict[str, list[bool]] = {}
     hooks = []
@@ -110,7 +111,7 @@ def residual_blocks(model: nn.Module, example_inputs: Any) -> list[str]:
     model.eval()
     try:
         with torch.no_grad():
-            model(*[x.to(_device(model)) for x in _inputs(example_inputs)])
+            call(model, to_device(example_inputs, _device(model)))
     finally:
         model.train(was_training)
         for h in hooks:
@@ -119,7 +120,11 @@ def residual_blocks(model: nn.Module, example_inputs: Any) -> list[str]:
     found = [n for n, c in calls.items()
              if c == [True] and has_identity_shortcut(named[n])]
     # Keep the innermost: drop any block that contains another block.
-    return [n for n in found if not any(o.startswith(n + ".") for o in found)]
+    found = [n for n in found if not any(o.startswith(n + ".") for o in found)]
+    # Transformer layers (called with masks and caches, so never "one tensor in") drop whole.
+    layers = [n for n in transformer_layers(model) if calls.get(n) and len(calls[n]) == 1]
+    keep = set(found) | set(layers)
+    return [n for n in calls if n in keep]
 
 
 def _feed(model: nn.Module, data, example_inputs: Any, batches: int,
@@ -130,7 +135,7 @@ def _feed(model: nn.Module, data, example_inputs: Any, batches: int,
     training batches, routed by its ``forward``.
     """
     if data is None:
-        model(*[x.to(device) for x in _inputs(example_inputs)])
+        call(model, to_device(example_inputs, device))
         return
     if is_dataset(data):
         for i, (xb, _) in enumerate(data.loader("train", batch_size=128, device=device)):
@@ -192,7 +197,8 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
 
 def without_blocks(model: nn.Module, removed: Sequence[str], criterion: str,
                    scores: dict[str, float]) -> nn.Module:
-    """A copy of ``model`` with the blocks ``removed`` replaced by ``nn.Identity``.
+    """A copy of ``model`` with the blocks ``removed`` replaced by ``Skip`` (an Identity that
+    also accepts a Transformer layer's extra arguments).
 
     The copy records ``nasprune_pruning`` = {"method": "remove_blocks", "criterion",
     "removed", "scores"} so a saved model can be rebuilt; a second round keeps one record of
@@ -200,7 +206,7 @@ def without_blocks(model: nn.Module, removed: Sequence[str], criterion: str,
     """
     pruned = copy.deepcopy(model)
     for name in removed:
-        replace_module(pruned, name, nn.Identity())
+        replace_module(pruned, name, Skip())
     info: dict[str, Any] = {
         "method": "remove_blocks",
         "criterion": criterion,

@@ -84,6 +84,17 @@ def _mha_build(old: nn.MultiheadAttention, rec: dict) -> nn.Module:
         batch_first=old.batch_first)
 
 
+class Skip(nn.Identity):
+    """A removed block or Transformer layer: returns its first input and ignores the rest.
+
+    ``nn.Identity`` takes one input; a Hugging Face layer is also called with masks and
+    caches. A subclass, so code that asks "was this block removed?" sees an Identity.
+    """
+
+    def forward(self, input: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: A002
+        return input
+
+
 @dataclass(frozen=True)
 class ModuleKind:
     """How one allowed module type is described (``fields``) and rebuilt (``build``)."""
@@ -120,6 +131,7 @@ KINDS: dict[str, ModuleKind] = {
                         lambda old, rec: nn.PReLU(rec["num_parameters"])),
     "MultiheadAttention": ModuleKind(nn.MultiheadAttention, _mha_fields, _mha_build),
     "Identity": ModuleKind(nn.Identity, lambda m: {}, None),
+    "Skip": ModuleKind(Skip, lambda m: {}, None),
 }
 
 
@@ -135,4 +147,4 @@ def kind_fields(module: nn.Module, kind: str) -> dict:
     return KINDS[kind].fields(module)
 
 
-__all__ = ["CONVS", "KINDS", "ModuleKind", "kind_fields", "kind_of"]
+__all__ = ["CONVS", "KINDS", "ModuleKind", "Skip", "kind_fields", "kind_of"]

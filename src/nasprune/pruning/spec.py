@@ -17,6 +17,13 @@ import torch
 from torch import nn
 
 from nasprune.errors import NaspruneError
+from nasprune.pruning.attention import (
+    CONFIG_KEYS,
+    attention_layers,
+    config_widths,
+    set_config_widths,
+    sync_heads,
+)
 from nasprune.pruning.masks import MASK
 from nasprune.pruning.module_kinds import CONVS, KINDS, ModuleKind, kind_fields, kind_of
 
@@ -32,7 +39,11 @@ def capture_spec(model: nn.Module) -> dict:
             modules[name] = {"type": kind, **kind_fields(m, kind)}
     tensors = {k: {"shape": list(v.shape), "dtype": str(v.dtype).removeprefix("torch.")}
                for k, v in model.state_dict().items()}
-    return {"version": SPEC_VERSION, "modules": modules, "tensors": tensors}
+    spec = {"version": SPEC_VERSION, "modules": modules, "tensors": tensors}
+    heads = {n: a.heads for n, a in attention_layers(model, widths=False).items()}
+    if heads:  # Transformers: head counts (checked on load) and the config's widths
+        spec["attention"] = {"heads": heads, "config": config_widths(model)}
+    return spec
 
 
 # ---- validation of untrusted spec data -------------------------------------------------
@@ -71,7 +82,8 @@ def _prototype(kind: str) -> nn.Module:
     if kind not in _PROTOTYPES:
         cls = KINDS[kind].cls
         args = {"Linear": (1, 1), "LayerNorm": (1,), "GroupNorm": (1, 1), "Embedding": (1, 1),
-                "PReLU": (), "MultiheadAttention": (1, 1), "Identity": ()}.get(kind, (1,))
+                "PReLU": (), "MultiheadAttention": (1, 1), "Identity": (),
+                "Skip": ()}.get(kind, (1,))
         if kind in {c.__name__ for c in CONVS}:
             args = (1, 1, 1)
         _PROTOTYPES[kind] = cls(*args)
@@ -102,7 +114,21 @@ def validate_spec(spec: object) -> dict:
     for name, rec in modules.items():
         _check_module_record(name, rec)
     _check_tensors(spec.get("tensors"))
+    _check_attention(spec.get("attention", {}))
     return spec
+
+
+def _check_attention(rec: object) -> None:
+    """The optional Transformer record: ``{"heads": {layer: n}, "config": {key: n}}``."""
+    ok = isinstance(rec, dict) and set(rec) <= {"heads", "config"} and all(
+        isinstance(rec.get(k, {}), dict) and all(
+            isinstance(n, str) and _is_count(v) for n, v in rec.get(k, {}).items())
+        for k in ("heads", "config"))
+    if ok and not set(rec.get("config", {})) <= set(CONFIG_KEYS):  # never any other attribute
+        ok = False
+    if not ok:
+        raise NaspruneError("spec 'attention' must be {heads: {layer: count}, config: "
+                            "{key: count}} with positive integer counts")
 
 
 # ---- rebuilding ------------------------------------------------------------------------
@@ -143,15 +169,16 @@ def _find(model: nn.Module, name: str) -> nn.Module:
 
 
 def _rebuild_modules(model: nn.Module, modules: dict[str, dict]) -> None:
-    # Identity first: a removed block's children are not in the spec.
-    order = sorted(modules, key=lambda n: (modules[n]["type"] != "Identity", n.count(".")))
+    # Removed blocks (Identity, Skip) first: their children are not in the spec.
+    order = sorted(modules, key=lambda n: (KINDS[modules[n]["type"]].build is not None,
+                                           n.count(".")))
     for name in order:
         rec = modules[name]
         kind = rec["type"]
         current = _find(model, name)
-        if kind == "Identity":
-            if not isinstance(current, nn.Identity):
-                _replace(model, current, nn.Identity())
+        if KINDS[kind].build is None:
+            if type(current) is not KINDS[kind].cls:
+                _replace(model, current, KINDS[kind].cls())
             continue
         if kind_of(current) != kind:
             raise NaspruneError(f"the spec says '{name}' is a {kind} but the model has a "
@@ -237,7 +264,18 @@ def apply_spec(model: nn.Module, spec: dict) -> nn.Module:
     validate_spec(spec)
     _rebuild_modules(model, spec["modules"])
     _restore_tensors(model, spec["tensors"])
+    _restore_attention(model, spec.get("attention", {}))
     return model
+
+
+def _restore_attention(model: nn.Module, rec: dict) -> None:
+    """Head attributes follow the rebuilt projections; they must match the recorded counts."""
+    heads = sync_heads(model)
+    if rec and heads != rec.get("heads", {}):
+        raise NaspruneError(f"the spec records attention heads {rec.get('heads')} but the "
+                            f"rebuilt model has {heads}: the checkpoint is for a different "
+                            "model")
+    set_config_widths(model, rec.get("config", {}))
 
 
 __all__ = ["KINDS", "SPEC_VERSION", "ModuleKind", "apply_spec", "capture_spec", "kind_fields",

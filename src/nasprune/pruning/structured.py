@@ -11,6 +11,8 @@ convs (same offsets cut from every conv group), squeeze-excitation gates and mul
 attention (every head loses the same number of dims; queries are rescaled so the softmax
 temperature 1/sqrt(head_dim) is unchanged). LayerNorm/GroupNorm groups are pruned but not
 exactly: their statistics run over the channels that remain.
+Transformer attention layers (:mod:`nasprune.pruning.attention`) lose whole heads: the
+pruned layer equals the original with those heads' q/k/v rows zeroed.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 from torch import nn
 
 from nasprune.errors import NaspruneError
+from nasprune.pruning.attention import FFN, HEADS, select_heads, sync_config, sync_heads
 from nasprune.pruning.criteria import CRITERIA, ScoreContext
 from nasprune.pruning.criteria.taylor import NEEDS_DATA
 from nasprune.pruning.graph import (
@@ -171,7 +174,12 @@ def _plan(model: nn.Module, example_inputs, ratios: Ratios, criterion: str,
         ratio = requested[info.name]
         keep = info.kept(ratio, round_to, min_channels)
         _, aligned = constraints(group_members, info.channels)
-        removed = [] if s is None else select(s, keep, info.divisor, aligned)
+        if s is None:
+            removed = []
+        elif info.kind == HEADS:
+            removed = select_heads(s, keep, info.divisor)
+        else:
+            removed = select(s, keep, info.divisor, aligned)
         gone = set(removed)
         outs = {m.name: sorted(int(i) for i, r in zip(m.idx.tolist(), m.root.tolist(),
                                                       strict=True) if r in gone)
@@ -254,6 +262,8 @@ def prune(
     # Surgery replaces parameters with new ones (requires_grad=True): remember frozen ones.
     frozen = {n for n, p in pruned.named_parameters() if not p.requires_grad}
     _cut(pruned, graph, plans)
+    heads = sync_heads(pruned)
+    sync_config(pruned, heads, [p.group.out_layers[0] for p, _ in plans if p.group.kind == FFN])
     if criterion == "taylor":
         pruned.zero_grad(set_to_none=True)
     for n, p in pruned.named_parameters():
