@@ -92,6 +92,13 @@ def example_of(batch: Any) -> Any:
 
 
 
+def example_inputs(task: Task) -> Any:
+    """One input of ``task`` for tracing and MACs: the inputs of its first validation batch
+    (its first training batch when it has no validation split), cut to one sample."""
+    split = "val" if task.val is not None else "train"
+    return example_of(first_batches(task.split(split), 1, f"task '{task.name}'", split)[0])
+
+
 def first_samples(batches: Iterable[Batch], size: int | None, device: torch.device | str,
                   what: str, tick: Callable[[int], None] | None = None) -> tuple[list, int]:
     """Whole batches from the start of ``batches`` on ``device`` until they hold at least

@@ -19,7 +19,7 @@ from torch import nn
 
 from nasprune.errors import NaspruneError
 from nasprune.experiment._results import log
-from nasprune.task import Task, example_of, first_batches, is_dataset, to_device
+from nasprune.task import Task, example_inputs, is_dataset, to_device
 
 if TYPE_CHECKING:
     from nasprune.experiment.config import ExperimentConfig
@@ -32,6 +32,8 @@ def load_data(cfg: ExperimentConfig) -> tuple[Any, LoadedTask | None]:
         from nasprune.task_loader import load_task
 
         loaded = load_task(cfg.task, cfg.task_args)
+        if cfg.checkpoint is None:
+            loaded.model_from(None)  # no model and no checkpoint: fail before writing
         return loaded.task, loaded
     from nasprune.data import load_dataset
 
@@ -44,9 +46,7 @@ def example_input(data: Any, device: torch.device) -> Any:
     (training batches when the task has no validation split), cut to one sample."""
     if is_dataset(data):
         return data.example_input(1).to(device)
-    split = "val" if data.val is not None else "train"
-    batch = first_batches(data.split(split), 1, f"task '{data.name}'", split)[0]
-    return to_device(example_of(batch), device)
+    return to_device(example_inputs(data), device)
 
 
 def latency_shape(example: Any) -> tuple[int, ...] | None:
