@@ -1,6 +1,6 @@
 """Bring your own data to the nasprune command line: a task factory for ``--task``.
 
-``nasprune search|workers|finetune|evaluate --task examples/digits_task.py:make_task``
+``nasprune search|workers|finetune|evaluate|prune|experiment --task examples/digits_task.py:make_task``
 imports this file and calls ``make_task(**task_args)`` in every process that needs the
 task (each worker of ``nasprune workers`` too): only the import path and the arguments
 travel, so the function must build everything from scratch and give the same data each

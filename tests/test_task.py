@@ -203,3 +203,13 @@ def test_fit_leaves_the_teachers_parameters_trainable(digits):
     nasprune.fit(student, Task(train=loader_of(digits, "train", 64)), epochs=1,
                  progress=False, device="cpu", teacher=teacher, validate=False)
     assert all(p.requires_grad for p in teacher.parameters())
+
+
+def test_batch_len_counts_a_list_of_images_one_per_sample():
+    from nasprune.task import batch_len
+
+    images = [torch.zeros(3, 8, 8), torch.zeros(3, 6, 6)]  # torchvision detection's inputs
+    assert batch_len((images, [{}, {}])) == 2
+    assert batch_len([torch.zeros(5, 3), torch.zeros(5)]) == 5  # a DataLoader's [x, y]
+    assert batch_len({"pixels": torch.zeros(4, 1, 8, 8), "labels": torch.zeros(4)}) == 4
+    assert batch_len(((torch.zeros(7, 2), torch.zeros(7, 2)), torch.zeros(7))) == 7

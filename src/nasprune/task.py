@@ -50,15 +50,22 @@ def to_device(batch: Batch, device: torch.device | str) -> Batch:
     return batch
 
 
-def batch_len(batch: Batch) -> int:
-    """Samples in a batch: the leading size of its first tensor (1 if it holds none)."""
+def batch_len(batch: Batch, _inner: bool = False) -> int:
+    """Samples in a batch: the leading size of its first tensor (1 if it holds none).
+
+    Inside a batch, a list of tensors is one tensor per sample (torchvision detection's
+    ``(images, targets)``): its length counts, not the first image's channels.
+    """
     if isinstance(batch, torch.Tensor):
         return int(batch.shape[0]) if batch.dim() else 1
+    if (_inner and isinstance(batch, list) and batch
+            and all(isinstance(t, torch.Tensor) for t in batch)):
+        return len(batch)
     items = list(batch.values()) if isinstance(batch, Mapping) else batch
     if isinstance(items, (list, tuple)):
         for item in items:
             if isinstance(item, (torch.Tensor, Mapping, list, tuple)):
-                return batch_len(item)
+                return batch_len(item, True)
     return 1
 
 
@@ -90,6 +97,13 @@ def example_of(batch: Any) -> Any:
         return example_of(batch[0])
     return batch
 
+
+
+def example_inputs(task: Task) -> Any:
+    """One input of ``task`` for tracing and MACs: the inputs of its first validation batch
+    (its first training batch when it has no validation split), cut to one sample."""
+    split = "val" if task.val is not None else "train"
+    return example_of(first_batches(task.split(split), 1, f"task '{task.name}'", split)[0])
 
 
 def first_samples(batches: Iterable[Batch], size: int | None, device: torch.device | str,

@@ -187,7 +187,9 @@ def test_an_import_error_names_the_missing_module(tmp_path, capsys):
      "--task-arg must look like KEY=VALUE"),
     (["evaluate", "--checkpoint", "{ck}", "--task-arg", "a=1"], "--task-arg needs --task"),
     (["experiment", "--config", "example-digits", "--task", "{f}:make"],
-     "does not support --task yet"),
+     "returns no model"),
+    (["experiment", "--config", "example-digits", "--task-arg", "a=1"],
+     "experiment.task_args needs experiment.task"),
 ])
 def test_flag_misuse_is_one_error(factory, checkpoint, capsys, argv, needle):
     assert main([a.format(f=factory, ck=checkpoint) for a in argv]) == 2

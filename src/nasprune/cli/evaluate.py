@@ -77,18 +77,39 @@ def _evaluate_task(args: argparse.Namespace, loaded: Any) -> int:
     """``--task``: the task's score and mean loss on ``--split`` (its own batches)."""
     from nasprune.metrics import evaluate, write_json
 
-    if args.latency:
-        raise NaspruneError("--latency is not supported with --task yet: it times the input "
-                            "shape of a built-in data set")
     model = loaded.model_from(args.checkpoint)
     result = evaluate(model, loaded.task, split=args.split, device=args.device)
     summary = {"checkpoint": args.checkpoint, **loaded.record(), "split": args.split,
                **result}
+    if args.latency:
+        summary["latency"] = _task_latency(args, model, loaded.task)
     src = args.checkpoint or f"{type(model).__name__} from {loaded.spec}"
     loss = "n/a" if result["loss"] is None else f"{result['loss']:.4f}"
     better = "higher" if result["maximize"] else "lower"
     print(f"{src} on task '{loaded.task.name}' ({args.split}, n={result['n']}): score "
           f"{result['score']:.4f} ({better} is better), loss {loss}")
+    if summary.get("latency"):
+        print("  latency " + ", ".join(f"batch {b}: {v['median_ms']:.3f} ms"
+                                       for b, v in summary["latency"]["batches"].items()))
     if args.out:
         print(f"wrote {write_json(summary, args.out)}")
     return 0
+
+
+def _task_latency(args: argparse.Namespace, model: Any, task: Any) -> dict:
+    """Latency at batch 1 and 64 on random inputs of the shape of the task's own input."""
+    import torch
+
+    from nasprune.metrics import measure_latency, resolve_device
+    from nasprune.task import example_inputs
+
+    x = example_inputs(task)
+    if not isinstance(x, torch.Tensor):
+        raise NaspruneError(f"--latency with --task needs one input tensor per batch; task "
+                            f"'{task.name}' feeds the model {type(x).__name__} inputs")
+    dev = resolve_device(args.device or "cpu")
+    table = measure_latency(model, tuple(x.shape[1:]), batch_sizes=(1, 64), device=dev,
+                            num_threads=args.threads)
+    return {"device": str(dev), "threads": args.threads or torch.get_num_threads(),
+            "input_shape": list(x.shape[1:]),
+            "batches": {str(b): v for b, v in table.items()}}

@@ -12,6 +12,7 @@ from nasprune.cli._flags import (
     add_quiet,
     add_task,
     csv_list,
+    parse_options,
 )
 from nasprune.errors import NaspruneError
 
@@ -50,13 +51,8 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    if args.task is not None or args.task_arg:
-        # The runner trains its baseline zoo model, fingerprints and times it, and runs the
-        # classic methods on a built-in data set; a user's task is not wired through yet.
-        raise NaspruneError("nasprune experiment does not support --task yet: it trains a "
-                            "zoo model and compares methods on a built-in data set (--data); "
-                            "with your own task use nasprune search / finetune / evaluate "
-                            "--task")
+    if args.task is not None and args.data is not None:
+        raise NaspruneError("give --task or --data, not both: the task brings its own data")
     from nasprune.experiment import experiment
 
     overrides = {
@@ -65,6 +61,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         "search.trials": args.trials, "seeds": csv_list(args.seeds, int),
         "model": args.model, "checkpoint": args.checkpoint, "data": args.data,
         "data_dir": args.data_dir, "device": args.device, "threads": args.threads,
+        "task": args.task,
+        "task_args": parse_options(args.task_arg, "--task-arg") if args.task_arg else None,
     }
     result = experiment(args.config, args.out, resume=args.resume, overrides=overrides,
                         progress=not args.quiet)

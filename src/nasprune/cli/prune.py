@@ -6,14 +6,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from nasprune.cli._flags import add_checkpoint, add_data, add_out
+from nasprune.cli._flags import add_checkpoint, add_data, add_out, add_task, load_task_flags
 from nasprune.errors import NaspruneError
 
 
 def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prune", help="prune a checkpoint (remove channels or zero weights) "
                        "and save the result")
-    add_checkpoint(p, "model to prune")
+    add_checkpoint(p, "model to prune (optional when --task returns a model)",
+                   required=False)
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument("--ratio", type=float, metavar="R",
                      help="remove this fraction of the channels of every group")
@@ -38,6 +39,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-shape", default=None, metavar="C,H,W",
                    help="model input shape, if the checkpoint does not record it")
     add_data(p, "data set (needed by --criterion taylor; also gives the input shape)")
+    add_task(p)
     p.add_argument("--seed", type=int, default=0)
     add_out(p, "DIR", "where to save the result", required=True)
     p.set_defaults(func=cmd_prune)
@@ -145,33 +147,65 @@ def _print_costs(before: dict, after: dict) -> None:
           + f"  ({after['size_mb'] / max(before['size_mb'], 1e-12):.1%})")
 
 
-def cmd_prune(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def _from_task(args: argparse.Namespace, loaded: Any) -> tuple[Any, Any, Any, dict]:
+    """``--task``: ``(model, example input, task, meta)``; the input is the task's own (its
+    first validation batch), and the task serves data-driven criteria (taylor)."""
+    from nasprune.task import example_inputs
 
-    src, out = Path(args.checkpoint), Path(args.out)
-    if src.resolve() == out.resolve():
-        raise NaspruneError("--out must differ from --checkpoint (the original is kept)")
+    if args.input_shape is not None:
+        raise NaspruneError("--input-shape does not apply with --task: the task's first "
+                            "validation batch gives the input")
+    model = loaded.model_from(args.checkpoint)
+    x = example_inputs(loaded.task)
+    shape = tuple(x.shape[1:]) if hasattr(x, "shape") else None
+    meta = {**loaded.record(), **({"input_shape": list(shape)} if shape else {})}
+    return model, x, loaded.task, meta
 
+
+def _from_checkpoint(args: argparse.Namespace) -> tuple[Any, Any, Any, dict]:
+    """``(model, example input, data set or None, meta to keep)`` of ``--checkpoint``."""
     import torch
 
-    from nasprune.checkpoint import load, read_spec, save
+    from nasprune.checkpoint import load, read_spec
 
-    ratios = _read_ratios(args.ratios) if args.ratios else None  # bad file: fail before work
-    meta = read_spec(src).get("meta") or {}
-    model = load(src)
+    if args.checkpoint is None:
+        raise NaspruneError("--checkpoint DIR is required (or --task MODULE:FUNCTION "
+                            "returning a model)")
+    meta = read_spec(args.checkpoint).get("meta") or {}
+    model = load(args.checkpoint)
     data = None
     if args.data is not None:
         from nasprune.data import load_dataset
 
         data = load_dataset(args.data, root=args.data_dir, seed=args.seed)
     shape = _prune_input_shape(args, meta, data)
-    x = torch.randn(1, *shape)
+    keep = {k: meta[k] for k in ("data", "seed", "num_classes") if k in meta}
+    return model, torch.randn(1, *shape), data, {**keep, "input_shape": list(shape)}
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from nasprune.checkpoint import save
+
+    out = Path(args.out)
+    if args.checkpoint is not None and Path(args.checkpoint).resolve() == out.resolve():
+        raise NaspruneError("--out must differ from --checkpoint (the original is kept)")
+    ratios = _read_ratios(args.ratios) if args.ratios else None  # bad file: fail before work
+    loaded = load_task_flags(args)
+    model, x, data, meta = (_from_task(args, loaded) if loaded is not None
+                            else _from_checkpoint(args))
+    src = args.checkpoint or f"the model of {loaded.spec}"
+    shape = tuple(meta.get("input_shape") or ()) or "the task's inputs"
     before = _costs(model, x, shape)
     pruned, after = _apply(args, model, x, ratios, data)
-    keep = {k: meta[k] for k in ("data", "seed", "num_classes") if k in meta}
-    save(pruned, out, meta={**keep, "input_shape": list(shape), "pruned_from": str(src),
-                            "before": before, "after": after})
+    save(pruned, out, meta={**meta, "pruned_from": str(src), "before": before,
+                            "after": after})
     print(f"pruned {src} → {out}")
     _print_costs(before, after)
-    print(f"not fine-tuned yet; next: nasprune finetune --checkpoint {out} --teacher {src}")
+    if loaded is None:
+        print(f"not fine-tuned yet; next: nasprune finetune --checkpoint {out} --teacher {src}")
+    else:
+        print(f"not fine-tuned yet; next: nasprune finetune --task {loaded.spec} "
+              f"--checkpoint {out} (with the same --task-arg values)")
     return 0

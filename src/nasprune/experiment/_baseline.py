@@ -8,7 +8,7 @@ latency) and is reused by a re-run with the same settings.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -17,7 +17,11 @@ from nasprune.errors import NaspruneError
 from nasprune.experiment._fingerprint import baseline_fingerprint
 from nasprune.experiment._measure import latency, measure
 from nasprune.experiment._results import MODEL_DIR, log, read_json, write_json
+from nasprune.experiment._task import latency_shape, task_model
 from nasprune.experiment.config import ExperimentConfig
+
+if TYPE_CHECKING:
+    from nasprune.task_loader import LoadedTask
 
 
 def train_seconds_of(meta: Any) -> float:
@@ -68,32 +72,48 @@ def _trained(cfg: ExperimentConfig, data, device: torch.device,
                    "train_seconds": res.train_seconds, "history": res.history}
 
 
-def baseline(cfg: ExperimentConfig, data, run: Path, device: torch.device, resume: bool,
+def baseline(cfg: ExperimentConfig, data, loaded: LoadedTask | None, example: Any,
+             run: Path, device: torch.device, resume: bool,
              progress: bool) -> tuple[nn.Module, dict[str, Any]]:
-    """The trained unpruned model (cached in ``<run>/baseline``) and its measurements."""
+    """The trained unpruned model (cached in ``<run>/baseline``) and its measurements.
+
+    ``loaded``: the user's task when the experiment has one (its model is then the
+    architecture the cached weights load into); ``example``: one input, for MACs and the
+    latency input shape.
+    """
     from nasprune.checkpoint import load, save
 
     folder = run / "baseline"
     fp = baseline_fingerprint(cfg, str(device))
+    base = loaded.model if loaded is not None else None
     info = read_json(folder / "baseline.json") if resume else None
     if info and info.get("fingerprint") == fp and (folder / MODEL_DIR / "spec.json").exists():
         log(progress, f"baseline: reusing {folder / MODEL_DIR}")
-        return load(folder / MODEL_DIR).to(device), info
+        return load(folder / MODEL_DIR, base=base).to(device), info
 
-    if cfg.checkpoint:
+    if loaded is not None:
+        model, made = task_model(cfg, loaded, device, progress)
+    elif cfg.checkpoint:
         model, made = _from_checkpoint(cfg, device, progress)
     else:
         model, made = _trained(cfg, data, device, progress)
     model.to(device).eval()
-    metrics = measure(model, data, cfg, device)
-    (lat,) = latency([model], data, cfg, device)
+    metrics = measure(model, data, example, device)
+    (lat,) = latency([model], latency_shape(example), cfg, device)
     info = {"fingerprint": fp, "source": made["source"], "train_seconds": made["train_seconds"],
             "history": made["history"], "metrics": metrics, "latency": lat}
     save(model, folder / MODEL_DIR, meta={"train_seconds": made["train_seconds"],
                                           "metrics": metrics})
     write_json(folder / "baseline.json", info)
-    log(progress, f"baseline: test top-1 {metrics['top1']:.2%}, {metrics['macs']:,} MACs")
+    log(progress, f"baseline: test {quality_text(metrics)}, {metrics['macs']:,} MACs")
     return model, info
 
 
-__all__ = ["baseline", "train_seconds_of"]
+def quality_text(metrics: dict[str, Any]) -> str:
+    """``top-1 97.50%`` on a built-in data set, ``miou3 0.6120`` on a task."""
+    if "top1" in metrics:
+        return f"top-1 {metrics['top1']:.2%}"
+    return f"{metrics['score_name']} {metrics['score']:.4f}"
+
+
+__all__ = ["baseline", "quality_text", "train_seconds_of"]

@@ -34,11 +34,18 @@ def shared_settings(cfg: ExperimentConfig) -> dict[str, Any]:
     d = to_dict(cfg)
     for key in ("name", "note", "methods", "seeds", "threads"):
         d.pop(key, None)
+    if cfg.task is not None:  # the task replaces the built-in data set and zoo model
+        for key in ("model", "model_kwargs", "data", "data_dir", "data_options"):
+            d.pop(key, None)
     return d
 
 
 def baseline_settings(cfg: ExperimentConfig) -> dict[str, Any]:
-    """What the cached unpruned model depends on."""
+    """What the cached unpruned model depends on: the task's import path and arguments
+    (it brings data and model), or the zoo model and built-in data set."""
+    if cfg.task is not None:
+        return {"task": cfg.task, "task_args": cfg.task_args, "checkpoint": cfg.checkpoint,
+                "seed": cfg.seeds[0], "baseline": dataclasses.asdict(cfg.baseline)}
     return {"model": cfg.model, "model_kwargs": cfg.model_kwargs, "data": cfg.data,
             "data_dir": cfg.data_dir, "data_options": cfg.data_options,
             "checkpoint": cfg.checkpoint, "seed": cfg.seeds[0],

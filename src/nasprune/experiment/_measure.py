@@ -15,9 +15,10 @@ from nasprune.errors import NaspruneError
 from nasprune.experiment.config import ExperimentConfig
 
 
-def latency(models: list[nn.Module], data, cfg: ExperimentConfig,
-             device: torch.device) -> list[dict]:
-    """Latency of each model at batch 1 and N, measured in interleaved rounds.
+def latency(models: list[nn.Module], input_shape: tuple[int, ...] | None,
+            cfg: ExperimentConfig, device: torch.device) -> list[dict | None]:
+    """Latency of each model at batch 1 and N on inputs of one sample's ``input_shape``,
+    measured in interleaved rounds (None for each when there is no shape to time).
 
     Every round times every model once (``measure_latency``: median of ``repeats`` runs);
     the result per batch size is the median of the round medians. Interleaving puts the
@@ -27,11 +28,13 @@ def latency(models: list[nn.Module], data, cfg: ExperimentConfig,
 
     from nasprune.metrics import measure_latency
 
+    if input_shape is None:
+        return [None for _ in models]
     lat = cfg.latency
     rounds: list[list[dict]] = [[] for _ in models]
     for _ in range(lat.rounds):
         for i, m in enumerate(models):
-            rounds[i].append(measure_latency(m, data.input_shape, batch_sizes=(1, lat.batch),
+            rounds[i].append(measure_latency(m, input_shape, batch_sizes=(1, lat.batch),
                                              device=device, warmup=lat.warmup,
                                              repeats=lat.repeats, num_threads=lat.threads))
     out = []
@@ -46,10 +49,16 @@ def latency(models: list[nn.Module], data, cfg: ExperimentConfig,
     return out
 
 
-def measure(model: nn.Module, data, cfg: ExperimentConfig, device: torch.device) -> dict:
-    """Test-split quality, cost and size (``nasprune.metrics.summarize``), finite or failed."""
+def measure(model: nn.Module, data, example, device: torch.device) -> dict:
+    """Test-split quality, cost and size, finite or failed: ``nasprune.metrics.summarize``
+    on a built-in data set, the task's named score (:func:`measure_task`) on a task."""
     from nasprune.metrics import summarize
+    from nasprune.task import is_dataset
 
+    if not is_dataset(data):
+        from nasprune.experiment._task import measure_task
+
+        return measure_task(model, data, example, device)
     m = summarize(model, data, split="test", device=device)
     m.pop("latency", None)
     bad = [k for k in ("top1", "loss") if not math.isfinite(float(m[k]))]

@@ -61,6 +61,10 @@ class ExperimentConfig:
     data: str = _kw("digits", choices=_registry_names("nasprune.data", "DATASETS"))
     data_dir: str | None = None
     data_options: dict[str, Any] = field(default_factory=dict)
+    # A user's task (module:factory or file.py:factory, see nasprune.task_loader) in place
+    # of `data`; its model (or `checkpoint` loaded into it) is the unpruned model.
+    task: str | None = None
+    task_args: dict[str, Any] = field(default_factory=dict)
     budget: float = _kw(0.5, gt=0.0, max=1.0)  # fraction of the unpruned model's MACs
     criterion: str = _kw("l1", choices=_registry_names("nasprune.pruning", "CRITERIA"))
     round_to: int | None = _kw(None, min=1)
@@ -87,6 +91,12 @@ class ExperimentConfig:
             if not 0.0 < lv < 1.0:
                 raise NaspruneError(f"experiment.sensitivity.levels must be in (0, 1), "
                                     f"got {lv}")
+        if self.task is not None:
+            from nasprune.task_loader import split_spec
+
+            split_spec(self.task)  # a malformed path fails before anything runs
+        elif self.task_args:
+            raise NaspruneError("experiment.task_args needs experiment.task (module:factory)")
         if not self.methods:
             raise NaspruneError("experiment.methods is empty: name at least one method")
         resolve_methods(self)  # every name and option checked before anything runs

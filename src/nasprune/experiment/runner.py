@@ -32,6 +32,7 @@ from torch import nn
 from nasprune._io import read_json
 from nasprune.errors import NaspruneError
 from nasprune.experiment._baseline import baseline as _baseline
+from nasprune.experiment._baseline import quality_text
 from nasprune.experiment._fingerprint import method_fingerprint
 from nasprune.experiment._measure import (
     finite_weights,
@@ -50,6 +51,7 @@ from nasprune.experiment._results import (
     reusable,
     write_json,
 )
+from nasprune.experiment._task import example_input, latency_shape, load_data
 from nasprune.experiment.config import (
     ExperimentConfig,
     MethodSpec,
@@ -58,6 +60,7 @@ from nasprune.experiment.config import (
 )
 from nasprune.methods import METHODS, Context, Pruned
 from nasprune.report.results import load_result
+from nasprune.task import is_dataset
 
 
 @dataclass
@@ -71,7 +74,8 @@ class _Setup:
     model: nn.Module
     baseline: dict[str, Any]
     groups: list
-    example: torch.Tensor
+    example: Any  # one input: a tensor, or a task's keyword arguments
+    input_shape: tuple[int, ...] | None  # timed for latency (None: not one tensor)
 
     @property
     def base_macs(self) -> int:
@@ -91,9 +95,13 @@ def _compress(ctx: Context, cfg: ExperimentConfig) -> tuple[Pruned, nn.Module, f
     ft_seconds, history = 0.0, []
     f = cfg.finetune
     if pruned.finetune and f.bn_batches > 0:
-        recalibrate_bn(model, ctx.data.loader("train", batch_size=f.batch_size, shuffle=True,
-                                              device=ctx.device, seed=ctx.seed),
-                       batches=f.bn_batches)
+        if is_dataset(ctx.data):
+            recalibrate_bn(model, ctx.data.loader("train", batch_size=f.batch_size,
+                                                  shuffle=True, device=ctx.device,
+                                                  seed=ctx.seed), batches=f.bn_batches)
+        else:  # the task's own loader: its batch size and shuffling apply
+            recalibrate_bn(model, ctx.data.split("train"), batches=f.bn_batches,
+                           forward=ctx.data.forward)
     if pruned.finetune and f.epochs > 0:
         teacher = ctx.model if f.distill else None
         res = finetune(model, ctx.data, epochs=f.epochs, teacher=teacher,
@@ -111,13 +119,13 @@ def _measured(ctx: Context, setup: _Setup, pruned: Pruned, model: nn.Module,
               ft_seconds: float, history: list) -> dict[str, Any]:
     """The result fields of a compressed, fine-tuned model: metrics, latency, times."""
     cfg, spec = setup.cfg, ctx.spec
-    metrics = measure(model, ctx.data, cfg, ctx.device)
+    metrics = measure(model, ctx.data, setup.example, ctx.device)
     if spec.kind == "unpruned":
         lat = reference = setup.baseline["latency"]
     else:
         # The unpruned model is timed again, interleaved with this one: on a shared
         # machine the load moves, and the speed-up should compare like with like.
-        reference, lat = latency([ctx.model, model], ctx.data, cfg, ctx.device)
+        reference, lat = latency([ctx.model, model], setup.input_shape, cfg, ctx.device)
     return {
         "status": "ok", "error": None, "metrics": metrics, "latency": lat,
         "reference_latency": reference,
@@ -175,14 +183,13 @@ def _run_method(ctx: Context, setup: _Setup, folder: Path, fp: str) -> dict[str,
 def _setup(cfg: ExperimentConfig, run: Path, resume: bool, progress: bool) -> _Setup:
     """Check what the config names, create the run directory, get the unpruned model."""
     from nasprune.config import save_resolved
-    from nasprune.data import load_dataset
     from nasprune.pruning import groups as list_groups
     from nasprune.train.device import resolve_device
 
     # What the user named must exist before anything is written.
     if cfg.checkpoint and not (Path(cfg.checkpoint) / "spec.json").is_file():
         raise NaspruneError(f"checkpoint directory not found (no spec.json): {cfg.checkpoint}")
-    data = load_dataset(cfg.data, root=cfg.data_dir, seed=cfg.seeds[0], **cfg.data_options)
+    data, loaded = load_data(cfg)
     try:
         (run / "methods").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -192,13 +199,14 @@ def _setup(cfg: ExperimentConfig, run: Path, resume: bool, progress: bool) -> _S
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     save_resolved(cfg, run / "config.yaml")
-    model, baseline = _baseline(cfg, data, run, device, resume, progress)
-    example = data.example_input(1).to(device)
+    example = example_input(data, device)
+    model, baseline = _baseline(cfg, data, loaded, example, run, device, resume, progress)
     groups = list_groups(model, example)
     baseline["kept"] = kept_channels_of(model, groups)
     baseline["groups"] = [{"name": g.name, "channels": g.channels} for g in groups]
     return _Setup(cfg=cfg, run=run, data=data, device=device, model=model,
-                  baseline=baseline, groups=groups, example=example)
+                  baseline=baseline, groups=groups, example=example,
+                  input_shape=latency_shape(example))
 
 
 def _run_jobs(setup: _Setup, specs: list[MethodSpec], resume: bool, progress: bool,
@@ -233,7 +241,7 @@ def _run_jobs(setup: _Setup, specs: list[MethodSpec], resume: bool, progress: bo
         if rec["status"] == "ok":
             shutil.rmtree(ctx.work, ignore_errors=True)
             m = rec["metrics"]
-            log(progress, f"{tag}: top-1 {m['top1']:.2%}, MACs "
+            log(progress, f"{tag}: {quality_text(m)}, MACs "
                           f"{m['macs'] / setup.base_macs:.1%} ({rec['wall_seconds']:.1f} s)")
         else:
             log(progress, f"{tag}: FAILED: {rec['error']}")

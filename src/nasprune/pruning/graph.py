@@ -21,6 +21,7 @@ from torch import nn
 
 from nasprune.errors import NaspruneError
 from nasprune.pruning.attention import CHANNELS, classify
+from nasprune.pruning.flow import Flow, trace_flow
 from nasprune.pruning.members import CONV_TYPES, Member, constraints, members
 
 PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -160,7 +161,9 @@ def build_graph(model: nn.Module, example_inputs) -> tp.DependencyGraph:
     """Trace ``model`` once and build its dependency graph (model in eval mode while tracing).
 
     The layers producing the model's output are stored on the graph (``nasprune_heads``) so
-    ``iter_tp_groups`` never prunes them.
+    ``iter_tp_groups`` never prunes them: the last layer that ran, those returned as is, and
+    (:mod:`nasprune.pruning.flow`) those whose output reaches any returned tensor — in a list
+    or dict too — without passing another prunable layer, or feeds no prunable layer.
     """
     was_training = model.training
     model.eval()
@@ -171,6 +174,7 @@ def build_graph(model: nn.Module, example_inputs) -> tp.DependencyGraph:
         heads, shapes = _probe(model, example_inputs)
         for p in frozen:
             p.requires_grad_(True)
+        flow = trace_flow(model, lambda: call(model, example_inputs), PRUNABLE_TYPES)
         with torch.enable_grad():
             graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
     except NaspruneError:
@@ -187,7 +191,8 @@ def build_graph(model: nn.Module, example_inputs) -> tp.DependencyGraph:
         model.train(was_training)
         for p in frozen:
             p.requires_grad_(False)
-    graph.nasprune_heads = heads
+    graph.nasprune_heads = list(dict.fromkeys(heads + flow.heads))
+    graph.nasprune_flow = flow
     graph.nasprune_output_shapes = shapes
     return graph
 
@@ -247,12 +252,14 @@ def iter_tp_groups(
         heads, shapes = _probe(model, example_inputs)
     skip = resolve_ignored(model, ignored) + list(heads)
     found = []
+    flow: Flow = getattr(graph, "nasprune_flow", None) or Flow()
     for g in graph.get_all_groups(ignored_layers=skip, root_module_types=PRUNABLE_TYPES):
         root = g[0].dep.target.module
         channels = int(graph.get_out_channels(root))
         group_members = members(model, graph, g)
         limits = constraints(group_members, channels)
-        if limits is None:
+        if limits is None or flow.untied([m.module for m in group_members if m.role == "out"],
+                                         {m.module for m in group_members}):
             continue
         out_l, in_l, other = [], [], []
         for m in group_members:

@@ -19,7 +19,13 @@ from typing import Any
 from nasprune._io import read_json, write_atomic
 from nasprune.report.plots import PLOTS, make_plots
 from nasprune.report.results import load_result
-from nasprune.report.tables import header, seed_summary, table_cells
+from nasprune.report.tables import (
+    header,
+    quality_label,
+    seed_summary,
+    summary_format,
+    table_cells,
+)
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;
@@ -34,12 +40,15 @@ figure{margin:1em 0} figcaption{color:#555;font-size:13px}
 """
 
 _CAPTIONS = {
-    "accuracy_vs_macs": "Test top-1 accuracy against MACs per image after the same "
+    "accuracy_vs_macs": "Test top-1 accuracy (or the task's score) against MACs per image "
+                        "after the same "
                         "fine-tuning; threshold pruning is placed at its sparse MACs.",
     "kept_channels": "Channels each group keeps, per structured method.",
-    "search_progress": "Best proxy score (validation top-1 after BatchNorm recalibration) "
+    "search_progress": "Best proxy score (validation top-1 or the task's score, after "
+                       "BatchNorm recalibration) "
                        "so far, per trial, for each search.",
-    "sensitivity": "Validation top-1 when one group alone is pruned at each ratio.",
+    "sensitivity": "Validation top-1 (or the task's score) when one group alone is pruned "
+                   "at each ratio.",
 }
 
 
@@ -62,10 +71,11 @@ def _results_table(rows: list[dict]) -> str:
         body.append(f"<tr{cls}>{cells}</tr>")
     out = f"<table><tr>{head}</tr>{''.join(body)}</table>"
     if several:
-        summ = "".join(f"<tr><td>{_e(m)}</td><td>{k}</td><td>{100 * mu:.2f}</td>"
-                       f"<td>{100 * sd:.2f}</td></tr>" for m, k, mu, sd in seed_summary(rows))
-        out += ("<table><tr><th>method</th><th>runs</th><th>mean top-1 %</th>"
-                f"<th>std (pp)</th></tr>{summ}</table>")
+        fmt = summary_format(rows)
+        summ = "".join(f"<tr><td>{_e(m)}</td><td>{k}</td><td>{mu:{fmt}}</td>"
+                       f"<td>{sd:{fmt}}</td></tr>" for m, k, mu, sd in seed_summary(rows))
+        out += (f"<table><tr><th>method</th><th>runs</th><th>mean {_e(quality_label(rows))}"
+                f"</th><th>std</th></tr>{summ}</table>")
     failed = [r for r in rows if r["status"] != "ok"]
     if failed:
         out += "<p><b>Failed methods</b></p><ul>" + "".join(
@@ -90,20 +100,30 @@ def _details(rows: list[dict]) -> str:
     return "".join(parts)
 
 
+def _quality_text(m: dict) -> str:
+    if "top1" in m:
+        return f"top-1 {100 * m['top1']:.2f} %"
+    better = "higher" if m.get("maximize", True) else "lower"
+    return f"{m['score_name']} {m['score']:.4f} ({better} is better)"
+
+
 def _setup(doc: dict, cfg: dict) -> list[tuple[str, Any]]:
     """The "Setup" table: model, data, budget, fine-tuning, seeds, the unpruned model."""
     base = doc["baseline"]
     ft = cfg.get("finetune") or {}
+    task = cfg.get("task")
     return [
-        ("model", cfg.get("checkpoint") or cfg.get("model")),
-        ("data", cfg.get("data")),
+        ("model", cfg.get("checkpoint") or (f"the model of {task}" if task
+                                            else cfg.get("model"))),
+        ("data", f"task {task} {json.dumps(cfg.get('task_args') or {})}" if task
+         else cfg.get("data")),
         ("budget", f"{doc.get('budget_macs_fraction', cfg.get('budget'))} of the unpruned "
                    "model's MACs"),
         ("fine-tuning", f"{ft.get('epochs')} epochs, {ft.get('optimizer')}, lr "
                         f"{ft.get('lr') or 'default'}, {ft.get('schedule')} schedule, "
                         f"distillation {'on' if ft.get('distill') else 'off'}"),
         ("seeds", ", ".join(map(str, cfg.get("seeds") or []))),
-        ("unpruned model", f"test top-1 {100 * base['metrics']['top1']:.2f} %, "
+        ("unpruned model", f"test {_quality_text(base['metrics'])}, "
                            f"{base['metrics']['macs']:,} MACs, {base['metrics']['params']:,} "
                            f"params, trained in {base.get('train_seconds', 0):.1f} s"),
     ]
@@ -118,6 +138,13 @@ def _figures(run: Path) -> str:
             figures.append(f"<figure>{_image(path)}<figcaption>{_e(_CAPTIONS[name])}"
                            "</figcaption></figure>")
     return "".join(figures) or "<p>No plots.</p>"
+
+
+def _delta_note(rows: list[dict]) -> str:
+    name = quality_label(rows)
+    if name == "top-1 %":
+        return "Δ top-1 in percentage points against the unpruned model"
+    return f"{name}: the task's test score; Δ in its own units against the unpruned model"
 
 
 def render(run: Path) -> str:
@@ -141,7 +168,7 @@ def render(run: Path) -> str:
 <h2>Setup</h2>
 {_kv_table(_setup(doc, cfg))}
 <h2>Results (test split)</h2>
-<p class="muted">Δ top-1 in percentage points against the unpruned model; MACs per image,
+<p class="muted">{_e(_delta_note(doc["rows"]))}; MACs per image,
 FLOPs = 2 × MACs; sizes in MB of 2<sup>20</sup> bytes (CSR: sparse storage of threshold
 pruning); latency = median forward time at batch 1 and {_e(doc['rows'][0]['latency_batch']
 if doc['rows'] else 'N')}, speed-up against the unpruned model timed

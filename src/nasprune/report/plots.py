@@ -58,12 +58,21 @@ def _label(row: dict, several: bool) -> str:
     return f"{row['method']} (seed {row['seed']})" if several else str(row["method"])
 
 
+def _axis(doc: dict) -> tuple[float, str, bool]:
+    """``(scale, name, maximize)`` of the quality axis: top-1 in %, or a task's score."""
+    m = doc["baseline"]["metrics"]
+    if "top1" in m:
+        return 100.0, "top-1 accuracy (%)", True
+    return 1.0, str(m.get("score_name", "score")), bool(m.get("maximize", True))
+
+
 def accuracy_vs_macs(doc: dict, run: Path) -> Any | None:
     rows = [r for r in doc["rows"] if r["status"] == "ok"]
     if not rows:
         return None
     several = len({r["seed"] for r in doc["rows"]}) > 1
     base_macs = doc["baseline"]["metrics"]["macs"]
+    scale, name, _ = _axis(doc)
     fig = _figure(10.0, 5.5)
     ax = fig.subplots()
     for r in doc["rows"]:
@@ -71,7 +80,7 @@ def accuracy_vs_macs(doc: dict, run: Path) -> Any | None:
             if r["status"] == "ok" and r["kind"].startswith("nas:") else None
         front = (search or {}).get("pareto") or []
         if front:
-            pts = sorted((c["macs"] / 1e6, 100 * c["score"]) for c in front)
+            pts = sorted((c["macs"] / 1e6, scale * c["score"]) for c in front)
             ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", alpha=0.35,
                     marker=".", label=f"Pareto front of {_label(r, several)} (proxy score)")
     markers = "oDs^v<>pPhXd"
@@ -81,15 +90,16 @@ def accuracy_vs_macs(doc: dict, run: Path) -> Any | None:
         x = (r["sparse_macs"] if sparse else r["macs"]) / 1e6
         label = _label(r, several) + (" (sparse MACs)" if sparse else "")
         star = r["kind"] == "unpruned"
-        ax.scatter([x], [100 * r["top1"]], s=90 if star else 55, zorder=3,
+        y = r["top1"] if "top1" in doc["baseline"]["metrics"] else r["score"]
+        ax.scatter([x], [scale * y], s=90 if star else 55, zorder=3,
                    marker="*" if star else markers[i % len(markers)],
                    facecolors="none" if sparse else None,
                    edgecolors=colors[i], color=colors[i], label=label)
     ax.axvline(doc["budget_macs_fraction"] * base_macs / 1e6, color="grey", ls="--", lw=1,
                label=f"budget ({doc['budget_macs_fraction']:.0%} of the unpruned MACs)")
     ax.set_xlabel("MACs per image (millions)")
-    ax.set_ylabel("test top-1 accuracy (%)")
-    ax.set_title("Accuracy vs MACs after the same fine-tuning")
+    ax.set_ylabel(f"test {name}")
+    ax.set_title(f"{name.split()[0]} vs MACs after the same fine-tuning")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
@@ -122,6 +132,7 @@ def kept_channels(doc: dict, run: Path) -> Any | None:
 
 def search_progress(doc: dict, run: Path) -> Any | None:
     several = len({r["seed"] for r in doc["rows"]}) > 1
+    scale, name, maximize = _axis(doc)
     series = []
     for r in doc["rows"]:
         if r["status"] != "ok" or not r["kind"].startswith("nas:"):
@@ -129,22 +140,22 @@ def search_progress(doc: dict, run: Path) -> Any | None:
         search = _read(run / "methods" / str(r.get("dir")) / "search.json") or {}
         cands = sorted(search.get("candidates") or [], key=lambda c: c["number"])
         if cands:
-            series.append((_label(r, several), [100 * c["score"] for c in cands]))
+            series.append((_label(r, several), [scale * c["score"] for c in cands]))
     if not series:
         return None
     fig = _figure()
     ax = fig.subplots()
     colors = _colors(len(series))
     for i, (label, scores) in enumerate(series):
-        best, run_best = [], float("-inf")
+        best, run_best = [], scores[0]
         for s in scores:
-            run_best = max(run_best, s)
+            run_best = max(run_best, s) if maximize else min(run_best, s)
             best.append(run_best)
         xs = list(range(1, len(scores) + 1))
         ax.scatter(xs, scores, s=8, alpha=0.3, color=colors[i])
         ax.plot(xs, best, color=colors[i], lw=1.8, label=label)
     ax.set_xlabel("trial (completed, in order)")
-    ax.set_ylabel("proxy score: validation top-1 (%)")
+    ax.set_ylabel(f"proxy score: validation {name}")
     ax.set_title("Search progress: best score so far (line) and each trial (dots)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
@@ -160,15 +171,16 @@ def sensitivity(doc: dict, run: Path) -> Any | None:
                 break
     if not table or not table.get("curves"):
         return None
+    scale, name, _ = _axis(doc)
     fig = _figure()
     ax = fig.subplots()
     colors = _colors(len(table["curves"]))
     for i, (group, curve) in enumerate(table["curves"].items()):
-        ax.plot([100 * lv for lv, _ in curve], [100 * acc for _, acc in curve], marker="o",
+        ax.plot([100 * lv for lv, _ in curve], [scale * acc for _, acc in curve], marker="o",
                 ms=3, lw=1.2, color=colors[i], ls="-" if i % 2 == 0 else "--", label=group)
-    ax.axhline(100 * table["baseline"], color="grey", ls=":", lw=1, label="unpruned")
+    ax.axhline(scale * table["baseline"], color="grey", ls=":", lw=1, label="unpruned")
     ax.set_xlabel("channels removed from the group (%)")
-    ax.set_ylabel("validation top-1 accuracy (%)")
+    ax.set_ylabel(f"validation {name}")
     ax.set_title(f"Sensitivity: one group pruned at a time ({table.get('criterion', 'l1')}, "
                  "BatchNorm recalibrated)")
     ax.grid(alpha=0.3)

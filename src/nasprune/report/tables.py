@@ -20,7 +20,8 @@ from typing import Any
 from nasprune._io import write_atomic
 
 CSV_COLUMNS = [
-    "method", "kind", "seed", "status", "top1", "delta_top1_pp", "top5", "precision",
+    "method", "kind", "seed", "status", "top1", "delta_top1_pp", "score", "delta_score",
+    "score_name", "top5", "precision",
     "recall", "f1", "params", "params_fraction", "macs", "macs_fraction", "sparse_macs",
     "sparse_macs_fraction", "flops", "size_mb", "sparse_size_mb", "latency_batch",
     "latency_b1_ms", "latency_bN_ms", "speedup_b1", "speedup_bN", "search_seconds",
@@ -47,6 +48,32 @@ def _pooled_reference(records: list[dict[str, Any]], batches: tuple[int, ...]) -
     return out
 
 
+def _quality(m: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """The quality columns: top-1 (and P/R/F1) on a built-in data set, or a task's score
+    and its change against the unpruned model (in the score's own units)."""
+    if "top1" in m:
+        return {"top1": m["top1"], "top5": m.get("top5"),
+                "delta_top1_pp": 100.0 * (m["top1"] - base["top1"]),
+                "precision": m["precision"], "recall": m["recall"], "f1": m["f1"]}
+    return {"score": m["score"], "delta_score": m["score"] - base["score"]}
+
+
+def quality_of(row: dict[str, Any]) -> float | None:
+    """A row's quality in display units: top-1 in %, a task's score as it is."""
+    if row.get("score_name"):
+        return row.get("score")
+    return None if row.get("top1") is None else 100.0 * row["top1"]
+
+
+def quality_label(rows: list[dict[str, Any]]) -> str:
+    """The quality column's name: ``top-1 %``, or the task's score name with its direction
+    (``miou3 ↑``, ``error ↓``)."""
+    for r in rows:
+        if r.get("score_name"):
+            return f"{r['score_name']} {'↑' if r.get('maximize', True) else '↓'}"
+    return "top-1 %"
+
+
 def build_rows(records: list[dict[str, Any]], baseline: dict[str, Any], cfg: Any) -> list[dict]:
     """Flat table rows from the methods' result records (failed ones included)."""
     base = baseline["metrics"]
@@ -59,7 +86,8 @@ def build_rows(records: list[dict[str, Any]], baseline: dict[str, Any], cfg: Any
         row.update({"method": rec["method"], "kind": rec["kind"], "seed": rec["seed"],
                     "status": rec["status"], "error": rec.get("error"),
                     "wall_seconds": rec.get("wall_seconds"), "latency_batch": n,
-                    "dir": rec.get("dir")})
+                    "dir": rec.get("dir"), "score_name": base.get("score_name"),
+                    "maximize": base.get("maximize", True)})
         if rec["status"] == "ok":
             m = rec["metrics"]
             b1, bn = _median(rec["latency"], 1), _median(rec["latency"], n)
@@ -72,10 +100,8 @@ def build_rows(records: list[dict[str, Any]], baseline: dict[str, Any], cfg: Any
                 b1, bn = pooled.get(1, b1), pooled.get(n, bn)
                 ref_b1, ref_bn = b1, bn
             sparse = rec["kind"] == "threshold"
+            row.update(_quality(m, base))
             row.update({
-                "top1": m["top1"], "top5": m.get("top5"),
-                "delta_top1_pp": 100.0 * (m["top1"] - base["top1"]),
-                "precision": m["precision"], "recall": m["recall"], "f1": m["f1"],
                 "params": m["params"], "params_fraction": m["params"] / base["params"],
                 "macs": m["macs"], "macs_fraction": m["macs"] / base["macs"],
                 "sparse_macs": m["sparse_macs"] if sparse else None,
@@ -124,8 +150,12 @@ def table_cells(row: dict, several_seeds: bool = False) -> list[str]:
     label = _label(row, several_seeds)
     if row["status"] != "ok":
         return [label, "failed"] + ["—"] * (len(HEADER) - 2)
+    if row.get("score_name"):
+        quality = [_f(row["score"], ".4f"), _f(row["delta_score"], "+.4f")]
+    else:
+        quality = [_f(row["top1"], ".2f", 100), _f(row["delta_top1_pp"], "+.2f")]
     return [
-        label, _f(row["top1"], ".2f", 100), _f(row["delta_top1_pp"], "+.2f"),
+        label, *quality,
         _f(row["precision"], ".3f"), _f(row["recall"], ".3f"), _f(row["f1"], ".3f"),
         _f(row["params"], ",d"), _f(row["macs"], ".3f", 1e-6),
         _f(row["macs_fraction"], ".1f", 100), _f(row["sparse_macs_fraction"], ".1f", 100),
@@ -139,17 +169,27 @@ def table_cells(row: dict, several_seeds: bool = False) -> list[str]:
 
 def header(rows: list[dict]) -> list[str]:
     n = rows[0]["latency_batch"] if rows else "N"
-    return [h.replace("bN", f"b{n}") for h in HEADER]
+    head = [h.replace("bN", f"b{n}") for h in HEADER]
+    name = quality_label(rows)
+    if name != HEADER[1]:  # a task's score, in its own units
+        head[1], head[2] = name, f"Δ {name.split()[0]}"
+    return head
 
 
 def seed_summary(rows: list[dict]) -> list[tuple[str, int, float, float]]:
-    """``(method, runs, mean top-1, std top-1)`` over seeds for methods that finished."""
+    """``(method, runs, mean, std)`` of the quality (:func:`quality_of`: top-1 in %, or a
+    task's score) over seeds for methods that finished."""
     by: dict[str, list[float]] = {}
     for r in rows:
         if r["status"] == "ok":
-            by.setdefault(str(r["method"]), []).append(float(r["top1"]))
+            by.setdefault(str(r["method"]), []).append(float(quality_of(r)))
     return [(m, len(v), statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0)
             for m, v in by.items()]
+
+
+def summary_format(rows: list[dict]) -> str:
+    """Format of the seed summary's numbers: 2 decimals of %, 4 digits of a task's score."""
+    return ".2f" if quality_label(rows) == HEADER[1] else ".4g"
 
 
 def to_markdown(rows: list[dict], baseline: dict | None = None) -> str:
@@ -161,9 +201,11 @@ def to_markdown(rows: list[dict], baseline: dict | None = None) -> str:
     for r in rows:
         lines.append("| " + " | ".join(_cell(c) for c in table_cells(r, several)) + " |")
     if several:
-        lines += ["", "| method | runs | mean top-1 % | std (pp) |", "|---|--:|--:|--:|"]
+        lines += ["", f"| method | runs | mean {quality_label(rows)} | std |",
+                  "|---|--:|--:|--:|"]
+        fmt = summary_format(rows)
         for m, k, mean, std in seed_summary(rows):
-            lines.append(f"| {_cell(m)} | {k} | {100 * mean:.2f} | {100 * std:.2f} |")
+            lines.append(f"| {_cell(m)} | {k} | {mean:{fmt}} | {std:{fmt}} |")
     failed = [r for r in rows if r["status"] != "ok"]
     if failed:
         lines += ["", "Failed:"]
@@ -204,5 +246,6 @@ def write_tables(run: Path, rows: list[dict], baseline: dict, cfg: Any) -> dict[
     }
 
 
-__all__ = ["CSV_COLUMNS", "HEADER", "build_rows", "header", "seed_summary", "table_cells",
+__all__ = ["CSV_COLUMNS", "HEADER", "build_rows", "header", "quality_label", "quality_of",
+           "seed_summary", "summary_format", "table_cells",
            "to_csv", "to_markdown", "write_tables"]
