@@ -84,13 +84,12 @@ def _proposer(strategy: Strategy, space: SearchSpace, proxy: Proxy, target: Budg
 def _warm_start(st: Any, space: SearchSpace, target: Budget, trials: int, model: Any,
                 example_inputs: Any, proxy: Proxy, ignored: Any, data: Any,
                 seed: int | None) -> None:
-    """Enqueue the warm-start candidates once per study (not on resume, not per worker)."""
-    if count(st)[0] >= trials or warm.already_started(st):
-        return
-    found = warm.candidates(space, target, model, example_inputs,
-                            criterion=getattr(proxy, "criterion", "l1"), ignored=ignored,
-                            data=data, seed=seed or 0)
-    warm.enqueue(st, space, found)
+    """Enqueue the warm-start candidates once per study (not again on resume or per worker)."""
+    complete, running, waiting = count(st)
+    warm.start(st, space, trials - complete - running - waiting,
+               lambda: warm.candidates(space, target, model, example_inputs,
+                                       criterion=getattr(proxy, "criterion", "l1"),
+                                       ignored=ignored, data=data, seed=seed or 0))
 
 
 def search(

@@ -133,17 +133,32 @@ def candidates(space: SearchSpace, budget: Budget, model: nn.Module, example_inp
     return out
 
 
-def already_started(study: optuna.Study) -> bool:
-    """Whether the study holds warm-start trials (a resumed study, or another worker's)."""
-    return any(ATTR in t.user_attrs for t in study.get_trials(deepcopy=False))
-
-
 def enqueue(study: optuna.Study, space: SearchSpace,
             found: list[tuple[str, np.ndarray]]) -> None:
     """Queue the candidates as the study's next trials, named by the ``warm_start`` attr."""
     for name, keep in found:
         params = {space.param_name(i): float(keep[i]) for i in range(space.dim)}
         study.enqueue_trial(params, user_attrs={ATTR: name})
+
+
+def start(study: optuna.Study, space: SearchSpace, room: int,
+          make: Callable[[], list[tuple[str, np.ndarray]]]) -> None:
+    """Enqueue the candidates ``make()`` builds that the study lacks, at most ``room``.
+
+    The study records the candidates' names (user attr ``warm_start``) the first time, so
+    a resumed call that finds them all among its trials (in any state: a failed candidate
+    is not retried forever) builds nothing; one resumed after fewer trials than candidates
+    enqueues the rest. ``room`` (trials still to start) keeps a short search from leaving
+    queued trials behind in its storage.
+    """
+    have = {t.user_attrs.get(ATTR) for t in study.get_trials(deepcopy=False)}
+    planned = study.user_attrs.get(ATTR)
+    if room <= 0 or (planned is not None and set(planned) <= have):
+        return
+    found = make()
+    if planned is None:
+        study.set_user_attr(ATTR, [name for name, _ in found])
+    enqueue(study, space, [(n, k) for n, k in found if n not in have][:room])
 
 
 def is_repeat(trial: optuna.Trial, name: str) -> bool:
@@ -157,5 +172,5 @@ def is_repeat(trial: optuna.Trial, name: str) -> bool:
                for t in trial.study.get_trials(deepcopy=False, states=live))
 
 
-__all__ = ["ATTR", "NAMES", "already_started", "candidates", "channel_scores", "enqueue",
-           "is_repeat", "ranking_keep", "raw_mean_l1", "uniform_keep"]
+__all__ = ["ATTR", "NAMES", "candidates", "channel_scores", "enqueue", "is_repeat",
+           "ranking_keep", "raw_mean_l1", "start", "uniform_keep"]
