@@ -17,6 +17,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
+from nasprune.errors import NaspruneError
 from nasprune.pruning import plan
 from nasprune.search import Budget, Proxy, SearchSpace, search
 from nasprune.search import warm_start as warm
@@ -112,6 +113,8 @@ def test_no_warm_start_runs_only_the_strategy(trained, digits) -> None:
     assert [c.warm_start for c in result.trials] == [None, None]
     assert result.warm_start_best is None and result.improvement is None
     assert result.to_dict()["warm_start"] is None
+    with pytest.raises(NaspruneError, match="warm_start must be True or False"):
+        search(trained, digits.example_input(), digits, trials=2, warm_start="no", **FAST)
 
 
 def test_resumed_and_racing_studies_run_the_warm_start_once(trained, digits, tmp_path) -> None:

@@ -7,7 +7,8 @@ attrs. ``trials`` is the number of COMPLETE trials the study should hold when th
 returns — a total, not an increment — so a second call with the same study name continues
 where the first stopped, a crashed run resumes by calling again, and several workers given
 the same storage, study and target stop together (a worker starts a trial only while
-complete + running trials are fewer than the target).
+complete + running trials are fewer than the target). Unless ``warm_start=False``, a
+study's first trials are the zero-search baselines (:mod:`nasprune.search.warm_start`).
 """
 
 from __future__ import annotations
@@ -166,6 +167,8 @@ def search(
     directions = ["maximize"] if objective == "single" else ["maximize", "minimize"]
     st = open_study(open_storage(storage), study, directions, sampler,
                     _study_meta(space, target, objective))
+    if not isinstance(warm_start, bool):
+        raise NaspruneError(f"warm_start must be True or False, got {warm_start!r}")
     if warm_start:
         _warm_start(st, space, target, trials, model, example_inputs, evaluator, ignored, data,
                     seed)
