@@ -71,6 +71,9 @@ def add(sub: argparse._SubParsersAction) -> None:
                    "correlation")
     p.add_argument("--check-proxy-epochs", type=float, default=None, metavar="E")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--no-warm-start", dest="warm_start", action="store_const", const=False,
+                   default=None, help="skip the warm start (by default a study's first trials "
+                   "are the uniform, global and Torch-Pruning-global baselines at the budget)")
     add_device_threads(p)
     add_config(p, "search")
     add_out(p, "FILE.json", "best prune ratios (default search.json)")
@@ -86,7 +89,7 @@ def search_config_from_args(args: argparse.Namespace) -> SearchConfig:
     keys = ("model", "checkpoint", "data", "data_dir", "strategy", "target_macs",
             "target_params", "target_latency_ms", "trials", "storage", "study", "objective",
             "min_keep", "max_keep", "round_to", "bn_batches", "val_size", "finetune_steps",
-            "check_proxy", "check_proxy_epochs", "seed", "device", "out", "task")
+            "check_proxy", "check_proxy_epochs", "seed", "device", "out", "task", "warm_start")
     overrides = {k: getattr(args, k) for k in keys}
     overrides["strategy_options"] = parse_options(args.option)
     overrides["task_args"] = parse_options(args.task_arg, "--task-arg")
@@ -195,7 +198,7 @@ def run_search_command(cfg: SearchConfig, progress: bool = True) -> dict:
                     trials=cfg.trials, storage=cfg.storage, study=cfg.study, seed=cfg.seed,
                     objective=cfg.objective, evaluator=evaluator, min_keep=cfg.min_keep,
                     max_keep=cfg.max_keep, round_to=cfg.round_to, device=cfg.device,
-                    progress=progress, **cfg.strategy_options)
+                    progress=progress, warm_start=cfg.warm_start, **cfg.strategy_options)
     doc = result.to_dict()
     if cfg.task:
         doc.update(meta)  # the import path and arguments: a re-run rebuilds the same task
@@ -220,6 +223,10 @@ def _print_result(cfg: SearchConfig, result: Any, doc: dict, out: Path) -> None:
     print(f"best score {best.score:.4f} (trial {best.number}): MACs {best.macs:,} "
           f"({best.macs_fraction:.1%}), params {best.params:,} ({best.params_fraction:.1%})"
           f"{latency}")
+    if result.warm_start_best is not None:
+        print(f"warm start: best baseline {result.warm_start_best} scored "
+              f"{result.warm_start_score:.4f}; the search improved on it by "
+              f"{result.improvement:+.4f}")
     if "proxy_check" in doc:
         pc = doc["proxy_check"]
         print(f"proxy check: Spearman {pc['spearman']:.3f} between proxy and "

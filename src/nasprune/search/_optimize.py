@@ -69,7 +69,7 @@ def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], Any], tria
     with quiet_optuna():
         while True:
             fail_stale(study)
-            complete, running, _ = count(study)
+            complete, running, waiting = count(study)
             if complete >= trials:
                 return
             if complete + running >= trials:
@@ -77,7 +77,9 @@ def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], Any], tria
                 # died, and are then failed and queued again (heartbeats).
                 time.sleep(1.0)
                 continue
-            params = propose(study)
+            # Queued trials (the warm start, a dead worker's retry) run first: a procedure
+            # proposed now would wait behind them.
+            params = propose(study) if not waiting else None
             if params is not None:
                 study.enqueue_trial(params, user_attrs={"procedure": strategy})
             study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[progress],

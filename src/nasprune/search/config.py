@@ -60,5 +60,6 @@ class SearchConfig:
     check_proxy: int = _kw(0, min=0)  # candidates to fine-tune for the proxy check (0: skip)
     check_proxy_epochs: float = _kw(1.0, gt=0.0)
     seed: int = _kw(0, min=0)
+    warm_start: bool = True  # first evaluate the zero-search baselines (--no-warm-start: off)
     device: str | None = None
     out: str = "search.json"

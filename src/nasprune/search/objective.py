@@ -19,6 +19,8 @@ from nasprune.errors import NaspruneError
 from nasprune.search.budget import Budget
 from nasprune.search.proxy import Proxy
 from nasprune.search.space import SearchSpace
+from nasprune.search.warm_start import ATTR as WARM_ATTR
+from nasprune.search.warm_start import is_repeat
 
 
 def _second_objective(budget: Budget) -> str:
@@ -94,17 +96,27 @@ def _score(trial: optuna.Trial, proxy: Proxy, ratios: dict[str, float]) -> float
 
 def make_objective(space: SearchSpace, proxy: Proxy, budget: Budget, objective: str,
                    strategy: str) -> Callable[[optuna.Trial], Any]:
-    """The Optuna objective: suggest, project, record, evaluate."""
+    """The Optuna objective: suggest, project, record, evaluate.
+
+    A warm-start trial (user attr ``warm_start``) is evaluated unprojected — it was built
+    to fit the budget — and skipped (PRUNED) when another worker's copy of it came first.
+    """
     second = _second_objective(budget)
     exact = objective == "single"
 
     def run(trial: optuna.Trial) -> Any:
+        warm = trial.user_attrs.get(WARM_ATTR)
+        if warm is not None and is_repeat(trial, warm):
+            raise optuna.TrialPruned(f"warm-start candidate '{warm}' is already in the study")
         raw = np.array([trial.suggest_float(space.param_name(i), float(space.lower[i]),
                                             float(space.upper[i])) for i in range(space.dim)])
-        keep = space.project(raw, budget, exact=exact)
-        keep, nudged = _avoid_duplicates(trial, space, budget, raw, keep, exact)
-        if nudged:
-            trial.set_user_attr("nudged", nudged)
+        if warm is not None and space.within(raw, budget):
+            keep = raw  # a baseline is evaluated as it is: it already fits the budget
+        else:
+            keep = space.project(raw, budget, exact=exact)
+            keep, nudged = _avoid_duplicates(trial, space, budget, raw, keep, exact)
+            if nudged:
+                trial.set_user_attr("nudged", nudged)
         attrs = _record(trial, space, keep, strategy)
         score = _score(trial, proxy, attrs["prune_ratios"])
         if objective == "multi":

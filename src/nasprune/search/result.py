@@ -33,6 +33,7 @@ class Candidate:
     seconds: float
     values: list[float] = field(default_factory=list)
     latency_ms: float | None = None
+    warm_start: str | None = None  # the warm-start candidate's name; None: a searched trial
 
     @classmethod
     def from_trial(cls, t: FrozenTrial) -> Candidate | None:
@@ -44,7 +45,8 @@ class Candidate:
             macs=int(a["macs"]), params=int(a["params"]),
             macs_fraction=float(a["macs_fraction"]), params_fraction=float(a["params_fraction"]),
             score=float(t.values[0]), seconds=float(a.get("seconds", 0.0)),
-            values=[float(v) for v in t.values], latency_ms=a.get("latency_ms"))
+            values=[float(v) for v in t.values], latency_ms=a.get("latency_ms"),
+            warm_start=a.get("warm_start"))
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -64,6 +66,9 @@ class SearchResult:
     budget: Budget
     space: SearchSpace
     failed: int = 0
+    warm_start_best: str | None = None  # the best warm-start candidate (None: no warm start)
+    warm_start_score: float | None = None  # its proxy score
+    improvement: float | None = None  # best.score - warm_start_score (≥ 0 in one objective)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary; ``ratios`` at the top level is what ``nasprune prune`` reads."""
@@ -80,6 +85,10 @@ class SearchResult:
             "base_macs": self.space.base_macs,
             "base_params": self.space.base_params,
             "pareto": [c.to_dict() for c in self.pareto],
+            "warm_start": None if self.warm_start_best is None else {
+                "best": self.warm_start_best, "score": self.warm_start_score,
+                "improvement": self.improvement,
+                "scores": {c.warm_start: c.score for c in self.trials if c.warm_start}},
         }
 
 
@@ -98,10 +107,15 @@ def build_result(st: optuna.Study, space: SearchSpace, budget: Budget, strategy:
     else:
         pareto = []
         best = max(cands, key=lambda c: (c.score, -c.number))  # earliest of equal scores
-    return SearchResult(best=best, trials=cands, study=st, pareto=pareto, seconds=seconds,
-                        strategy=strategy, objective=objective, budget=budget, space=space,
-                        failed=failed)
-
+    result = SearchResult(best=best, trials=cands, study=st, pareto=pareto, seconds=seconds,
+                          strategy=strategy, objective=objective, budget=budget, space=space,
+                          failed=failed)
+    warm = [c for c in cands if c.warm_start is not None]
+    if warm:
+        top = max(warm, key=lambda c: (c.score, -c.number))
+        result.warm_start_best, result.warm_start_score = top.warm_start, top.score
+        result.improvement = best.score - top.score
+    return result
 
 
 __all__ = ["Candidate", "SearchResult", "build_result"]

@@ -7,7 +7,8 @@ attrs. ``trials`` is the number of COMPLETE trials the study should hold when th
 returns — a total, not an increment — so a second call with the same study name continues
 where the first stopped, a crashed run resumes by calling again, and several workers given
 the same storage, study and target stop together (a worker starts a trial only while
-complete + running trials are fewer than the target).
+complete + running trials are fewer than the target). Unless ``warm_start=False``, a
+study's first trials are the zero-search baselines (:mod:`nasprune.search.warm_start`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 from typing import Any
 
 from nasprune.errors import NaspruneError
+from nasprune.search import warm_start as warm
 from nasprune.search._optimize import Progress, Propose, optimize
 from nasprune.search.budget import Budget
 from nasprune.search.objective import make_objective
@@ -23,7 +25,7 @@ from nasprune.search.proxy import Proxy
 from nasprune.search.result import Candidate, SearchResult, build_result
 from nasprune.search.space import SearchSpace
 from nasprune.search.strategies import STRATEGIES, Strategy
-from nasprune.search.study import budget_dict, open_storage, open_study, quiet_optuna
+from nasprune.search.study import budget_dict, count, open_storage, open_study, quiet_optuna
 from nasprune.task import as_task
 
 OBJECTIVES = ("single", "multi")
@@ -80,6 +82,17 @@ def _proposer(strategy: Strategy, space: SearchSpace, proxy: Proxy, target: Budg
     return propose
 
 
+def _warm_start(st: Any, space: SearchSpace, target: Budget, trials: int, model: Any,
+                example_inputs: Any, proxy: Proxy, ignored: Any, data: Any,
+                seed: int | None) -> None:
+    """Enqueue the warm-start candidates once per study (not again on resume or per worker)."""
+    complete, running, waiting = count(st)
+    warm.start(st, space, trials - complete - running - waiting,
+               lambda: warm.candidates(space, target, model, example_inputs,
+                                       criterion=getattr(proxy, "criterion", "l1"),
+                                       ignored=ignored, data=data, seed=seed or 0))
+
+
 def search(
     model: Any,
     example_inputs: Any,
@@ -106,6 +119,7 @@ def search(
     max_failures: int = 5,
     latency_cache: Any = None,
     score: Any = None,
+    warm_start: bool = True,
     **strategy_options: Any,
 ) -> SearchResult:
     """Search per-group prune ratios for ``model`` at budget ``target`` (default 50 % MACs).
@@ -124,6 +138,11 @@ def search(
     ``data`` is a built-in Dataset, a :class:`~nasprune.task.Task` or any re-iterable of
     batches (a ``DataLoader``, then used for calibration and validation alike); ``score``
     (``score(outputs, batches) -> float``, higher is better) replaces the task's score.
+
+    ``warm_start`` (default on) makes a study's first trials the zero-search baselines at
+    the same budget (:mod:`nasprune.search.warm_start`: uniform, nasprune's and
+    Torch-Pruning's global ranking), so the best is never below them on the proxy; the
+    result names the best of them and how far the search improved on it.
     """
     start = time.perf_counter()
     if score is not None:
@@ -148,6 +167,11 @@ def search(
     directions = ["maximize"] if objective == "single" else ["maximize", "minimize"]
     st = open_study(open_storage(storage), study, directions, sampler,
                     _study_meta(space, target, objective))
+    if not isinstance(warm_start, bool):
+        raise NaspruneError(f"warm_start must be True or False, got {warm_start!r}")
+    if warm_start:
+        _warm_start(st, space, target, trials, model, example_inputs, evaluator, ignored, data,
+                    seed)
     propose = _proposer(strat, space, evaluator, target, model, data, seed, strategy_options)
     tracker = Progress(st, trials, f"search {strategy}", progress)
     try:

@@ -197,6 +197,10 @@ class SearchSpace:
             out["latency_ms"] = self.latency.predict(self.kept(self.lower))
         return out
 
+    def within(self, keep: np.ndarray, budget: Budget) -> bool:
+        """Whether the network pruned to ``keep`` meets every limit of ``budget``."""
+        return self._load_fn(budget)(np.asarray(keep, dtype=float)) <= 1.0
+
     def check_feasible(self, budget: Budget) -> None:
         """Raise :class:`NaspruneError`, naming the minimum achievable, if nothing fits."""
         load = self._load_fn(budget)

@@ -10,7 +10,8 @@ the score from ``trial.value``.
 A strategy with ``single_process`` set (``differentiable``: gradient descent on channel
 gates) computes each trial's keep vector itself (:meth:`Strategy.propose`); ``search()``
 enqueues it as that trial's parameters and evaluates it like any other trial, so its results
-land in the same study. ``STRATEGIES.get(name)(space, seed, **options)`` is the sampler.
+land in the same study. The warm start's baselines (:mod:`nasprune.search.warm_start`) are
+enqueued trials too: samplers learn from them like from any completed trial. ``STRATEGIES.get(name)(space, seed, **options)`` is the sampler.
 """
 
 from __future__ import annotations

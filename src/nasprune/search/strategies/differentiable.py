@@ -18,6 +18,10 @@ fraction of its gates above 0.5 (or the mean gate, ``read="mean"``), clipped to 
 and projected exactly onto the budget. ``search()`` calls it once per trial with a derived
 seed and evaluates the vector like any other trial.
 
+The warm start (:mod:`nasprune.search.warm_start`) cannot seed this procedure: the gates
+train afresh from the model each trial and use no earlier trial. Its baselines are still the
+study's first trials, evaluated before any gate training, so the result's best covers them.
+
 The model runs in eval mode while gates train (BatchNorm uses its running statistics), so a
 gate that shrinks a channel really silences it downstream.
 """
