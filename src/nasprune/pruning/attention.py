@@ -191,7 +191,7 @@ def sync_heads(model: nn.Module) -> dict[str, int]:
 
 # Hugging Face config keys that pruning may change (uniform widths only): a checkpoint
 # records them so a loaded model's config says what its layers are.
-CONFIG_KEYS = ("num_attention_heads", "head_dim", "intermediate_size")
+CONFIG_KEYS = ("num_attention_heads", "head_dim", "intermediate_size", "n_inner")
 
 
 def sync_config(model: nn.Module, heads: dict[str, int], ffn_layers: Sequence[str]) -> None:
@@ -222,9 +222,10 @@ def sync_config(model: nn.Module, heads: dict[str, int], ffn_layers: Sequence[st
 
 
 def config_widths(model: nn.Module) -> dict[str, int]:
-    """The ``CONFIG_KEYS`` a model's Hugging Face config holds (for the width spec)."""
+    """The ``CONFIG_KEYS`` a model's Hugging Face config holds (for the width spec of a
+    model with attention)."""
     config = getattr(model, "config", None)
-    if config is None or not attention_layers(model, widths=False):
+    if config is None:
         return {}
     return {k: v for k in CONFIG_KEYS
             if isinstance(v := getattr(config, k, None), int) and not isinstance(v, bool)}

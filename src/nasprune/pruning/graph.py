@@ -11,7 +11,8 @@ Each layer's share of a group, and when a group can be pruned exactly, are in
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ from torch import nn
 
 from nasprune.errors import NaspruneError
 from nasprune.pruning.attention import CHANNELS, classify
+from nasprune.pruning.conv1d import conv1d_units
 from nasprune.pruning.flow import Flow, trace_flow
 from nasprune.pruning.members import CONV_TYPES, Member, constraints, members
 
@@ -157,6 +159,31 @@ def _forward_hooks(model: nn.Module) -> dict[nn.Module, set]:
     return {m: set(m._forward_hooks) for m in model.modules()}
 
 
+@contextmanager
+def _no_kv_cache(model: nn.Module) -> Iterator[None]:
+    """Trace a Hugging Face model without its key/value cache (``config.use_cache``).
+
+    The cache is state for generation, not an output: tracing it would tie the k/v
+    projections to returned tensors and run DepGraph through the cache's concatenations.
+    """
+    config = getattr(model, "config", None)
+    cached = getattr(config, "use_cache", None)
+    if isinstance(cached, bool):
+        config.use_cache = False
+    try:
+        yield
+    finally:
+        if isinstance(cached, bool):
+            config.use_cache = cached
+
+
+def _traceable(example_inputs):
+    """``example_inputs`` without an explicit ``use_cache=True`` (see ``_no_kv_cache``)."""
+    if isinstance(example_inputs, Mapping) and example_inputs.get("use_cache") is True:
+        return {**example_inputs, "use_cache": False}
+    return example_inputs
+
+
 def build_graph(model: nn.Module, example_inputs) -> tp.DependencyGraph:
     """Trace ``model`` once and build its dependency graph (model in eval mode while tracing).
 
@@ -170,27 +197,32 @@ def build_graph(model: nn.Module, example_inputs) -> tp.DependencyGraph:
     before = _forward_hooks(model)
     # DepGraph traces through autograd: a frozen layer would drop out of the graph.
     frozen = [p for p in model.parameters() if not p.requires_grad]
-    try:
-        heads, shapes = _probe(model, example_inputs)
-        for p in frozen:
-            p.requires_grad_(True)
-        flow = trace_flow(model, lambda: call(model, example_inputs), PRUNABLE_TYPES)
-        with torch.enable_grad():
-            graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_inputs)
-    except NaspruneError:
-        raise
-    except Exception as exc:  # tracing failures come in many types; name the cause once
-        # Torch-Pruning leaves its tracing hooks behind when the forward raises.
-        for m, keys in before.items():
-            for k in set(m._forward_hooks) - keys:
-                del m._forward_hooks[k]
-        raise NaspruneError(
-            f"model cannot be traced for pruning: {type(exc).__name__}: {exc}"
-        ) from exc
-    finally:
-        model.train(was_training)
-        for p in frozen:
-            p.requires_grad_(False)
+    example_inputs = _traceable(example_inputs)
+    with _no_kv_cache(model):
+        try:
+            heads, shapes = _probe(model, example_inputs)
+            for p in frozen:
+                p.requires_grad_(True)
+            flow = trace_flow(model, lambda: call(model, example_inputs), PRUNABLE_TYPES)
+            with torch.enable_grad():
+                # Only the returned tensors are traced: a KV cache object (Hugging Face
+                # ``past_key_values``) is not an output whose channels matter.
+                graph = tp.DependencyGraph().build_dependency(
+                    model, example_inputs=example_inputs, output_transform=_tensors)
+        except NaspruneError:
+            raise
+        except Exception as exc:  # tracing failures come in many types; name the cause once
+            # Torch-Pruning leaves its tracing hooks behind when the forward raises.
+            for m, keys in before.items():
+                for k in set(m._forward_hooks) - keys:
+                    del m._forward_hooks[k]
+            raise NaspruneError(
+                f"model cannot be traced for pruning: {type(exc).__name__}: {exc}"
+            ) from exc
+        finally:
+            model.train(was_training)
+            for p in frozen:
+                p.requires_grad_(False)
     graph.nasprune_heads = list(dict.fromkeys(heads + flow.heads))
     graph.nasprune_flow = flow
     graph.nasprune_output_shapes = shapes
@@ -280,6 +312,7 @@ def iter_tp_groups(
         )
         found.append((info, g))
     yield from classify(model, found)
+    yield from conv1d_units(model, skip)  # GPT-2 style: layers DepGraph does not know
 
 
 def groups(

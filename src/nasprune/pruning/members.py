@@ -36,7 +36,13 @@ class Member:
 
 
 def members(model: nn.Module, graph: tp.DependencyGraph, tp_group) -> list[Member]:
-    """The layers of a Torch-Pruning group with their channel → group-channel maps."""
+    """The layers of a Torch-Pruning group with their channel → group-channel maps.
+
+    A group nasprune cuts itself (:class:`~nasprune.pruning.conv1d.Conv1DGroup`) carries them.
+    """
+    own = getattr(tp_group, "nasprune_members", None)
+    if own is not None:
+        return list(own)
     names = {m: n for n, m in model.named_modules()}
     found: list[Member] = []
     for item in tp_group.items:

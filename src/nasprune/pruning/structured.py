@@ -29,6 +29,7 @@ from torch import nn
 
 from nasprune.errors import NaspruneError
 from nasprune.pruning.attention import FFN, HEADS, select_heads, sync_config, sync_heads
+from nasprune.pruning.conv1d import sync_conv1d, sync_conv1d_config
 from nasprune.pruning.criteria import CRITERIA, ScoreContext
 from nasprune.pruning.criteria.taylor import NEEDS_DATA
 from nasprune.pruning.graph import (
@@ -263,6 +264,8 @@ def prune(
     frozen = {n for n, p in pruned.named_parameters() if not p.requires_grad}
     _cut(pruned, graph, plans)
     heads = sync_heads(pruned)
+    sync_conv1d(pruned)
+    sync_conv1d_config(pruned)
     sync_config(pruned, heads, [p.group.out_layers[0] for p, _ in plans if p.group.kind == FFN])
     if criterion == "taylor":
         pruned.zero_grad(set_to_none=True)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from nasprune.pruning.conv1d import is_conv1d
 from nasprune.pruning.graph import CONV_TYPES, Member
 from nasprune.registry import Registry
 
@@ -67,6 +68,9 @@ def weight_rows(m: Member, tensor_of: Callable[[nn.Parameter], torch.Tensor] = l
     if isinstance(mod, nn.Linear):
         w = tensor_of(mod.weight)
         return w[idx] if m.role == "out" else w[:, idx].transpose(0, 1)
+    if is_conv1d(mod):  # Hugging Face Conv1D: a linear layer with its weight (in, out)
+        w = tensor_of(mod.weight)
+        return w[:, idx].transpose(0, 1) if m.role == "out" else w[idx]
     if isinstance(mod, nn.MultiheadAttention) and mod.in_proj_weight is not None:
         e = mod.embed_dim
         qkv = tensor_of(mod.in_proj_weight)
