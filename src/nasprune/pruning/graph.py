@@ -11,6 +11,7 @@ Each layer's share of a group, and when a group can be pruned exactly, are in
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from torch import nn
 
 from nasprune.errors import NaspruneError
 from nasprune.pruning.attention import CHANNELS, classify
-from nasprune.pruning.conv1d import conv1d_units
+from nasprune.pruning.conv1d import conv1d_units, is_conv1d
 from nasprune.pruning.flow import Flow, trace_flow
 from nasprune.pruning.members import CONV_TYPES, Member, constraints, members
 
@@ -204,9 +205,9 @@ def build_graph(model: nn.Module, example_inputs) -> tp.DependencyGraph:
             for p in frozen:
                 p.requires_grad_(True)
             flow = trace_flow(model, lambda: call(model, example_inputs), PRUNABLE_TYPES)
-            with torch.enable_grad():
-                # Only the returned tensors are traced: a KV cache object (Hugging Face
-                # ``past_key_values``) is not an output whose channels matter.
+            with torch.enable_grad(), warnings.catch_warnings():
+                if any(is_conv1d(m) for m in model.modules()):  # cut by nasprune: no news
+                    warnings.filterwarnings("ignore", "Unwrapped parameters detected")
                 graph = tp.DependencyGraph().build_dependency(
                     model, example_inputs=example_inputs, output_transform=_tensors)
         except NaspruneError:
