@@ -191,7 +191,8 @@ def sync_heads(model: nn.Module) -> dict[str, int]:
 
 # Hugging Face config keys that pruning may change (uniform widths only): a checkpoint
 # records them so a loaded model's config says what its layers are.
-CONFIG_KEYS = ("num_attention_heads", "head_dim", "intermediate_size", "n_inner")
+CONFIG_KEYS = ("num_attention_heads", "head_dim", "intermediate_size", "n_inner",
+               "num_key_value_heads")
 
 
 def sync_config(model: nn.Module, heads: dict[str, int], ffn_layers: Sequence[str]) -> None:

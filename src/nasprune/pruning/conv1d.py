@@ -18,21 +18,13 @@ cut. Nothing here imports ``transformers``: layers are matched by class and attr
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from nasprune.pruning.attention import FFN, HEADS
 from nasprune.pruning.members import Member
-
-
-def is_conv1d(module: object) -> bool:
-    """A Hugging Face ``Conv1D``: ``nf`` outputs, ``nx`` inputs, weight ``(nx, nf)``."""
-    w = getattr(module, "weight", None)
-    return (type(module).__name__ == "Conv1D" and isinstance(w, torch.Tensor) and w.dim() == 2
-            and isinstance(getattr(module, "nf", None), int)
-            and isinstance(getattr(module, "nx", None), int))
+from nasprune.pruning.surgery import OwnGroup, is_conv1d
 
 
 def _fused_attention(module: nn.Module) -> bool:
@@ -52,44 +44,6 @@ def _mlp(module: nn.Module) -> bool:
     return is_conv1d(c_fc) and is_conv1d(c_proj) and c_fc.nf == c_proj.nx
 
 
-@dataclass
-class Conv1DGroup:
-    """One head or FFN unit: its layers' channel maps and the surgery that cuts them.
-
-    Plays the part of a Torch-Pruning group for :mod:`nasprune.pruning.structured`:
-    ``nasprune_members`` for the criteria, ``prune(removed)`` for the cut.
-    """
-
-    nasprune_members: list[Member]
-    attention: nn.Module | None = None  # the attention module whose attributes follow
-
-    @torch.no_grad()
-    def prune(self, removed: Collection[int]) -> None:
-        """Remove group channels ``removed`` from every member (in place)."""
-        gone = set(int(i) for i in removed)
-        for m in self.nasprune_members:
-            drop = {int(i) for i, r in zip(m.idx.tolist(), m.root.tolist(), strict=True)
-                    if r in gone}
-            width = m.module.nf if m.role == "out" else m.module.nx
-            keep = torch.tensor([i for i in range(width) if i not in drop], dtype=torch.long)
-            _cut_conv1d(m.module, keep.to(m.module.weight.device), m.role)
-        if self.attention is not None:
-            sync_attention(self.attention)
-
-
-def _cut_conv1d(layer: nn.Module, keep: torch.Tensor, role: str) -> None:
-    """Keep only outputs (``role`` "out") or inputs ``keep`` of a Conv1D."""
-    w = layer.weight
-    if role == "out":
-        layer.weight = nn.Parameter(w.data[:, keep].clone(), requires_grad=w.requires_grad)
-        if layer.bias is not None:
-            layer.bias = nn.Parameter(layer.bias.data[keep].clone(),
-                                      requires_grad=layer.bias.requires_grad)
-    else:
-        layer.weight = nn.Parameter(w.data[keep].clone(), requires_grad=w.requires_grad)
-    layer.nx, layer.nf = layer.weight.shape
-
-
 def sync_attention(module: nn.Module) -> int:
     """Set a fused attention's ``num_heads``/``split_size`` from its (cut) ``c_proj``."""
     heads = module.c_proj.nx // module.head_dim
@@ -98,7 +52,7 @@ def sync_attention(module: nn.Module) -> int:
 
 
 def conv1d_units(model: nn.Module, skip: Collection[nn.Module] = ()) -> list[tuple]:
-    """``(ChannelGroup, Conv1DGroup)`` pairs for every GPT-2 head and FFN unit of ``model``.
+    """``(ChannelGroup, OwnGroup)`` pairs for every GPT-2 head and FFN unit of ``model``.
 
     A unit touching a module in ``skip`` (ignored or output layers) is left out.
     """
@@ -128,7 +82,8 @@ def conv1d_units(model: nn.Module, skip: Collection[nn.Module] = ()) -> list[tup
                          Member(in_name, in_l, "in", chans, chans)]
         info = ChannelGroup(name=group_name, channels=split, out_layers=[out_name],
                             in_layers=[in_name], divisor=divisor, kind=kind)
-        found.append((info, Conv1DGroup(group_members, attention)))
+        after = (lambda m=attention: sync_attention(m)) if attention is not None else None
+        found.append((info, OwnGroup(group_members, after)))
     return found
 
 
@@ -167,5 +122,5 @@ def sync_conv1d_config(model: nn.Module) -> None:
         config.n_inner = widths[0]
 
 
-__all__ = ["Conv1DGroup", "conv1d_units", "fused_heads", "is_conv1d", "sync_attention", "sync_conv1d",
+__all__ = ["conv1d_units", "fused_heads", "sync_attention", "sync_conv1d",
            "sync_conv1d_config"]

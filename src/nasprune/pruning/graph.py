@@ -23,9 +23,11 @@ from torch import nn
 
 from nasprune.errors import NaspruneError
 from nasprune.pruning.attention import CHANNELS, classify
-from nasprune.pruning.conv1d import conv1d_units, is_conv1d
+from nasprune.pruning.conv1d import conv1d_units
 from nasprune.pruning.flow import Flow, trace_flow
+from nasprune.pruning.gqa import gqa_projections, gqa_units, mark_ffn
 from nasprune.pruning.members import CONV_TYPES, Member, constraints, members
+from nasprune.pruning.surgery import is_conv1d
 
 PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -284,9 +286,11 @@ def iter_tp_groups(
     if heads is None:
         heads, shapes = _probe(model, example_inputs)
     skip = resolve_ignored(model, ignored) + list(heads)
+    own_cut = gqa_projections(model)  # rotary/GQA attention: its heads are cut in gqa.py
     found = []
     flow: Flow = getattr(graph, "nasprune_flow", None) or Flow()
-    for g in graph.get_all_groups(ignored_layers=skip, root_module_types=PRUNABLE_TYPES):
+    for g in graph.get_all_groups(ignored_layers=skip + own_cut,
+                                  root_module_types=PRUNABLE_TYPES):
         root = g[0].dep.target.module
         channels = int(graph.get_out_channels(root))
         group_members = members(model, graph, g)
@@ -312,7 +316,9 @@ def iter_tp_groups(
             divisor=limits[0],
         )
         found.append((info, g))
+    mark_ffn(model, found)
     yield from classify(model, found)
+    yield from gqa_units(model, skip)
     yield from conv1d_units(model, skip)  # GPT-2 style: layers DepGraph does not know
 
 

@@ -38,7 +38,7 @@ class Member:
 def members(model: nn.Module, graph: tp.DependencyGraph, tp_group) -> list[Member]:
     """The layers of a Torch-Pruning group with their channel → group-channel maps.
 
-    A group nasprune cuts itself (:class:`~nasprune.pruning.conv1d.Conv1DGroup`) carries them.
+    A group nasprune cuts itself (:class:`~nasprune.pruning.surgery.OwnGroup`) carries them.
     """
     own = getattr(tp_group, "nasprune_members", None)
     if own is not None:

@@ -32,6 +32,7 @@ from nasprune.pruning.attention import FFN, HEADS, select_heads, sync_config, sy
 from nasprune.pruning.conv1d import sync_conv1d, sync_conv1d_config
 from nasprune.pruning.criteria import CRITERIA, ScoreContext
 from nasprune.pruning.criteria.taylor import NEEDS_DATA
+from nasprune.pruning.gqa import sync_gqa_config
 from nasprune.pruning.graph import (
     ChannelGroup,
     build_graph,
@@ -266,6 +267,7 @@ def prune(
     heads = sync_heads(pruned)
     sync_conv1d(pruned)
     sync_conv1d_config(pruned)
+    sync_gqa_config(pruned)
     sync_config(pruned, heads, [p.group.out_layers[0] for p, _ in plans if p.group.kind == FFN])
     if criterion == "taylor":
         pruned.zero_grad(set_to_none=True)

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from nasprune.pruning.conv1d import is_conv1d
 from nasprune.pruning.graph import CONV_TYPES, Member
+from nasprune.pruning.surgery import is_conv1d
 from nasprune.registry import Registry
 
 Score = Callable[[list[Member], int, "ScoreContext"], torch.Tensor]
