@@ -128,3 +128,91 @@ def test_pruned_gpt2_generates_and_round_trips(tmp_path):
     ffn_only.save_pretrained(tmp_path / "hf")  # a uniform FFN width is in the config
     again = tf.GPT2LMHeadModel.from_pretrained(tmp_path / "hf").eval()
     assert torch.equal(_logits(again, ex), _logits(ffn_only, ex))
+
+
+# ---- Llama-style: rotary, grouped-query attention (8 query heads over 4 key/value heads)
+
+KV, G, D = 4, 2, 4  # key/value heads, query heads per key/value head, head size
+SELF_ATTN = "model.layers.{}.self_attn"
+
+
+def _llama():
+    tf = pytest.importorskip(
+        "transformers", reason="Hugging Face transformers not installed (pip install nasprune[hf])")
+    torch.manual_seed(0)
+    cfg = tf.LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=KV * G, num_key_value_heads=KV, head_dim=D,
+                         max_position_embeddings=16, initializer_range=0.2, bos_token_id=0,
+                         eos_token_id=0, pad_token_id=0)
+    ids = torch.randint(0, 50, (2, 8), generator=torch.Generator().manual_seed(1))
+    return tf.LlamaForCausalLM(cfg).eval(), {"input_ids": ids}
+
+
+def _zeroed_linear(model, plans):
+    """A copy with each plan's removed nn.Linear output rows zeroed."""
+    masked = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in plans:
+            for name, idx in p.out_channels.items():
+                masked.get_submodule(name).weight[idx] = 0
+    return masked
+
+
+def test_llama_groups_are_key_value_heads_and_gated_ffn():
+    model, ex = _llama()  # DepGraph alone looped for minutes on this attention
+    found = {g.name: g for g in groups(model, ex)}
+    assert list(found) == [SELF_ATTN.format(0), "model.layers.0.mlp.gate_proj",
+                           SELF_ATTN.format(1), "model.layers.1.mlp.gate_proj"]
+    attn = found[SELF_ATTN.format(1)]
+    assert (attn.kind, attn.channels, attn.divisor) == ("heads", KV * D, D)
+    assert attn.in_layers == ["model.layers.1.self_attn.o_proj"]
+    ffn = found["model.layers.0.mlp.gate_proj"]
+    assert ffn.kind == "ffn" and ffn.channels == 64
+    assert ffn.in_layers == ["model.layers.0.mlp.down_proj"]
+
+
+def test_llama_gqa_cut_keeps_each_query_group_with_its_key_value_head():
+    model, ex = _llama()
+    ratios = {SELF_ATTN.format(0): 0.5, SELF_ATTN.format(1): 0.25,
+              "model.layers.0.mlp.gate_proj": 0.5}
+    plans = plan(model, ex, ratios)
+    pruned = nasprune.prune(model, ex, ratios)
+    reference = _logits(_zeroed_linear(model, plans), ex)
+    assert torch.allclose(_logits(pruned, ex), reference, atol=1e-5)
+    assert not torch.allclose(_logits(model, ex), reference, atol=1e-3)
+    removed = removed_channels(model, ex, ratios)
+    for layer, kv in ((0, 2), (1, 3)):
+        gone = {c // D for c in removed[SELF_ATTN.format(layer)]}
+        kept_kv = [h for h in range(KV) if h not in gone]
+        assert len(kept_kv) == kv
+        before, after = model.get_submodule(SELF_ATTN.format(layer)), \
+            pruned.get_submodule(SELF_ATTN.format(layer))
+        kept_q = [j for j in range(KV * G) if j // G in kept_kv]  # repeat_kv: head j reads j // G
+        rows = lambda heads: [h * D + i for h in heads for i in range(D)]  # noqa: E731
+        assert torch.equal(after.k_proj.weight, before.k_proj.weight[rows(kept_kv)])
+        assert torch.equal(after.v_proj.weight, before.v_proj.weight[rows(kept_kv)])
+        assert torch.equal(after.q_proj.weight, before.q_proj.weight[rows(kept_q)])
+        assert torch.equal(after.o_proj.weight, before.o_proj.weight[:, rows(kept_q)])
+        assert after.num_key_value_groups == G and after.head_dim == D
+    assert pruned.model.layers[0].mlp.up_proj.out_features == 32
+    assert pruned.model.layers[0].mlp.down_proj.in_features == 32
+
+
+def test_pruned_llama_generates_and_round_trips(tmp_path):
+    tf = pytest.importorskip("transformers")
+    model, ex = _llama()
+    ids = ex["input_ids"]
+    pruned = nasprune.prune(model, ex, 0.5)
+    cfg = pruned.config
+    assert (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim,
+            cfg.intermediate_size) == (4, 2, D, 32)
+    out = pruned.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=5,
+                          do_sample=False)
+    assert out.shape == (2, 13)
+    full = _logits(pruned, {"input_ids": out[:, :-1]})
+    assert torch.equal(full[:, 7:].argmax(-1), out[:, 8:])
+    loaded = load(save(pruned, tmp_path / "l"), base=_llama()[0])
+    assert torch.equal(_logits(loaded, ex), _logits(pruned, ex))
+    pruned.save_pretrained(tmp_path / "hf")
+    again = tf.LlamaForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    assert torch.equal(_logits(again, ex), _logits(pruned, ex))
