@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +25,7 @@ from nasprune.pruning.attention import CHANNELS, classify
 from nasprune.pruning.conv1d import conv1d_units
 from nasprune.pruning.flow import Flow, trace_flow
 from nasprune.pruning.gqa import gqa_projections, gqa_units, mark_ffn
+from nasprune.pruning.kv_cache import no_kv_cache, without_cache_flag
 from nasprune.pruning.members import CONV_TYPES, Member, constraints, members
 from nasprune.pruning.surgery import is_conv1d
 
@@ -162,31 +162,6 @@ def _forward_hooks(model: nn.Module) -> dict[nn.Module, set]:
     return {m: set(m._forward_hooks) for m in model.modules()}
 
 
-@contextmanager
-def _no_kv_cache(model: nn.Module) -> Iterator[None]:
-    """Trace a Hugging Face model without its key/value cache (``config.use_cache``).
-
-    The cache is state for generation, not an output: tracing it would tie the k/v
-    projections to returned tensors and run DepGraph through the cache's concatenations.
-    """
-    config = getattr(model, "config", None)
-    cached = getattr(config, "use_cache", None)
-    if isinstance(cached, bool):
-        config.use_cache = False
-    try:
-        yield
-    finally:
-        if isinstance(cached, bool):
-            config.use_cache = cached
-
-
-def _traceable(example_inputs):
-    """``example_inputs`` without an explicit ``use_cache=True`` (see ``_no_kv_cache``)."""
-    if isinstance(example_inputs, Mapping) and example_inputs.get("use_cache") is True:
-        return {**example_inputs, "use_cache": False}
-    return example_inputs
-
-
 def build_graph(model: nn.Module, example_inputs) -> tp.DependencyGraph:
     """Trace ``model`` once and build its dependency graph (model in eval mode while tracing).
 
@@ -200,8 +175,8 @@ def build_graph(model: nn.Module, example_inputs) -> tp.DependencyGraph:
     before = _forward_hooks(model)
     # DepGraph traces through autograd: a frozen layer would drop out of the graph.
     frozen = [p for p in model.parameters() if not p.requires_grad]
-    example_inputs = _traceable(example_inputs)
-    with _no_kv_cache(model):
+    example_inputs = without_cache_flag(example_inputs)
+    with no_kv_cache(model):
         try:
             heads, shapes = _probe(model, example_inputs)
             for p in frozen:
