@@ -28,6 +28,7 @@ as separate processes at once).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import time
@@ -64,6 +65,28 @@ def _save(model: torch.nn.Module, out: Path, meta: dict, tokenizer=None) -> None
         tokenizer.save(str(out / "tokenizer.json"))
 
 
+def _affordable_steps(model: torch.nn.Module, task, minutes: float, lr: float) -> int:
+    """Training steps that fit ``minutes`` of CPU time (this process), from the CPU time of
+    three steps on a copy: CPU time, unlike wall time, hardly depends on what else runs."""
+    probe = copy.deepcopy(model)
+    cpu = time.process_time()
+    nasprune.fit(probe, task, epochs=1, max_steps=3, optimizer="adamw", lr=lr, seed=0,
+                 progress=False, validate=False)
+    return max(1, int(minutes * 60 / ((time.process_time() - cpu) / 3)))
+
+
+def _fit(model: torch.nn.Module, task, minutes: float, lr: float, weight_decay: float,
+         quick: bool) -> tuple[object, int, float]:
+    """Train for what ``minutes`` of CPU time afford (one-cycle schedule over exactly those
+    steps); returns the fit result, the steps and the wall seconds."""
+    steps = 20 if quick else _affordable_steps(model, task, minutes, lr)
+    epochs = -(-steps // len(task.train))
+    t0 = time.perf_counter()
+    fit = nasprune.fit(model, task, epochs=epochs, max_steps=steps, optimizer="adamw", lr=lr,
+                       weight_decay=weight_decay, schedule="onecycle", seed=0, progress=False)
+    return fit, steps, time.perf_counter() - t0
+
+
 def _params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -82,6 +105,7 @@ def train_vit(args: argparse.Namespace) -> dict:
     n = 2000 if args.quick else args.vit_train
     data.train = data.train.subset(n, seed=0)  # seeded subsets: bounded CPU time
     data.val = data.val.subset(500 if args.quick else args.vit_val, seed=0)
+    data.test = data.test.subset(500 if args.quick else args.vit_test, seed=0)
     config = ViTConfig(image_size=32, patch_size=4, num_channels=3, hidden_size=192,
                        num_hidden_layers=6, num_attention_heads=3, intermediate_size=768,
                        num_labels=10, hidden_dropout_prob=0.0,
@@ -94,16 +118,13 @@ def train_vit(args: argparse.Namespace) -> dict:
     task = dataset_task(data, batch_size=256).with_splits(
         train=data.loader("train", batch_size=128, shuffle=True, augment=True, seed=0,
                           drop_last=True))
-    epochs = 1 if args.quick else args.vit_epochs
-    t0 = time.perf_counter()
-    fit = nasprune.fit(model, task, epochs=epochs, optimizer="adamw", lr=1e-3,
-                       weight_decay=0.05, schedule="onecycle", seed=0, progress=False)
-    seconds = time.perf_counter() - t0
+    fit, steps, seconds = _fit(model, task, args.vit_minutes, 1e-3, 0.05, args.quick)
     test = nasprune.evaluate(model, task, split="test", progress=False)
     out = args.out / "vit-tiny-cifar10"
     record = {"model": "vit-tiny", "data": f"cifar10 (train subset {n} of 40000, val "
-              f"{len(data.val)} of 10000, full test)",
-              "params": _params(model), "epochs": epochs, "train_seconds": round(seconds, 1),
+              f"{len(data.val)} of 10000, test {len(data.test)} of 10000)",
+              "params": _params(model), "steps": steps, "epochs": round(steps / len(task.train), 2),
+              "batches_per_epoch": len(task.train), "train_seconds": round(seconds, 1),
               "val_top1": fit.history[-1]["val_score"], "test_top1": test["score"]}
     _save(model, out, {"data": "cifar10", "seed": 0, "train_subset": n, **record})
     _rescored(out, task, fit.history[-1]["val_score"], split="val")
@@ -124,17 +145,14 @@ def train_bert(args: argparse.Namespace) -> dict:
                         pad_token_id=0)
     torch.manual_seed(0)
     model = BertForSequenceClassification(config)
-    epochs = 1 if args.quick else args.bert_epochs
-    t0 = time.perf_counter()
-    fit = nasprune.fit(model, task, epochs=epochs, optimizer="adamw", lr=1e-3,
-                       weight_decay=0.01, schedule="onecycle", seed=0, progress=False)
-    seconds = time.perf_counter() - t0
+    fit, steps, seconds = _fit(model, task, args.bert_minutes, 1e-3, 0.01, args.quick)
     test = nasprune.evaluate(model, task, split="test", progress=False)
     out = args.out / "bert-fortunes-langid"
     record = {"model": "bert-2x128", "data": "fortunes language id",
               "classes": corpus.classes, "records": {s: len(corpus.split(s)) for s in
                                                      ("train", "val", "test")},
-              "params": _params(model), "epochs": epochs, "train_seconds": round(seconds, 1),
+              "params": _params(model), "steps": steps, "epochs": round(steps / len(task.train), 2),
+              "batches_per_epoch": len(task.train), "train_seconds": round(seconds, 1),
               "val_top1": fit.history[-1]["val_score"], "test_top1": test["score"]}
     _save(model, out, {"data": "fortunes-langid", "seed": 0, **record}, tok)
     _rescored(out, task, test["score"])
@@ -145,7 +163,7 @@ def train_llama(args: argparse.Namespace) -> dict:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     corpus = read_text_corpus(args.fortunes / "topics", classes="file", records="fortune",
-                              seed=0, name="fortunes-en",
+                              val_fraction=0.05, test_fraction=0.05, seed=0, name="fortunes-en",
                               max_per_class=60 if args.quick else None)
     tok = train_tokenizer(corpus.train.texts, vocab_size=4096)
     task = language_model_task(corpus, tok, seq_len=128, batch_size=16, seed=0)
@@ -156,19 +174,15 @@ def train_llama(args: argparse.Namespace) -> dict:
                          eos_token_id=2)
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
-    epochs = 1 if args.quick else args.llama_epochs
-    t0 = time.perf_counter()
     before = -nasprune.evaluate(model, task, split="val", progress=False)["score"]
-    fit = nasprune.fit(model, task, epochs=epochs, optimizer="adamw", lr=2e-3,
-                       weight_decay=0.01, schedule="onecycle", seed=0, progress=False,
-                       max_steps=20 if args.quick else None)
-    seconds = time.perf_counter() - t0
+    fit, steps, seconds = _fit(model, task, args.llama_minutes, 2e-3, 0.01, args.quick)
     test = nasprune.evaluate(model, task, split="test", progress=False)
     out = args.out / "llama-fortunes-en"
     record = {"model": "llama-gqa-4x256", "data": "fortunes (English) language model",
               "tokens": {s: sum(int(b["attention_mask"].sum()) for b in task.split(s))
                          for s in ("train", "val", "test")},
-              "params": _params(model), "epochs": epochs, "train_seconds": round(seconds, 1),
+              "params": _params(model), "steps": steps, "epochs": round(steps / len(task.train), 2),
+              "batches_per_epoch": len(task.train), "train_seconds": round(seconds, 1),
               "val_ppl_init": before, "val_ppl": -fit.history[-1]["val_score"],
               "test_ppl": -test["score"]}
     _save(model, out, {"data": "fortunes-en", "seed": 0, **record}, tok)
@@ -185,11 +199,13 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="tiny runs: check the script works")
     p.add_argument("--vit-train", type=int, default=10000)
-    p.add_argument("--vit-val", type=int, default=2000)
-    p.add_argument("--vit-epochs", type=int, default=3)
+    p.add_argument("--vit-val", type=int, default=1000)
+    p.add_argument("--vit-test", type=int, default=2000)
     p.add_argument("--bert-per-class", type=int, default=2500)
-    p.add_argument("--bert-epochs", type=int, default=3)
-    p.add_argument("--llama-epochs", type=int, default=1)
+    # CPU-minutes of training per model (one thread): the steps are sized to fit
+    p.add_argument("--vit-minutes", type=float, default=1.5)
+    p.add_argument("--bert-minutes", type=float, default=1.0)
+    p.add_argument("--llama-minutes", type=float, default=1.5)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     trainers = {"vit": train_vit, "bert": train_bert, "llama": train_llama}
