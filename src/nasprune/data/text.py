@@ -2,9 +2,10 @@
 
 The tokenizer is a byte-level BPE trained with Hugging Face's ``tokenizers`` library (it
 comes with ``transformers``) on the *training split only*. Why not a published vocabulary:
-none can be fetched from a hub here, the vocabularies shipped inside packages are
-English-only word lists, and a byte-level BPE encodes any script (the fortune corpora are
-German, Russian, Polish, ...) with no unknown token. Training on the training split keeps
+none can be fetched from a hub here; a word list shipped inside a package fixes the
+vocabulary to that package's language and text, while a byte-level BPE learnt from the
+corpus itself fits it and encodes any script (the fortune corpora are German, Russian,
+Polish, ...) with no unknown token. Training on the training split keeps
 validation and test text out of the vocabulary; the same texts give the same tokenizer.
 
 ``classification_task`` gives batches ``{"input_ids", "attention_mask", "labels"}`` (one
