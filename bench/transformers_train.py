@@ -67,12 +67,17 @@ def _save(model: torch.nn.Module, out: Path, meta: dict, tokenizer=None) -> None
 
 def _affordable_steps(model: torch.nn.Module, task, minutes: float, lr: float) -> int:
     """Training steps that fit ``minutes`` of CPU time (this process), from the CPU time of
-    three steps on a copy: CPU time, unlike wall time, hardly depends on what else runs."""
-    probe = copy.deepcopy(model)
-    cpu = time.process_time()
-    nasprune.fit(probe, task, epochs=1, max_steps=3, optimizer="adamw", lr=lr, seed=0,
-                 progress=False, validate=False)
-    return max(1, int(minutes * 60 / ((time.process_time() - cpu) / 3)))
+    steps on a copy: CPU time, unlike wall time, hardly depends on what else runs. A 1-step
+    run is subtracted from a 4-step run so one-off costs (first batches, allocator warm-up,
+    building the optimizer) do not count as per-step time."""
+    cpu = []
+    for steps in (1, 4):
+        probe = copy.deepcopy(model)
+        t0 = time.process_time()
+        nasprune.fit(probe, task, epochs=1, max_steps=steps, optimizer="adamw", lr=lr, seed=0,
+                     progress=False, validate=False)
+        cpu.append(time.process_time() - t0)
+    return max(1, int(minutes * 60 / max((cpu[1] - cpu[0]) / 3, 1e-3)))
 
 
 def _fit(model: torch.nn.Module, task, minutes: float, lr: float, weight_decay: float,
