@@ -11,7 +11,9 @@ Usage: ``nice .venv/bin/python bench/space.py --checkpoint ../shared/baselines/r
 --data-dir ../shared/data/cifar10-jpg.tar.gz [--budgets 0.3,0.5] [--strategies evolution,tpe]
 [--spaces per-group,stage] [--trials 30] [--seeds 0] [--json FILE]``.
 Prints one line per search and a Markdown table for BENCHMARKS.md; ``--json`` is rewritten
-after every search, so an interrupted run keeps what it finished.
+after every search, so an interrupted run keeps what it finished. ``--projection
+resnet20,resnet56,mobilenetv2`` instead times both spaces' budget projection (CPU ms per
+projection, worst fit to the budget) on untrained zoo models.
 """
 
 from __future__ import annotations
@@ -73,9 +75,33 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def projection_table(models: list[str], n: int = 40) -> str:
+    """Markdown: ms per projection and the worst fit (MACs / budget) of ``n`` random vectors
+    at 50 % and 30 % MACs, per space, on untrained zoo models (costs need no weights)."""
+    from nasprune.search.spaces import make_space
+
+    out = ["| model | space | dim | ms / projection | worst MACs / budget |", "|---|---|---:|---:|---:|"]
+    for name in models:
+        model = nasprune.create_model(name)
+        x = torch.randn(1, 3, 32, 32)
+        for kind in ("per-group", "stage"):
+            space = make_space(kind, model, x)
+            raws = np.random.default_rng(0).uniform(0.1, 1.0, (n, space.dim))
+            start, worst = time.process_time(), 1.0
+            for b in (0.5, 0.3):
+                for raw in raws[: n // 2]:
+                    worst = min(worst, space.fractions(space.project(raw, Budget(macs=b)))[0] / b)
+            ms = (time.process_time() - start) / n * 1000
+            out.append(f"| {name} | {kind} | {space.dim} | {ms:.1f} | {worst:.4f} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--projection", default=None, metavar="MODELS",
+                    help="only time the projection of both spaces on these zoo models "
+                    "(comma-separated; no checkpoint or data needed)")
+    ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--data", default="cifar10")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--budgets", default="0.3,0.5")
@@ -89,6 +115,11 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.projection:
+        print(projection_table(args.projection.split(",")))
+        return
+    if args.checkpoint is None:
+        ap.error("--checkpoint is required (or --projection MODELS)")
 
     split_seed = int((read_spec(args.checkpoint).get("meta") or {}).get("seed", 0))
     data = load_dataset(args.data, root=args.data_dir, seed=split_seed)
