@@ -46,6 +46,9 @@ def add(sub: argparse._SubParsersAction) -> None:
                    help="random, evolution, bayes, tpe, rl, gan, predictor, differentiable")
     p.add_argument("--option", action="append", default=None, metavar="KEY=VALUE",
                    help="a strategy option, e.g. --option population=16 (repeatable)")
+    p.add_argument("--space", default=None, metavar="NAME",
+                   help="per-group (default: one ratio per channel group) or stage (one "
+                   "ratio per stage: fewer dimensions, learns in fewer trials)")
     p.add_argument("--target-macs", type=float, default=None, metavar="F",
                    help="keep at most this fraction of the MACs (default 0.5)")
     p.add_argument("--target-params", type=float, default=None, metavar="F")
@@ -86,7 +89,7 @@ def search_config_from_args(args: argparse.Namespace) -> SearchConfig:
     from nasprune.config import load_config
     from nasprune.search.config import SearchConfig
 
-    keys = ("model", "checkpoint", "data", "data_dir", "strategy", "target_macs",
+    keys = ("model", "checkpoint", "data", "data_dir", "strategy", "space", "target_macs",
             "target_params", "target_latency_ms", "trials", "storage", "study", "objective",
             "min_keep", "max_keep", "round_to", "bn_batches", "val_size", "finetune_steps",
             "check_proxy", "check_proxy_epochs", "seed", "device", "out", "task", "warm_start")
@@ -198,7 +201,8 @@ def run_search_command(cfg: SearchConfig, progress: bool = True) -> dict:
                     trials=cfg.trials, storage=cfg.storage, study=cfg.study, seed=cfg.seed,
                     objective=cfg.objective, evaluator=evaluator, min_keep=cfg.min_keep,
                     max_keep=cfg.max_keep, round_to=cfg.round_to, device=cfg.device,
-                    progress=progress, warm_start=cfg.warm_start, **cfg.strategy_options)
+                    space=cfg.space, progress=progress, warm_start=cfg.warm_start,
+                    **cfg.strategy_options)
     doc = result.to_dict()
     if cfg.task:
         doc.update(meta)  # the import path and arguments: a re-run rebuilds the same task

@@ -57,6 +57,7 @@ class SearchSettings:
     bn_batches: int = _kw(20, min=0)
     val_size: int = _kw(1000, min=1)
     min_keep: float = _kw(0.1, gt=0.0, max=1.0)
+    space: str = _kw("per-group", choices=_registry_names("nasprune.search.spaces", "SPACES"))
     options: dict[str, Any] = field(default_factory=dict)  # strategy options
 
 

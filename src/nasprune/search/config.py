@@ -18,6 +18,12 @@ def _strategy_names() -> list[str]:
     return strategy_names()
 
 
+def _space_names() -> list[str]:
+    from nasprune.search.spaces import space_names
+
+    return space_names()
+
+
 def _model_names() -> list[str]:
     from nasprune.models import MODELS
 
@@ -44,6 +50,7 @@ class SearchConfig:
     task_args: dict[str, Any] = field(default_factory=dict)  # its keyword arguments
     strategy: str = _kw("evolution", choices=_strategy_names)
     strategy_options: dict[str, Any] = field(default_factory=dict)
+    space: str = _kw("per-group", choices=_space_names)  # or "stage": one ratio per stage
     target_macs: float | None = _kw(None, gt=0.0, max=1.0)
     target_params: float | None = _kw(None, gt=0.0, max=1.0)
     target_latency_ms: float | None = _kw(None, gt=0.0)

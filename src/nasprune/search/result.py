@@ -24,7 +24,7 @@ class Candidate:
 
     number: int
     ratios: dict[str, float]  # prune ratios (fraction removed) per group
-    keep: list[float]  # projected keep ratios, in group order
+    keep: list[float]  # the projected keep vector of the space (per group, or per stage)
     macs: int
     params: int
     macs_fraction: float

@@ -24,6 +24,7 @@ from nasprune.search.objective import make_objective
 from nasprune.search.proxy import Proxy
 from nasprune.search.result import Candidate, SearchResult, build_result
 from nasprune.search.space import SearchSpace
+from nasprune.search.spaces import make_space
 from nasprune.search.strategies import STRATEGIES, Strategy
 from nasprune.search.study import budget_dict, count, open_storage, open_study, quiet_optuna
 from nasprune.task import as_task
@@ -61,8 +62,10 @@ def _check_proxy_matches(proxy: Proxy, space: SearchSpace) -> None:
 
 def _study_meta(space: SearchSpace, target: Budget, objective: str) -> dict[str, Any]:
     """What a study records about its space, so another call can check it matches."""
+    # "space" only for a lower-dimensional one, so studies from before it still match.
+    kind = {} if space.kind == "per-group" else {"space": space.kind}
     return {
-        "version": 1, "groups": list(space.names), "objective": objective,
+        "version": 1, "groups": list(space.names), "objective": objective, **kind,
         "budget": budget_dict(target),
         "bounds": [[float(v) for v in space.lower], [float(v) for v in space.upper]],
         "base_macs": int(space.base_macs), "base_params": int(space.base_params),
@@ -106,7 +109,7 @@ def search(
     objective: str = "single",
     evaluator: Proxy | None = None,
     *,
-    space: SearchSpace | None = None,
+    space: SearchSpace | str | None = None,
     min_keep: float = 0.1,
     max_keep: float = 1.0,
     round_to: int | None = None,
@@ -124,7 +127,9 @@ def search(
 ) -> SearchResult:
     """Search per-group prune ratios for ``model`` at budget ``target`` (default 50 % MACs).
 
-    ``strategy`` names an entry of ``STRATEGIES``; ``strategy_options`` go to it.
+    ``strategy`` names an entry of ``STRATEGIES``; ``strategy_options`` go to it. ``space``
+    is a :class:`SearchSpace` or the name of one (``"per-group"``, the default, or
+    ``"stage"``: one ratio per stage, see :mod:`nasprune.search.spaces`).
     ``storage`` is None (in memory) or a database URL; ``study`` names the study to create
     or continue; ``trials`` is the number of complete trials it should hold at the end (see
     the module docstring). ``objective="multi"`` maximises the proxy score and minimises the
@@ -150,9 +155,9 @@ def search(
     target = Budget(macs=0.5) if target is None else target
     _check_args(target, trials, objective, seed)
     strat = STRATEGIES.get(strategy)
-    if space is None:
-        space = SearchSpace(model, example_inputs, ignored=ignored, min_keep=min_keep,
-                            max_keep=max_keep, round_to=round_to)
+    if space is None or isinstance(space, str):
+        space = make_space(space or "per-group", model, example_inputs, ignored=ignored,
+                           min_keep=min_keep, max_keep=max_keep, round_to=round_to)
     _attach_latency(space, target, model, example_inputs, device, latency_cache)
     space.check_feasible(target)
     with quiet_optuna():  # experimental-feature warnings of Optuna's samplers

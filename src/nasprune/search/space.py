@@ -50,8 +50,12 @@ class SearchSpace:
     """Keep ratios in ``[lower[i], upper[i]]`` for each dependency group of ``model``.
 
     ``min_channels`` and ``round_to`` are the surgery's own options, so the analytic widths
-    equal the real ones; pass the same values to :func:`nasprune.prune`.
+    equal the real ones; pass the same values to :func:`nasprune.prune`. Its keep vector
+    has one ratio per group; a lower-dimensional space (:mod:`.stage_space`) overrides the
+    methods that map its own vector to groups (``group_keep``, ``nearest_keep``, ...).
     """
+
+    kind = "per-group"  # the name search(space=...) and --space give this space
 
     def __init__(
         self,
@@ -107,7 +111,16 @@ class SearchSpace:
         return {n: float(1.0 - k) for n, k in zip(self.names, keep, strict=True)}
 
     def keep_from_ratios(self, ratios: dict[str, float]) -> np.ndarray:
+        """The keep vector of per-group prune ratios (groups not named keep everything)."""
         return np.array([1.0 - float(ratios.get(n, 0.0)) for n in self.names])
+
+    def group_keep(self, keep: np.ndarray) -> np.ndarray:
+        """One keep ratio per group (here the keep vector itself)."""
+        return np.asarray(keep, dtype=float)
+
+    def nearest_keep(self, group_keep: np.ndarray) -> np.ndarray:
+        """The point of this space nearest to per-group keep ratios (here: within bounds)."""
+        return np.clip(np.asarray(group_keep, dtype=float), self.lower, self.upper)
 
     # --- costs --------------------------------------------------------------------------
     def kept(self, keep: np.ndarray) -> np.ndarray:

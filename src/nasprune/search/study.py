@@ -176,7 +176,7 @@ def open_study(storage: Any, name: str | None, directions: list[str], sampler: A
                             f"'{stored.get('objective')}', not '{meta['objective']}'")
     for key, what in (("groups", "model (its channel groups differ)"),
                       ("objective", "objective"), ("budget", "budget"),
-                      ("bounds", "keep bounds")):
+                      ("space", "search space"), ("bounds", "keep bounds")):
         if stored.get(key) != meta.get(key):
             raise NaspruneError(
                 f"study '{study.study_name}' belongs to a different {what}: stored "
