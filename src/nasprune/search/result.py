@@ -1,7 +1,9 @@
 """What a search returns: every evaluated trial as a :class:`Candidate`, the best and the front.
 
 A candidate is read back from the user attrs the objective stored with its trial, so a
-result can be rebuilt from any study, finished, resumed or written by other workers.
+result can be rebuilt from any study, finished, resumed or written by other workers. With
+multi-fidelity rungs (:mod:`nasprune.search.rungs`) the best is the best at the highest
+rung reached; candidates stopped early are listed apart and never picked.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from nasprune.search.study import budget_dict
 
 @dataclass
 class Candidate:
-    """One evaluated trial: what was pruned, what it costs and its proxy score."""
+    """One evaluated trial: what was pruned, what it costs and its proxy score (with rungs:
+    the score at ``rung``, the highest it reached; ``rung_scores``: one per rung reached)."""
 
     number: int
     ratios: dict[str, float]  # prune ratios (fraction removed) per group
@@ -33,18 +36,28 @@ class Candidate:
     seconds: float
     values: list[float] = field(default_factory=list)
     latency_ms: float | None = None
+    rung: int = 0
+    rung_scores: list[float] = field(default_factory=list)
+    stopped: bool = False  # stopped early at ``rung`` (a PRUNED trial): never the best
 
     @classmethod
     def from_trial(cls, t: FrozenTrial) -> Candidate | None:
+        """The candidate of a complete trial, or of one stopped early at a rung; else None."""
         a = t.user_attrs
-        if t.state != TrialState.COMPLETE or "keep" not in a or not t.values:
+        rung_scores = [float(v) for v in a.get("rung_scores", ())]
+        stopped = t.state == TrialState.PRUNED
+        if "keep" not in a or not (t.values if t.state == TrialState.COMPLETE
+                                   else stopped and rung_scores):
             return None
+        values = [float(v) for v in t.values] if t.values else []
         return cls(
             number=t.number, ratios=dict(a["prune_ratios"]), keep=list(a["keep"]),
             macs=int(a["macs"]), params=int(a["params"]),
             macs_fraction=float(a["macs_fraction"]), params_fraction=float(a["params_fraction"]),
-            score=float(t.values[0]), seconds=float(a.get("seconds", 0.0)),
-            values=[float(v) for v in t.values], latency_ms=a.get("latency_ms"))
+            score=values[0] if values else rung_scores[-1],
+            seconds=float(a.get("seconds", 0.0)), values=values,
+            latency_ms=a.get("latency_ms"), rung=len(rung_scores) - 1 if rung_scores else 0,
+            rung_scores=rung_scores, stopped=stopped)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -64,6 +77,7 @@ class SearchResult:
     budget: Budget
     space: SearchSpace
     failed: int = 0
+    stopped: list[Candidate] = field(default_factory=list)  # stopped early at a rung
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary; ``ratios`` at the top level is what ``nasprune prune`` reads."""
@@ -76,6 +90,7 @@ class SearchResult:
             "study": self.study.study_name,
             "trials": len(self.trials),
             "failed": self.failed,
+            "stopped": len(self.stopped),
             "seconds": self.seconds,
             "base_macs": self.space.base_macs,
             "base_params": self.space.base_params,
@@ -86,8 +101,10 @@ class SearchResult:
 def build_result(st: optuna.Study, space: SearchSpace, budget: Budget, strategy: str,
                  objective: str, seconds: float, failed: int = 0) -> SearchResult:
     """Collect a :class:`SearchResult` from everything the study holds."""
-    cands = [c for t in st.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    found = [c for t in st.get_trials(deepcopy=False,
+                                      states=(TrialState.COMPLETE, TrialState.PRUNED))
              if (c := Candidate.from_trial(t)) is not None]
+    cands = [c for c in found if not c.stopped]
     if not cands:
         raise NaspruneError(f"study '{st.study_name}' has no completed trials")
     cands.sort(key=lambda c: c.number)
@@ -97,10 +114,12 @@ def build_result(st: optuna.Study, space: SearchSpace, budget: Budget, strategy:
         best = max(pareto, key=lambda c: (c.score, -c.values[1], -c.number))
     else:
         pareto = []
-        best = max(cands, key=lambda c: (c.score, -c.number))  # earliest of equal scores
+        # The highest rung reached first (a higher rung's score is the more reliable),
+        # then the score there; the earliest of equal scores.
+        best = max(cands, key=lambda c: (c.rung, c.score, -c.number))
     return SearchResult(best=best, trials=cands, study=st, pareto=pareto, seconds=seconds,
                         strategy=strategy, objective=objective, budget=budget, space=space,
-                        failed=failed)
+                        failed=failed, stopped=[c for c in found if c.stopped])
 
 
 

@@ -3,7 +3,8 @@
 The loop is Optuna's: a strategy's sampler proposes one keep ratio per group, the
 objective projects the vector onto the budget, scores it with the :class:`Proxy` and
 stores what it evaluated (projected keep, prune ratios, MACs, params, seconds) as trial user
-attrs. ``trials`` is the number of COMPLETE trials the study should hold when the call
+attrs. ``trials`` is the number of finished trials (complete, or stopped early at a
+multi-fidelity rung, :mod:`nasprune.search.rungs`) the study should hold when the call
 returns — a total, not an increment — so a second call with the same study name continues
 where the first stopped, a crashed run resumes by calling again, and several workers given
 the same storage, study and target stop together (a worker starts a trial only while
@@ -21,6 +22,7 @@ from nasprune.search.budget import Budget
 from nasprune.search.objective import make_objective
 from nasprune.search.proxy import Proxy
 from nasprune.search.result import Candidate, SearchResult, build_result
+from nasprune.search.rungs import Rungs, as_rungs
 from nasprune.search.space import SearchSpace
 from nasprune.search.strategies import STRATEGIES, Strategy
 from nasprune.search.study import budget_dict, open_storage, open_study, quiet_optuna
@@ -50,20 +52,31 @@ def _attach_latency(space: SearchSpace, target: Budget, model: Any, example_inpu
                                                cache_dir=cache_dir)
 
 
-def _check_proxy_matches(proxy: Proxy, space: SearchSpace) -> None:
-    """The proxy must prune with the space's own rounding, or costs would not match."""
+def _check_proxy_matches(proxy: Proxy, space: SearchSpace, asked: Rungs | None,
+                         objective: str) -> None:
+    """The proxy must prune with the space's own rounding, or costs would not match, and
+    score in the rungs asked for."""
     if (proxy.round_to, proxy.min_channels) != (space.round_to, space.min_channels):
         raise NaspruneError("the evaluator's round_to/min_channels differ from the space's: "
                             "the cost model would not match the pruned networks")
+    if asked is not None and getattr(proxy, "rungs", None) != asked:
+        raise NaspruneError(f"rungs={asked.text()!r} differ from the evaluator's rungs: give "
+                            "them to the Proxy (Proxy(..., rungs=...)) or let search build it")
+    if objective == "multi" and getattr(proxy, "rungs", None) is not None:
+        raise NaspruneError("rungs (multi-fidelity scoring) need objective='single': a "
+                            "Pareto front of scores from different rungs would mix fidelities")
 
 
-def _study_meta(space: SearchSpace, target: Budget, objective: str) -> dict[str, Any]:
+def _study_meta(space: SearchSpace, target: Budget, objective: str,
+                rungs: Rungs | None) -> dict[str, Any]:
     """What a study records about its space, so another call can check it matches."""
     return {
         "version": 1, "groups": list(space.names), "objective": objective,
         "budget": budget_dict(target),
         "bounds": [[float(v) for v in space.lower], [float(v) for v in space.upper]],
         "base_macs": int(space.base_macs), "base_params": int(space.base_params),
+        # Rung scores of another setting are not comparable (None: single fidelity).
+        "rungs": None if rungs is None else {"levels": rungs.text(), "eta": rungs.eta},
     }
 
 
@@ -106,6 +119,7 @@ def search(
     max_failures: int = 5,
     latency_cache: Any = None,
     score: Any = None,
+    rungs: Rungs | str | None = None,
     **strategy_options: Any,
 ) -> SearchResult:
     """Search per-group prune ratios for ``model`` at budget ``target`` (default 50 % MACs).
@@ -124,12 +138,19 @@ def search(
     ``data`` is a built-in Dataset, a :class:`~nasprune.task.Task` or any re-iterable of
     batches (a ``DataLoader``, then used for calibration and validation alike); ``score``
     (``score(outputs, batches) -> float``, higher is better) replaces the task's score.
+
+    ``rungs`` (``"1000:0,4000:50"``, a :class:`~nasprune.search.rungs.Rungs`, or None for
+    one fidelity; or the ``evaluator``'s own) scores in multi-fidelity rungs: every
+    candidate at the first, the best ``1/eta`` so far at each next one after more
+    fine-tuning steps on more validation images, the rest stopped early (PRUNED trials,
+    counted in ``trials``, never picked); the best is the best at the highest rung reached.
     """
     start = time.perf_counter()
     if score is not None:
         data = as_task(data, score=score)
     target = Budget(macs=0.5) if target is None else target
     _check_args(target, trials, objective, seed)
+    asked = as_rungs(rungs)
     strat = STRATEGIES.get(strategy)
     if space is None:
         space = SearchSpace(model, example_inputs, ignored=ignored, min_keep=min_keep,
@@ -143,11 +164,12 @@ def search(
             model, data, bn_batches=bn_batches, val_size=val_size, finetune_steps=finetune_steps,
             device=device, example_inputs=example_inputs, round_to=space.round_to,
             min_channels=space.min_channels, ignored=ignored, seed=seed or 0,
-            progress=progress)
-    _check_proxy_matches(evaluator, space)
+            progress=progress, rungs=asked)
+    _check_proxy_matches(evaluator, space, asked, objective)
+    rungs = getattr(evaluator, "rungs", None)
     directions = ["maximize"] if objective == "single" else ["maximize", "minimize"]
     st = open_study(open_storage(storage), study, directions, sampler,
-                    _study_meta(space, target, objective))
+                    _study_meta(space, target, objective, rungs))
     propose = _proposer(strat, space, evaluator, target, model, data, seed, strategy_options)
     tracker = Progress(st, trials, f"search {strategy}", progress)
     try:
