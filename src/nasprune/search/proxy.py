@@ -94,7 +94,7 @@ class Proxy:
         self.ignored = ignored
         self.seed = seed
         self.last_seconds = 0.0
-        self.calls = 0
+        self.calls = 0  # scorings done (with rungs: one per rung a candidate reached)
         in_memory = is_dataset(data)
         # Drawn once: every candidate sees the same BN batches and validation samples.
         need, val_size = max(self.bn_batches, self.finetune_steps), self.val_size
