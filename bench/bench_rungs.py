@@ -122,6 +122,21 @@ def replay(settings: dict, table: np.ndarray, cost: np.ndarray, gt: np.ndarray,
     return rows
 
 
+def replay_saved(args) -> None:
+    """``--replay``: successive halving with ``--rungs``/``--eta`` over a saved run."""
+    saved = json.load(open(args.replay))
+    steps = [int(s) for s in saved["args"]["steps"].split(",")]
+    sizes = [int(s) for s in saved["args"]["val_sizes"].split(",")]
+    idx = {f"{n}:{k}": (i, j) for (i, k), (j, n) in
+           itertools.product(enumerate(steps), enumerate(sizes))}
+    settings = {f"{t} (eta {args.eta:g})": t.split(",") for t in args.rungs or ()}
+    rows = replay(settings, np.array(saved["table"]), np.array(saved["cost"]),
+                  np.array(saved["truth"]), idx, args)
+    for p in rows:
+        print(f"| {p['setting']} | {p['pick_truth']:.4f} ({p['pick_truth_min']:.4f}) | "
+              f"{p['seconds']:.1f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="digits")
@@ -140,7 +155,11 @@ def main() -> None:
     ap.add_argument("--orders", type=int, default=200)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--replay", default=None, metavar="JSON",
+                    help="replay the --rungs settings on a saved run's scores (no scoring)")
     args = ap.parse_args()
+    if args.replay:
+        return replay_saved(args)
     torch.set_num_threads(args.threads)
     steps = [int(s) for s in args.steps.split(",")]
     sizes = [int(s) for s in args.val_sizes.split(",")]
