@@ -126,7 +126,8 @@ class Proxy:
         if self.cached_bytes > self.cache_mb * 2**20:
             raise NaspruneError(
                 f"the proxy's fixed batches take {self.cached_bytes / 2**20:.0f} MB, over "
-                f"cache_mb={self.cache_mb:g}: lower val_size, bn_batches or finetune_steps")
+                f"cache_mb={self.cache_mb:g}: lower val_size, bn_batches or finetune_steps"
+                + (" or the top rung" if self.rungs is not None else ""))
 
     def _draw_from_dataset(self, data, need: int, val_size: int) -> None:
         if len(data.val) == 0:
