@@ -135,12 +135,14 @@ class Proxy:
         loader = data.loader("train", batch_size=self.batch_size, shuffle=True,
                              device=self.device, seed=self.seed, drop_last=False)
         self._train_batches = first_batches(loader, need, f"data set '{data.name}'", "training")
-        # Split.subset's seeded permutation, also when val_size covers the whole split (which
-        # subset returns unshuffled): then the first n samples are subset(n) for every n,
-        # so a lower rung scores on exactly the images a proxy of that val_size would.
-        g = torch.Generator().manual_seed(self.seed)
-        idx = torch.randperm(len(data.val), generator=g)[:val_size]
-        val = type(data.val)(data.val.x[idx], data.val.y[idx])
+        val = data.val.subset(val_size, seed=self.seed)
+        if self.rungs is not None and val is data.val:
+            # Split.subset's seeded permutation even where the top rung covers the whole
+            # split (which subset returns unshuffled): then the first n samples are
+            # subset(n), so a lower rung scores on exactly a proxy of val_size n's images.
+            g = torch.Generator().manual_seed(self.seed)
+            idx = torch.randperm(len(data.val), generator=g)
+            val = type(data.val)(data.val.x[idx], data.val.y[idx])
         # 128: larger CPU batches were slower per image (cache) in measurements.
         self._val_batches = list(data.loader(val, batch_size=128, device=self.device))
 
