@@ -69,6 +69,13 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-size", type=int, default=None, metavar="N",
                    help="validation images per candidate (default 1000)")
     p.add_argument("--finetune-steps", type=int, default=None, metavar="K")
+    p.add_argument("--rungs", default=None, metavar="N:K,...",
+                   help="multi-fidelity scoring, e.g. 1000:0,4000:50: every candidate on N "
+                   "validation images after K fine-tuning steps, the best 1/ETA so far go on "
+                   "to the next rung, the rest stop early (replaces --val-size and "
+                   "--finetune-steps for the search; default: off)")
+    p.add_argument("--rungs-eta", type=float, default=None, metavar="ETA",
+                   help="the best 1/ETA of each rung advance (default 3)")
     p.add_argument("--check-proxy", type=int, default=None, metavar="N",
                    help="fine-tune N candidates briefly and report the proxy's Spearman "
                    "correlation")
@@ -92,7 +99,8 @@ def search_config_from_args(args: argparse.Namespace) -> SearchConfig:
     keys = ("model", "checkpoint", "data", "data_dir", "strategy", "space", "target_macs",
             "target_params", "target_latency_ms", "trials", "storage", "study", "objective",
             "min_keep", "max_keep", "round_to", "bn_batches", "val_size", "finetune_steps",
-            "check_proxy", "check_proxy_epochs", "seed", "device", "out", "task", "warm_start")
+            "rungs", "rungs_eta", "check_proxy", "check_proxy_epochs", "seed", "device", "out",
+            "task", "warm_start")
     overrides = {k: getattr(args, k) for k in keys}
     overrides["strategy_options"] = parse_options(args.option)
     overrides["task_args"] = parse_options(args.task_arg, "--task-arg")
@@ -164,10 +172,12 @@ def _budget(cfg: SearchConfig) -> Any:
 
 
 def _proxy_candidates(result: Any, n: int) -> list[dict[str, float]]:
-    """``n`` trials spread evenly over the score ranking (the proxy check needs range)."""
+    """``n`` trials spread evenly over the score ranking (the proxy check needs range); with
+    rungs, over the first rung's ranking of all trials, those stopped early included."""
     import numpy as np
 
-    ranked = sorted(result.trials, key=lambda c: c.score)
+    ranked = sorted(result.trials + result.stopped,
+                    key=lambda c: c.rung_scores[0] if c.rung_scores else c.score)
     idx = np.unique(np.linspace(0, len(ranked) - 1, min(n, len(ranked))).round().astype(int))
     return [ranked[i].ratios for i in idx]
 
@@ -179,6 +189,7 @@ def run_search_command(cfg: SearchConfig, progress: bool = True) -> dict:
     from nasprune.checkpoint import write_atomic
     from nasprune.config import save_resolved
     from nasprune.search import Proxy, check_proxy, search
+    from nasprune.search.rungs import as_rungs
 
     out = Path(cfg.out)
     if out.suffix != ".json":
@@ -186,12 +197,16 @@ def run_search_command(cfg: SearchConfig, progress: bool = True) -> dict:
     if out.exists() and out.is_dir():
         raise NaspruneError(f"--out {cfg.out} is a directory")
     budget = _budget(cfg)
+    rungs = as_rungs(cfg.rungs, cfg.rungs_eta)  # a bad spelling fails before any loading
+    if rungs is not None and cfg.objective == "multi":
+        raise NaspruneError("--rungs needs --objective single")
     model, data, meta = model_and_data(cfg)
     # A task's example inputs come from its first validation batch (the proxy's).
     example = None if cfg.task else torch.randn(1, *data.input_shape)
     evaluator = Proxy(model, data, bn_batches=cfg.bn_batches, val_size=cfg.val_size,
                       finetune_steps=cfg.finetune_steps, device=cfg.device,
-                      example_inputs=example, round_to=cfg.round_to, seed=cfg.seed)
+                      example_inputs=example, round_to=cfg.round_to, seed=cfg.seed,
+                      rungs=rungs)
     if example is None:  # the proxy's copy lives on its device; the search traces the model
         from nasprune.metrics.evaluate import model_device
         from nasprune.task import to_device
@@ -221,7 +236,8 @@ def _print_result(cfg: SearchConfig, result: Any, doc: dict, out: Path) -> None:
     """The summary lines: the study, the best trial, the proxy check and what to run next."""
     best = result.best
     print(f"searched {cfg.strategy}: {len(result.trials)} trials in study "
-          f"'{result.study.study_name}' ({result.seconds:.1f} s, {result.failed} failed)")
+          f"'{result.study.study_name}' ({result.seconds:.1f} s, {result.failed} failed"
+          + (f", {len(result.stopped)} stopped early at a rung)" if cfg.rungs else ")"))
     latency = ("" if best.latency_ms is None
                else f", predicted latency {best.latency_ms:.3g} ms (batch 1)")
     print(f"best score {best.score:.4f} (trial {best.number}): MACs {best.macs:,} "
@@ -234,7 +250,11 @@ def _print_result(cfg: SearchConfig, result: Any, doc: dict, out: Path) -> None:
     if "proxy_check" in doc:
         pc = doc["proxy_check"]
         print(f"proxy check: Spearman {pc['spearman']:.3f} between proxy and "
-              f"{cfg.check_proxy_epochs:g}-epoch fine-tuned accuracy on {pc['n']} candidates")
+              f"{cfg.check_proxy_epochs:g}-epoch fine-tuned accuracy on {pc['n']} candidates"
+              " of this budget" + (" (top rung)" if "rungs" in pc else ""))
+        for i, r in enumerate(pc.get("rungs", ())):
+            print(f"  rung {i} ({r['val_size']} images, {r['finetune_steps']} steps): "
+                  f"Spearman {r['spearman']:.3f}")
     if cfg.task:  # `nasprune prune` cannot rebuild a task's own model: prune it in Python
         print(f"wrote {out} (prune ratios per group); next, in Python: "
               f"nasprune.prune(model, example_inputs, json.load(open('{out}'))['ratios'])")

@@ -1,8 +1,8 @@
 """The trial loop of :func:`nasprune.search.search` and its progress (private).
 
 ``trials`` is a total, not an increment: the loop runs until the study holds that many
-COMPLETE trials, starting one only while complete + running trials are fewer than the
-target, so several workers sharing a study stop together and a resumed run continues the
+finished trials (complete, or stopped early at a rung), starting one only while finished +
+running trials are fewer than the target, so several workers sharing a study stop together and a resumed run continues the
 count. One trial per ``study.optimize`` call keeps that check between trials.
 """
 
@@ -36,7 +36,7 @@ class Progress:
         self.last_error = ""
 
     def __call__(self, study: optuna.Study, t: FrozenTrial) -> None:
-        if t.state == TrialState.COMPLETE:
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):  # pruned: stopped early
             self.failed_in_row = 0
             self.bar.update(1)
             best = _best_value(study)

@@ -176,7 +176,8 @@ def open_study(storage: Any, name: str | None, directions: list[str], sampler: A
                             f"'{stored.get('objective')}', not '{meta['objective']}'")
     for key, what in (("groups", "model (its channel groups differ)"),
                       ("objective", "objective"), ("budget", "budget"),
-                      ("space", "search space"), ("bounds", "keep bounds")):
+                      ("space", "search space"), ("rungs", "rung setting"),
+                      ("bounds", "keep bounds")):
         if stored.get(key) != meta.get(key):
             raise NaspruneError(
                 f"study '{study.study_name}' belongs to a different {what}: stored "
@@ -195,13 +196,16 @@ def budget_dict(budget: Budget) -> dict[str, float | None]:
 
 
 def count(study: optuna.Study) -> tuple[int, int, int]:
-    """(complete, running, waiting) trials in the storage right now."""
+    """(finished, running, waiting) trials in the storage right now; finished: complete or
+    stopped early (multi-fidelity rungs), i.e. every candidate scored."""
     trials = study.get_trials(deepcopy=False)
-    n = {s: 0 for s in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)}
+    n = {s: 0 for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING,
+                        TrialState.WAITING)}
     for t in trials:
         if t.state in n:
             n[t.state] += 1
-    return n[TrialState.COMPLETE], n[TrialState.RUNNING], n[TrialState.WAITING]
+    return (n[TrialState.COMPLETE] + n[TrialState.PRUNED], n[TrialState.RUNNING],
+            n[TrialState.WAITING])
 
 
 def fail_stale(study: optuna.Study) -> None:
