@@ -24,7 +24,7 @@ from typing import Any
 
 import optuna
 from optuna.storages import RDBStorage
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from nasprune.errors import NaspruneError
 from nasprune.search.budget import Budget
@@ -195,13 +195,22 @@ def budget_dict(budget: Budget) -> dict[str, float | None]:
     return asdict(budget)
 
 
+def finished(t: FrozenTrial) -> bool:
+    """Whether ``t`` counts towards ``trials``: complete, or stopped early at a rung (a
+    PRUNED trial with rung scores) — not a warm-start copy skipped unscored."""
+    return t.state == TrialState.COMPLETE or (t.state == TrialState.PRUNED
+                                              and bool(t.user_attrs.get("rung_scores")))
+
+
 def count(study: optuna.Study) -> tuple[int, int, int]:
-    """(finished, running, waiting) trials in the storage right now; finished: complete or
-    stopped early (multi-fidelity rungs), i.e. every candidate scored."""
+    """(finished, running, waiting) trials in the storage right now; finished: see
+    :func:`finished`, i.e. every candidate scored."""
     trials = study.get_trials(deepcopy=False)
     n = {s: 0 for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING,
                         TrialState.WAITING)}
     for t in trials:
+        if t.state == TrialState.PRUNED and not finished(t):
+            continue
         if t.state in n:
             n[t.state] += 1
     return (n[TrialState.COMPLETE] + n[TrialState.PRUNED], n[TrialState.RUNNING],
