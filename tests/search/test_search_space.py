@@ -176,7 +176,9 @@ def test_infeasible_budget_is_reported_with_the_minimum(digits_space: SearchSpac
     ({"macs": -0.2}, r"budget macs=-0.2 is a fraction"),
     ({"params": float("nan")}, "budget params must be a number, got nan"),
     ({"latency_ms": -1}, "budget latency_ms must be a positive number, got -1"),
-    ({}, "a budget needs at least one of macs, params or latency_ms"),
+    ({}, "a budget needs at least one of macs, params, latency_ms or speedup"),
+    ({"speedup": 0.5}, r"budget speedup must be a number ≥ 1 \(times faster"),
+    ({"speedup": True}, "budget speedup must be a number ≥ 1"),
     ({"macs": "half"}, "budget macs must be a number, got 'half'"),
 ])
 def test_bad_budgets_are_user_errors(kw: dict, match: str) -> None:

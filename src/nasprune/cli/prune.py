@@ -79,6 +79,11 @@ def _prune_input_shape(args: argparse.Namespace, meta: dict | None,
 
 def _read_ratios(path: str) -> dict:
     """The ``{group: ratio}`` of a ratios file, a search result or a spec's pruning record."""
+    return _ratios_doc(path)[0]
+
+
+def _ratios_doc(path: str) -> tuple[dict, int | None]:
+    """The ratios of a ratios file and the ``round_to`` a search recorded beside them."""
     import json
     from pathlib import Path
 
@@ -88,11 +93,14 @@ def _read_ratios(path: str) -> dict:
         raise NaspruneError(f"ratios file not found: {path}") from exc
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise NaspruneError(f"cannot read ratios from '{path}': {exc}") from exc
+    round_to = None
     if isinstance(doc, dict) and isinstance(doc.get("ratios"), dict):
+        if isinstance(doc.get("round_to"), int) and not isinstance(doc["round_to"], bool):
+            round_to = doc["round_to"]  # the width step the search measured and used
         doc = doc["ratios"]  # a search result or a spec's pruning record
     if not isinstance(doc, dict) or not doc:
         raise NaspruneError(f"'{path}' must hold a JSON object {{group name: prune ratio}}")
-    return doc
+    return doc, round_to
 
 
 def _costs(model: Any, x: Any, shape: tuple[int, ...]) -> dict:
@@ -156,7 +164,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
     from nasprune.checkpoint import load, read_spec, save
 
-    ratios = _read_ratios(args.ratios) if args.ratios else None  # bad file: fail before work
+    ratios, recorded = _ratios_doc(args.ratios) if args.ratios else (None, None)  # fail early
+    if args.round_to is None and recorded is not None:
+        args.round_to = recorded  # the search's widths, unless --round-to says otherwise
     meta = read_spec(src).get("meta") or {}
     model = load(src)
     data = None

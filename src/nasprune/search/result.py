@@ -64,6 +64,7 @@ class SearchResult:
     budget: Budget
     space: SearchSpace
     failed: int = 0
+    delivery: Any = None  # a verify.Delivery after a latency/speed-up search
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary; ``ratios`` at the top level is what ``nasprune prune`` reads."""
@@ -80,6 +81,7 @@ class SearchResult:
             "base_macs": self.space.base_macs,
             "base_params": self.space.base_params,
             "pareto": [c.to_dict() for c in self.pareto],
+            **({"delivery": self.delivery.to_dict()} if self.delivery is not None else {}),
         }
 
 

@@ -41,13 +41,13 @@ def _check_args(target: Any, trials: Any, objective: Any, seed: Any) -> None:
 
 
 def _attach_latency(space: SearchSpace, target: Budget, model: Any, example_inputs: Any,
-                    device: Any, cache_dir: Any) -> None:
-    """Measure a latency table for a latency budget (once per space)."""
-    if target.latency_ms is not None and space.latency is None:
+                    runtime: Any, cache_dir: Any) -> None:
+    """Measure a latency table for a latency or speed-up budget (once per space)."""
+    if target.timed and space.latency is None:
         from nasprune.search.latency import LatencyModel
 
-        space.latency = LatencyModel.for_space(space, model, example_inputs, device=device,
-                                               cache_dir=cache_dir)
+        space.latency = LatencyModel.for_space(space, model, example_inputs,
+                                               cache_dir=cache_dir, runtime=runtime)
 
 
 def _check_proxy_matches(proxy: Proxy, space: SearchSpace) -> None:
@@ -106,6 +106,8 @@ def search(
     max_failures: int = 5,
     latency_cache: Any = None,
     score: Any = None,
+    runtime: Any = None,
+    verify: bool = True,
     **strategy_options: Any,
 ) -> SearchResult:
     """Search per-group prune ratios for ``model`` at budget ``target`` (default 50 % MACs).
@@ -124,6 +126,12 @@ def search(
     ``data`` is a built-in Dataset, a :class:`~nasprune.task.Task` or any re-iterable of
     batches (a ``DataLoader``, then used for calibration and validation alike); ``score``
     (``score(outputs, batches) -> float``, higher is better) replaces the task's score.
+
+    Latency and speed-up budgets are predicted from a table measured on ``runtime`` (a
+    :class:`~nasprune.metrics.runtime.Runtime`; default torch eager on ``device``);
+    ``round_to="auto"`` picks the width step at which that runtime is fast (see
+    :mod:`.widths`). With ``verify`` the delivered network is then measured there
+    (``result.delivery``, see :mod:`.verify`).
     """
     start = time.perf_counter()
     if score is not None:
@@ -131,10 +139,11 @@ def search(
     target = Budget(macs=0.5) if target is None else target
     _check_args(target, trials, objective, seed)
     strat = STRATEGIES.get(strategy)
+    runtime, round_to = _timing(target, model, example_inputs, device, runtime, round_to)
     if space is None:
         space = SearchSpace(model, example_inputs, ignored=ignored, min_keep=min_keep,
                             max_keep=max_keep, round_to=round_to)
-    _attach_latency(space, target, model, example_inputs, device, latency_cache)
+    _attach_latency(space, target, model, example_inputs, runtime, latency_cache)
     space.check_feasible(target)
     with quiet_optuna():  # experimental-feature warnings of Optuna's samplers
         sampler = strat.sampler(space, seed, **strategy_options)
@@ -155,8 +164,31 @@ def search(
                  propose, tracker, max_failures, strategy)
     finally:
         tracker.close()
-    return build_result(st, space, target, strategy, objective, time.perf_counter() - start,
-                        tracker.failed)
+    result = build_result(st, space, target, strategy, objective,
+                          time.perf_counter() - start, tracker.failed)
+    if verify and target.timed:
+        from nasprune.search.verify import verify_delivery
+
+        result.delivery = verify_delivery(result, model, example_inputs, runtime)
+    return result
+
+
+def _timing(target: Budget, model: Any, example_inputs: Any, device: Any, runtime: Any,
+            round_to: Any) -> tuple[Any, Any]:
+    """The runtime of a timed budget (default: torch eager on ``device``) and ``round_to``
+    (``"auto"``: measured on that runtime)."""
+    if target.timed and runtime is None:
+        from nasprune.search.latency import default_runtime
+
+        runtime = default_runtime(device)
+    if round_to == "auto":
+        if runtime is None:
+            raise NaspruneError("round_to='auto' measures widths on a runtime: give a "
+                                "latency or speed-up budget, or runtime=")
+        from nasprune.search.widths import measured_round_to
+
+        round_to, _ = measured_round_to(model, example_inputs, runtime)
+    return runtime, round_to
 
 
 # make_objective: re-exported, it was defined here before search/objective.py.
