@@ -177,8 +177,10 @@ def compare_latency(models: Sequence[nn.Module], input_shape: Sequence[int],
     """Interleaved latency of ``models`` on ``runtime``; speed-ups relative to ``models[0]``.
 
     Each of ``rounds`` rounds times every model ``repeats`` times in turn. Returns per
-    model ``median_ms``, ``p90_ms``, ``min_ms`` over all its runs and ``speedup``: the
-    median over rounds of (first model's round median / this model's round median).
+    model ``median_ms``, ``p90_ms``, ``min_ms`` over all its runs, ``speedup``: the
+    median over rounds of (first model's round median / this model's round median), and
+    ``min_speedup``: the ratio of the fastest runs (the least load-sensitive estimate, and
+    the one the latency table predicts).
     """
     if rounds < 1 or repeats < 1:
         raise NaspruneError(f"need rounds ≥ 1 and repeats ≥ 1, got {rounds} and {repeats}")
@@ -195,5 +197,6 @@ def compare_latency(models: Sequence[nn.Module], input_shape: Sequence[int],
     return [{"median_ms": float(np.median(flat[j])),
              "p90_ms": float(np.percentile(flat[j], 90)),
              "min_ms": float(flat[j].min()),
-             "speedup": float(np.median(per_round[:, 0] / per_round[:, j]))}
+             "speedup": float(np.median(per_round[:, 0] / per_round[:, j])),
+             "min_speedup": float(flat[0].min() / flat[j].min())}
             for j in range(len(models))]
