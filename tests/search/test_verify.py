@@ -132,3 +132,19 @@ def test_search_command_exits_1_on_a_miss_unless_allowed(monkeypatch, tmp_path, 
     assert doc["delivery"]["met"] is False and doc["round_to"] == 1
     assert len(doc["delivery"]["checked"]) == 2  # the choice, then the other candidate
     assert main([*argv, "--out", str(tmp_path / "t.json"), "--allow-miss"]) == 0
+
+
+def test_width_step_is_measured_among_steps_that_keep_groups_prunable(r20) -> None:
+    from nasprune.search.widths import measured_round_to
+
+    model, x, _ = r20
+    step, info = measured_round_to(model, x, Runtime("torch"), rounds=2, repeats=3)
+    # ResNet-20's narrowest groups have 16 channels: step 16 would freeze them.
+    assert info["steps"] == [1, 4, 8] and info["round_to"] in (1, 4, 8)
+    rel = info["relative_ms"]
+    assert rel[0] == pytest.approx(1.0)  # free widths against their own line
+    chosen = rel[info["steps"].index(info["round_to"])]
+    assert chosen <= min(rel) * 1.03 and all(
+        r > min(rel) * 1.03 for s, r in zip(info["steps"], rel, strict=True)
+        if s < info["round_to"])  # the finest step within 3 % of the fastest
+    assert step == (None if info["round_to"] == 1 else info["round_to"])

@@ -200,3 +200,17 @@ def compare_latency(models: Sequence[nn.Module], input_shape: Sequence[int],
              "speedup": float(np.median(per_round[:, 0] / per_round[:, j])),
              "min_speedup": float(flat[0].min() / flat[j].min())}
             for j in range(len(models))]
+
+
+def measured_speedup(model: nn.Module, baseline: nn.Module, example: torch.Tensor,
+                     runtime: Runtime, rounds: int = 9, repeats: int = 10) -> dict[str, Any]:
+    """``model`` against ``baseline`` (the unpruned network) on ``runtime``, interleaved:
+    medians, p90, measured speed-up and, beside it, the MACs ratio it is compared with."""
+    from nasprune.metrics.cost import count_macs
+
+    shape = tuple(example.shape[1:])
+    base, net = compare_latency([baseline, model], shape, runtime, rounds, repeats)
+    return {"runtime": runtime.describe(), "batch": runtime.batch_size,
+            "median_ms": net["median_ms"], "p90_ms": net["p90_ms"],
+            "baseline_median_ms": base["median_ms"], "speedup": net["speedup"],
+            "macs_ratio": count_macs(baseline, example) / count_macs(model, example)}
