@@ -39,7 +39,8 @@ def test_plots_are_valid_pngs(run):
 
     out, result = run
     names = {p.stem for p in (out / "plots").glob("*.png")}
-    assert names == {"accuracy_vs_macs", "kept_channels", "search_progress", "sensitivity"}
+    assert names == {"accuracy_vs_macs", "accuracy_vs_latency", "kept_channels",
+                     "search_progress", "sensitivity"}
     for path in (out / "plots").glob("*.png"):
         raw = path.read_bytes()
         assert raw.startswith(PNG) and len(raw) > 1000

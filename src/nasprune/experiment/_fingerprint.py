@@ -34,6 +34,8 @@ def shared_settings(cfg: ExperimentConfig) -> dict[str, Any]:
     d = to_dict(cfg)
     for key in ("name", "note", "methods", "seeds", "threads"):
         d.pop(key, None)
+    if (d.get("latency") or {}).get("runtime") == "torch":
+        del d["latency"]["runtime"]  # the default: runs from before the option still match
     return d
 
 

@@ -173,14 +173,14 @@ def fastest_ms(model: nn.Module, input_shape: Sequence[int], runtime: Runtime,
 
 def compare_latency(models: Sequence[nn.Module], input_shape: Sequence[int],
                     runtime: Runtime, rounds: int = 7, repeats: int = 10,
-                    warmup: int = 3) -> list[dict[str, float]]:
+                    warmup: int = 3, per_round: bool = False) -> list[dict[str, Any]]:
     """Interleaved latency of ``models`` on ``runtime``; speed-ups relative to ``models[0]``.
 
     Each of ``rounds`` rounds times every model ``repeats`` times in turn. Returns per
     model ``median_ms``, ``p90_ms``, ``min_ms`` over all its runs, ``speedup``: the
     median over rounds of (first model's round median / this model's round median), and
     ``min_speedup``: the ratio of the fastest runs (the least load-sensitive estimate, and
-    the one the latency table predicts).
+    the one the latency table predicts). ``per_round`` adds ``round_medians_ms``.
     """
     if rounds < 1 or repeats < 1:
         raise NaspruneError(f"need rounds ≥ 1 and repeats ≥ 1, got {rounds} and {repeats}")
@@ -192,14 +192,18 @@ def compare_latency(models: Sequence[nn.Module], input_shape: Sequence[int],
         for r in range(rounds):
             for j, s in enumerate(sessions):
                 times[r, j] = time_ms(s, repeats)
-    per_round = np.median(times, axis=2)  # (rounds, models)
+    rounds_ms = np.median(times, axis=2)  # (rounds, models)
     flat = times.transpose(1, 0, 2).reshape(len(models), -1)
-    return [{"median_ms": float(np.median(flat[j])),
-             "p90_ms": float(np.percentile(flat[j], 90)),
-             "min_ms": float(flat[j].min()),
-             "speedup": float(np.median(per_round[:, 0] / per_round[:, j])),
-             "min_speedup": float(flat[0].min() / flat[j].min())}
-            for j in range(len(models))]
+    out = [{"median_ms": float(np.median(flat[j])),
+            "p90_ms": float(np.percentile(flat[j], 90)),
+            "min_ms": float(flat[j].min()),
+            "speedup": float(np.median(rounds_ms[:, 0] / rounds_ms[:, j])),
+            "min_speedup": float(flat[0].min() / flat[j].min())}
+           for j in range(len(models))]
+    if per_round:
+        for j, o in enumerate(out):
+            o["round_medians_ms"] = rounds_ms[:, j].tolist()
+    return out
 
 
 def measured_speedup(model: nn.Module, baseline: nn.Module, example: torch.Tensor,
