@@ -148,3 +148,40 @@ def test_width_step_is_measured_among_steps_that_keep_groups_prunable(r20) -> No
         r > min(rel) * 1.03 for s, r in zip(info["steps"], rel, strict=True)
         if s < info["round_to"])  # the finest step within 3 % of the fastest
     assert step == (None if info["round_to"] == 1 else info["round_to"])
+
+
+def test_search_command_measures_widths_and_prune_reuses_them(monkeypatch, tmp_path, capsys,
+                                                              digits_cnn_checkpoint) -> None:
+    """No --round-to with a speed-up target: the step is measured, recorded, and reused."""
+    from nasprune.cli import main
+
+    monkeypatch.setenv("NASPRUNE_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "s.json"
+    code = main(["search", "--checkpoint", str(digits_cnn_checkpoint), "--strategy",
+                 "random", "--trials", "2", "--target-speedup", "1.1", "--allow-miss",
+                 "--bn-batches", "2", "--val-size", "100", "--quiet", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0 and "widths: multiples of " in printed and "measured on torch" in printed
+    doc = json.loads(out.read_text())
+    step = doc["round_to"] or 1
+    assert step in (1, 4)  # the narrow CNN's groups have 8 channels: 8 and 16 are not tried
+    assert f"widths: multiples of {step} " in printed
+    assert doc["budget"]["speedup"] == 1.1 and "delivery" in doc
+    pruned_dir = tmp_path / "pruned"
+    assert main(["prune", "--checkpoint", str(digits_cnn_checkpoint), "--ratios", str(out),
+                 "--out", str(pruned_dir)]) == 0
+    widths = [m.out_channels for m in nasprune.load(pruned_dir).modules()
+              if isinstance(m, torch.nn.Conv2d)]
+    x = torch.randn(1, 1, 8, 8)
+    again = nasprune.prune(nasprune.load(digits_cnn_checkpoint), x, doc["ratios"],
+                           round_to=doc["round_to"])
+    assert widths == [m.out_channels for m in again.modules()
+                      if isinstance(m, torch.nn.Conv2d)]
+    # A recorded step of 4 is honoured (free widths at 30 % pruning would be 6 of 8).
+    doc4 = {**doc, "round_to": 4, "ratios": dict.fromkeys(doc["ratios"], 0.3)}
+    (tmp_path / "r4.json").write_text(json.dumps(doc4))
+    assert main(["prune", "--checkpoint", str(digits_cnn_checkpoint), "--ratios",
+                 str(tmp_path / "r4.json"), "--out", str(tmp_path / "p4")]) == 0
+    convs = [m.out_channels for m in nasprune.load(tmp_path / "p4").modules()
+             if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(c % 4 == 0 for c in convs), convs
