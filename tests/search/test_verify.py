@@ -86,18 +86,29 @@ def _result(space: SearchSpace, budget: Budget, ratios: list[float],
                         strategy="random", objective="single", budget=budget, space=space)
 
 
-def test_a_missing_choice_is_replaced_by_the_best_scoring_one_that_meets(r20) -> None:
+def test_a_missing_choice_is_replaced_by_the_best_scoring_one_that_meets(r20,
+                                                                         monkeypatch) -> None:
+    from nasprune.metrics import count_macs
+    from nasprune.search import verify
+
     model, x, space = r20
-    # Trial 0 (unpruned, best score) cannot be 1.4x faster; trial 2 keeps 25 % of the
-    # channels (~1/16 of the MACs: > 2x faster even under load) and outscores trial 1,
-    # which keeps 95 % (about as slow as the unpruned network).
-    result = _result(space, Budget(speedup=1.4), [0.0, 0.05, 0.75], [0.9, 0.8, 0.7])
+    base = count_macs(model, x)
+
+    def by_macs(models, *a, **kw):  # deterministic "timings": time ∝ MACs (load-free)
+        ms = [count_macs(m, x) / base for m in models]
+        return [{"median_ms": t, "p90_ms": t, "min_ms": t, "speedup": ms[0] / t,
+                 "min_speedup": ms[0] / t} for t in ms]
+
+    monkeypatch.setattr(verify, "compare_latency", by_macs)
+    # Trial 0 (unpruned, best score) is not 1.4x faster, nor is trial 1 (keeps 95 %);
+    # trial 2 (keeps 25 %) is, and is the best-scoring one that is.
+    result = _result(space, Budget(speedup=1.4), [0.0, 0.05, 0.75, 0.8], [0.9, 0.8, 0.7, 0.6])
     d = verify_delivery(result, model, x, Runtime("torch"), rounds=5, repeats=5)
     assert d.replaced == 0 and d.number == 2 and result.best.number == 2, d.checked
-    assert d.met and d.miss == 0.0 and d.measured_speedup >= 1.4 * 0.95
-    assert [c["number"] for c in d.checked] == [0, 1, 2]
-    assert d.checked[0]["speedup"] < 1.3  # the unpruned network against itself
-    assert "was chosen instead" in d.describe()
+    assert d.met and d.miss == 0.0 and d.measured_speedup > 10
+    assert [c["number"] for c in d.checked] == [0, 1, 2, 3]
+    assert d.checked[0]["speedup"] == 1.0 and d.checked[1]["speedup"] < 1.4 * 0.95
+    assert "trial 0 missed the target, so trial 2" in d.describe()
 
 
 def test_a_miss_says_by_how_much(r20) -> None:
@@ -115,19 +126,20 @@ def test_search_command_exits_1_on_a_miss_unless_allowed(monkeypatch, tmp_path, 
     from nasprune.cli import main
     from nasprune.search import verify
 
-    def no_faster(models, *a, **kw):  # every network measures as fast as the unpruned one
-        return [{"median_ms": 1.0, "p90_ms": 1.2, "min_ms": 0.9, "speedup": 1.0,
-                 "min_speedup": 1.0} for _ in models]
+    def slower(models, *a, **kw):  # every pruned network measures 0.8x the unpruned one
+        return [{"median_ms": 1.0, "p90_ms": 1.2, "min_ms": 0.9, "speedup": 0.8 if i else 1.0,
+                 "min_speedup": 0.8 if i else 1.0} for i, _ in enumerate(models)]
 
-    monkeypatch.setattr(verify, "compare_latency", no_faster)
+    monkeypatch.setattr(verify, "compare_latency", slower)
     monkeypatch.setenv("NASPRUNE_CACHE_DIR", str(tmp_path / "cache"))  # not the user's
     argv = ["search", "--checkpoint", str(digits_cnn_checkpoint), "--strategy", "random",
-            "--trials", "2", "--target-speedup", "1.1", "--round-to", "1", "--bn-batches",
+            "--trials", "2", "--target-speedup", "1.02", "--round-to", "1", "--bn-batches",
             "2", "--val-size", "100", "--quiet"]
     out = tmp_path / "s.json"
     assert main([*argv, "--out", str(out)]) == 1
     captured = capsys.readouterr()
-    assert "MISSES the target by 9.1%" in captured.out and "--allow-miss" in captured.err
+    # A modest target the tiny CNN reaches even when its table is measured under load.
+    assert "MISSES the target by 21.6%" in captured.out and "--allow-miss" in captured.err
     doc = json.loads(out.read_text())
     assert doc["delivery"]["met"] is False and doc["round_to"] == 1
     assert len(doc["delivery"]["checked"]) == 2  # the choice, then the other candidate
@@ -158,7 +170,7 @@ def test_search_command_measures_widths_and_prune_reuses_them(monkeypatch, tmp_p
     monkeypatch.setenv("NASPRUNE_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "s.json"
     code = main(["search", "--checkpoint", str(digits_cnn_checkpoint), "--strategy",
-                 "random", "--trials", "2", "--target-speedup", "1.1", "--allow-miss",
+                 "random", "--trials", "2", "--target-speedup", "1.01", "--allow-miss",
                  "--bn-batches", "2", "--val-size", "100", "--quiet", "--out", str(out)])
     printed = capsys.readouterr().out
     assert code == 0 and "widths: multiples of " in printed and "measured on torch" in printed
@@ -166,7 +178,7 @@ def test_search_command_measures_widths_and_prune_reuses_them(monkeypatch, tmp_p
     step = doc["round_to"] or 1
     assert step in (1, 4)  # the narrow CNN's groups have 8 channels: 8 and 16 are not tried
     assert f"widths: multiples of {step} " in printed
-    assert doc["budget"]["speedup"] == 1.1 and "delivery" in doc
+    assert doc["budget"]["speedup"] == 1.01 and "delivery" in doc
     pruned_dir = tmp_path / "pruned"
     assert main(["prune", "--checkpoint", str(digits_cnn_checkpoint), "--ratios", str(out),
                  "--out", str(pruned_dir)]) == 0
