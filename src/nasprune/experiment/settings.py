@@ -104,6 +104,8 @@ class LatencySettings:
     warmup: int = _kw(3, min=0)
     repeats: int = _kw(10, min=1)
     threads: int | None = _kw(1, min=1)  # CPU threads while timing: 1 is steadier when shared
+    # torch (eager) or onnxruntime (CPU provider): where the speed-up column is measured.
+    runtime: str = _kw("torch", choices=lambda: ["torch", "onnxruntime"])
 
 
 # Which settings section a method's per-entry options override.

@@ -54,6 +54,11 @@ class SearchConfig:
     target_macs: float | None = _kw(None, gt=0.0, max=1.0)
     target_params: float | None = _kw(None, gt=0.0, max=1.0)
     target_latency_ms: float | None = _kw(None, gt=0.0)
+    target_speedup: float | None = _kw(None, min=1.0)  # times faster than the unpruned model
+    runtime: str = _kw("torch", choices=lambda: ["torch", "torch-compile", "onnxruntime"])
+    latency_threads: int = _kw(1, min=1)
+    latency_batch: int = _kw(1, min=1)
+    allow_miss: bool = False  # exit 0 even when the delivered network misses the target
     trials: int = _kw(50, min=1)
     storage: str | None = None
     study: str | None = None

@@ -28,7 +28,7 @@ def _second_objective(budget: Budget) -> str:
     """What a multi-objective search minimises: the budgeted quantity (MACs by default)."""
     if budget.macs is None and budget.params is not None:
         return "params_fraction"
-    if budget.macs is None and budget.params is None and budget.latency_ms is not None:
+    if budget.macs is None and budget.params is None and budget.timed:
         return "latency_ms"
     return "macs_fraction"
 

@@ -82,6 +82,7 @@ class SearchResult:
     warm_start_score: float | None = None  # its proxy score
     improvement: float | None = None  # best.score - warm_start_score (≥ 0 in one objective)
     stopped: list[Candidate] = field(default_factory=list)  # stopped early at a rung
+    delivery: Any = None  # a verify.Delivery after a latency/speed-up search
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary; ``ratios`` at the top level is what ``nasprune prune`` reads."""
@@ -103,6 +104,7 @@ class SearchResult:
                 "best": self.warm_start_best, "score": self.warm_start_score,
                 "improvement": self.improvement,
                 "scores": {c.warm_start: c.score for c in self.trials if c.warm_start}},
+            **({"delivery": self.delivery.to_dict()} if self.delivery is not None else {}),
         }
 
 

@@ -46,13 +46,13 @@ def _check_args(target: Any, trials: Any, objective: Any, seed: Any) -> None:
 
 
 def _attach_latency(space: SearchSpace, target: Budget, model: Any, example_inputs: Any,
-                    device: Any, cache_dir: Any) -> None:
-    """Measure a latency table for a latency budget (once per space)."""
-    if target.latency_ms is not None and space.latency is None:
+                    runtime: Any, cache_dir: Any) -> None:
+    """Measure a latency table for a latency or speed-up budget (once per space)."""
+    if target.timed and space.latency is None:
         from nasprune.search.latency import LatencyModel
 
-        space.latency = LatencyModel.for_space(space, model, example_inputs, device=device,
-                                               cache_dir=cache_dir)
+        space.latency = LatencyModel.for_space(space, model, example_inputs,
+                                               cache_dir=cache_dir, runtime=runtime)
 
 
 def _check_proxy_matches(proxy: Proxy, space: SearchSpace, asked: Rungs | None,
@@ -137,6 +137,8 @@ def search(
     score: Any = None,
     warm_start: bool = True,
     rungs: Rungs | str | None = None,
+    runtime: Any = None,
+    verify: bool = True,
     **strategy_options: Any,
 ) -> SearchResult:
     """Search per-group prune ratios for ``model`` at budget ``target`` (default 50 % MACs).
@@ -167,6 +169,11 @@ def search(
     candidate at the first, the best ``1/eta`` so far at each next one after more
     fine-tuning steps on more validation images, the rest stopped early (PRUNED trials,
     counted in ``trials``, never picked); the best is the best at the highest rung reached.
+    Latency and speed-up budgets are predicted from a table measured on ``runtime`` (a
+    :class:`~nasprune.metrics.runtime.Runtime`; default torch eager on ``device``);
+    ``round_to="auto"`` picks the width step at which that runtime is fast (see
+    :mod:`.widths`). With ``verify`` the delivered network is then measured there
+    (``result.delivery``, see :mod:`.verify`).
     """
     start = time.perf_counter()
     if score is not None:
@@ -175,10 +182,11 @@ def search(
     _check_args(target, trials, objective, seed)
     asked = as_rungs(rungs)
     strat = STRATEGIES.get(strategy)
+    runtime, round_to = _timing(target, model, example_inputs, device, runtime, round_to)
     if space is None or isinstance(space, str):
         space = make_space(space or "per-group", model, example_inputs, ignored=ignored,
                            min_keep=min_keep, max_keep=max_keep, round_to=round_to)
-    _attach_latency(space, target, model, example_inputs, device, latency_cache)
+    _attach_latency(space, target, model, example_inputs, runtime, latency_cache)
     space.check_feasible(target)
     with quiet_optuna():  # experimental-feature warnings of Optuna's samplers
         sampler = strat.sampler(space, seed, **strategy_options)
@@ -205,8 +213,31 @@ def search(
                  propose, tracker, max_failures, strategy)
     finally:
         tracker.close()
-    return build_result(st, space, target, strategy, objective, time.perf_counter() - start,
-                        tracker.failed)
+    result = build_result(st, space, target, strategy, objective,
+                          time.perf_counter() - start, tracker.failed)
+    if verify and target.timed:
+        from nasprune.search.verify import verify_delivery
+
+        result.delivery = verify_delivery(result, model, example_inputs, runtime)
+    return result
+
+
+def _timing(target: Budget, model: Any, example_inputs: Any, device: Any, runtime: Any,
+            round_to: Any) -> tuple[Any, Any]:
+    """The runtime of a timed budget (default: torch eager on ``device``) and ``round_to``
+    (``"auto"``: measured on that runtime)."""
+    if target.timed and runtime is None:
+        from nasprune.search.latency import default_runtime
+
+        runtime = default_runtime(device)
+    if round_to == "auto":
+        if runtime is None:
+            raise NaspruneError("round_to='auto' measures widths on a runtime: give a "
+                                "latency or speed-up budget, or runtime=")
+        from nasprune.search.widths import measured_round_to
+
+        round_to, _ = measured_round_to(model, example_inputs, runtime)
+    return runtime, round_to
 
 
 # make_objective: re-exported, it was defined here before search/objective.py.

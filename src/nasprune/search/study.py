@@ -192,7 +192,10 @@ def _short(value: Any) -> str:
 
 
 def budget_dict(budget: Budget) -> dict[str, float | None]:
-    return asdict(budget)
+    d = asdict(budget)
+    if d["speedup"] is None:
+        del d["speedup"]  # studies stored before speed-up budgets existed still match
+    return d
 
 
 def finished(t: FrozenTrial) -> bool:
