@@ -63,6 +63,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 if str(ROOT / "src") not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT / "src"))
+if str(HERE) not in sys.path:  # its sibling fastnas.py, also when imported by the tests
+    sys.path.insert(0, str(HERE))
 
 from nasprune.errors import NaspruneError  # noqa: E402
 

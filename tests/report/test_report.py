@@ -39,7 +39,8 @@ def test_plots_are_valid_pngs(run):
 
     out, result = run
     names = {p.stem for p in (out / "plots").glob("*.png")}
-    assert names == {"accuracy_vs_macs", "kept_channels", "search_progress", "sensitivity"}
+    assert names == {"accuracy_vs_macs", "accuracy_vs_latency", "kept_channels",
+                     "search_progress", "sensitivity"}
     for path in (out / "plots").glob("*.png"):
         raw = path.read_bytes()
         assert raw.startswith(PNG) and len(raw) > 1000
@@ -60,7 +61,7 @@ def test_report_is_self_contained_and_escaped(run):
     out, result = run
     html = (out / "report.html").read_text(encoding="utf-8")
     images = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
-    assert len(images) == 4
+    assert len(images) == 5  # every plot, accuracy vs measured latency included
     import base64
 
     assert all(base64.b64decode(b).startswith(PNG) for b in images)
@@ -110,7 +111,7 @@ def test_report_cli_redraws_plots_and_html(run, capsys, tmp_path):
     (copy / "report.html").unlink()
     assert main(["report", str(copy)]) == 0
     assert (copy / "report.html").is_file()
-    assert len(list((copy / "plots").glob("*.png"))) == 4
+    assert len(list((copy / "plots").glob("*.png"))) == 5
     assert "report.html" in capsys.readouterr().out
 
     assert main(["report", str(tmp_path / "nothing")]) == 2

@@ -1,7 +1,8 @@
 """The contract every registered search strategy keeps (like Optuna's ``SamplerTestCase``).
 
-One parametrized class runs for each name of :func:`nasprune.search.strategy_names`, so a
-new strategy is checked as soon as it is registered: its proposals lie within the space's
+One parametrized class runs for each name of :func:`nasprune.search.strategy_names` and each
+search space of :func:`nasprune.search.spaces.space_names`, so a new strategy (or space) is
+checked as soon as it is registered: its proposals lie within the space's
 bounds, the same seed gives the same proposals (and another seed other ones), a fresh
 sampler carries on a study reloaded from SQLite from the stored trials alone, every
 proposal meets the MACs budget once projected, and a misspelt option is a clear error.
@@ -24,6 +25,7 @@ import nasprune
 from nasprune.errors import NaspruneError
 from nasprune.search import Budget, strategy_names
 from nasprune.search.space import SearchSpace
+from nasprune.search.spaces import make_space, space_names
 from nasprune.search.strategies import make_sampler, single_process
 
 X = torch.zeros(1, 1, 8, 8)
@@ -43,11 +45,12 @@ BUDGET = Budget(macs=0.5)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-@pytest.fixture(scope="module")
-def space() -> SearchSpace:
+@pytest.fixture(scope="module", params=space_names())
+def space(request) -> SearchSpace:
+    """Every registered space: the per-group one and the lower-dimensional stage one."""
     # Bounds narrower than the defaults, so "within bounds" is a real constraint.
-    return SearchSpace(nasprune.create_model("digitscnn", in_channels=1), X,
-                       min_keep=0.3, max_keep=0.9)
+    return make_space(request.param, nasprune.create_model("digitscnn", in_channels=1), X,
+                      min_keep=0.3, max_keep=0.9)
 
 
 def _target(space: SearchSpace) -> np.ndarray:
@@ -84,6 +87,12 @@ class TestStrategyContract:
                         "test_strategies_learned.py")
         return make_sampler(name, space, seed, **{**OPTIONS.get(name, {}), **extra})
 
+    @staticmethod
+    def per_group_only(space: SearchSpace) -> None:
+        """Seeding and deduplication are the sampler's own, whatever the space: checked once."""
+        if space.kind != "per-group":
+            pytest.skip("space-independent: checked on the per-group space")
+
     def run(self, name, space, seed, trials=TRIALS, project=False) -> optuna.Study:
         study = optuna.create_study(direction="maximize",
                                     sampler=self.sampler(name, space, seed))
@@ -102,10 +111,12 @@ class TestStrategyContract:
 
     def test_never_repeats_a_proposal(self, name, space) -> None:
         """A repeated keep vector is a wasted evaluation (the score is already known)."""
+        self.per_group_only(space)
         proposals = _proposals(self.run(name, space, 0, trials=12), space)
         assert len({tuple(p) for p in proposals}) == len(proposals), name
 
     def test_same_seed_same_proposals_other_seed_other_ones(self, name, space) -> None:
+        self.per_group_only(space)
         a = _proposals(self.run(name, space, 1), space)
         b = _proposals(self.run(name, space, 1), space)
         c = _proposals(self.run(name, space, 2), space)
@@ -148,5 +159,6 @@ class TestStrategyContract:
             assert 0.99 * BUDGET.macs <= macs <= BUDGET.macs, (name, t.number, macs)
 
     def test_rejects_unknown_options(self, name, space) -> None:
+        self.per_group_only(space)
         with pytest.raises(NaspruneError, match="unknown option 'no_such_option'"):
             self.sampler(name, space, 0, no_such_option=1)

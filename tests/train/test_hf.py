@@ -142,3 +142,19 @@ def check_finetune(model, task) -> None:
     assert (plain.state_dict()[w] - taught.state_dict()[w]).abs().max() > 1e-6
     assert torch.equal(teacher.state_dict()[w], start[w])  # the teacher is never trained
     assert nasprune.evaluate(taught, task)["score"] > 0.3
+
+
+def test_hf_image_classifier_fits_a_built_in_data_set(digits):
+    """A Hugging Face image classifier returns an output object, not a tensor: fit and
+    evaluate on the built-in (in-memory) digits read its ``.logits``."""
+    transformers = pytest.importorskip("transformers", reason="needs the optional hf extra")
+    torch.manual_seed(0)
+    config = transformers.ViTConfig(image_size=8, patch_size=2, num_channels=1, hidden_size=32,
+                                    num_hidden_layers=1, num_attention_heads=2,
+                                    intermediate_size=64, num_labels=10)
+    model = transformers.ViTForImageClassification(config)
+    before = nasprune.evaluate(model, digits)["top1"]
+    nasprune.fit(model, digits, epochs=4, batch_size=32, optimizer="adamw", lr=5e-3,
+                 augment=False, progress=False)
+    after = nasprune.evaluate(model, digits)["top1"]
+    assert after > before + 0.2, (before, after)  # measured: 0.09 -> 0.45

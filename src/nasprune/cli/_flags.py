@@ -55,6 +55,37 @@ def add_device_threads(p: argparse.ArgumentParser, **threads: Any) -> None:
     add_threads(p, **threads)
 
 
+RUNTIME_CHOICES = ("torch", "torch-compile", "onnxruntime")
+
+
+def add_runtime(p: argparse.ArgumentParser) -> None:
+    """``--runtime``, ``--latency-threads``, ``--latency-batch``: where latency is measured."""
+    p.add_argument("--runtime", default=None, choices=RUNTIME_CHOICES,
+                   help="runtime latency is measured on: torch (eager), torch-compile, "
+                   "onnxruntime (CPU provider; CUDA with --device cuda; pip install "
+                   "'nasprune[onnxruntime]') (default torch)")
+    p.add_argument("--latency-threads", type=int, default=None, metavar="N",
+                   help="CPU threads of the runtime (default 1)")
+    p.add_argument("--latency-batch", type=int, default=None, metavar="N",
+                   help="batch size latency is measured at (default 1)")
+
+
+def make_runtime(name: str | None, threads: int | None, batch: int | None,
+                 device: str | None) -> Any:
+    """The :class:`~nasprune.metrics.runtime.Runtime` the runtime flags describe."""
+    from nasprune.metrics.runtime import Runtime
+
+    name = name or "torch"
+    if name not in RUNTIME_CHOICES:
+        raise NaspruneError(f"unknown runtime '{name}': choose from "
+                            f"{', '.join(RUNTIME_CHOICES)}")
+    dev = "cuda" if device is not None and str(device).startswith("cuda") else "cpu"
+    return Runtime("torch" if name == "torch-compile" else name,
+                   threads=1 if threads is None else threads,
+                   batch_size=1 if batch is None else batch, device=dev,
+                   compile=name == "torch-compile")
+
+
 def add_quiet(p: argparse.ArgumentParser, help: str = "no progress bar") -> None:
     p.add_argument("--quiet", action="store_true", help=help)
 

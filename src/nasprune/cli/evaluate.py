@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from nasprune.cli._flags import (
+    RUNTIME_CHOICES,
     add_checkpoint,
     add_data,
     add_device,
@@ -13,6 +14,7 @@ from nasprune.cli._flags import (
     add_task,
     add_threads,
     load_task_flags,
+    make_runtime,
 )
 from nasprune.errors import NaspruneError
 
@@ -36,7 +38,14 @@ def add(sub: argparse._SubParsersAction) -> None:
     add_device(p, help="cpu or cuda (default: cpu)")
     p.add_argument("--latency", action="store_true",
                    help="also measure latency (median/p90) at batch 1 and 64")
-    add_threads(p, help="CPU threads for the latency measurement (default: torch's)")
+    add_threads(p, help="CPU threads for the latency measurement (default: torch's; 1 "
+                "with --baseline)")
+    p.add_argument("--runtime", default=None, choices=RUNTIME_CHOICES,
+                   help="with --baseline: the runtime the speed-up is measured on (default "
+                   "torch)")
+    p.add_argument("--baseline", default=None, metavar="DIR",
+                   help="with --latency: the unpruned checkpoint; adds the measured speed-up "
+                   "over it (batch 1, interleaved) beside the MACs ratio")
     add_out(p, "FILE.json", "write all metrics as JSON here")
     p.set_defaults(func=cmd_evaluate)
 
@@ -55,6 +64,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     ckpt = Path(args.checkpoint)
     if not ckpt.is_dir():
         raise NaspruneError(f"checkpoint directory not found: {ckpt}")
+    if (args.baseline or args.runtime) and not (args.latency and args.baseline):
+        raise NaspruneError("--baseline DIR and --runtime measure a speed-up: give both "
+                            "--latency and --baseline (the unpruned checkpoint)")
+    runtime = (make_runtime(args.runtime, args.threads, 1, args.device)
+               if args.baseline else None)  # a missing onnxruntime: before any work
+    if args.baseline and not Path(args.baseline).is_dir():
+        raise NaspruneError(f"baseline checkpoint directory not found: {args.baseline}")
 
     from nasprune.checkpoint import load, recorded_dataset
     from nasprune.metrics import format_summary, resolve_device, summarize, write_json
@@ -67,7 +83,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                                   or {}).get("name")}
     summary.update(summarize(model, data, split=args.split, batch_size=args.batch_size,
                              latency=args.latency, latency_threads=args.threads))
+    if runtime is not None:
+        from nasprune.metrics.runtime import measured_speedup
+
+        sp = measured_speedup(model, load(args.baseline).eval(), data.example_input(1),
+                              runtime)
+        summary["speedup"] = {"baseline": str(args.baseline), **sp}
     print(f"{ckpt} ({summary['model'] or type(model).__name__}) on {format_summary(summary)}")
+    if runtime is not None:
+        sp = summary["speedup"]
+        print(f"  speed-up on {sp['runtime']}: {sp['speedup']:.2f}x measured "
+              f"({sp['median_ms']:.3g} ms vs {sp['baseline_median_ms']:.3g} ms median, p90 "
+              f"{sp['p90_ms']:.3g} ms), MACs ratio {sp['macs_ratio']:.2f}x")
     if args.out:
         print(f"wrote {write_json(summary, args.out)}")
     return 0

@@ -79,8 +79,9 @@ def _prune_input_shape(args: argparse.Namespace, meta: dict | None,
                         "--input-shape C,H,W (or --data NAME)")
 
 
-def _read_ratios(path: str) -> dict:
-    """The ``{group: ratio}`` of a ratios file, a search result or a spec's pruning record."""
+def _ratios_doc(path: str) -> tuple[dict, int | None]:
+    """The ``{group: ratio}`` of a ratios file, a search result or a spec's pruning record,
+    and the ``round_to`` a search recorded beside them."""
     import json
     from pathlib import Path
 
@@ -90,11 +91,14 @@ def _read_ratios(path: str) -> dict:
         raise NaspruneError(f"ratios file not found: {path}") from exc
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise NaspruneError(f"cannot read ratios from '{path}': {exc}") from exc
+    round_to = None
     if isinstance(doc, dict) and isinstance(doc.get("ratios"), dict):
+        if isinstance(doc.get("round_to"), int) and not isinstance(doc["round_to"], bool):
+            round_to = doc["round_to"]  # the width step the search measured and used
         doc = doc["ratios"]  # a search result or a spec's pruning record
     if not isinstance(doc, dict) or not doc:
         raise NaspruneError(f"'{path}' must hold a JSON object {{group name: prune ratio}}")
-    return doc
+    return doc, round_to
 
 
 def _costs(model: Any, x: Any, shape: tuple[int, ...]) -> dict:
@@ -191,7 +195,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.checkpoint is not None and Path(args.checkpoint).resolve() == out.resolve():
         raise NaspruneError("--out must differ from --checkpoint (the original is kept)")
-    ratios = _read_ratios(args.ratios) if args.ratios else None  # bad file: fail before work
+    ratios, recorded = _ratios_doc(args.ratios) if args.ratios else (None, None)  # fail early
+    if args.round_to is None and recorded is not None:
+        args.round_to = recorded  # the search's widths, unless --round-to says otherwise
     loaded = load_task_flags(args)
     model, x, data, meta = (_from_task(args, loaded) if loaded is not None
                             else _from_checkpoint(args))

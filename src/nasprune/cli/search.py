@@ -22,8 +22,10 @@ from nasprune.cli._flags import (
     add_device_threads,
     add_out,
     add_quiet,
+    add_runtime,
     add_task,
     config_path,
+    make_runtime,
     parse_options,
     set_threads,
 )
@@ -46,11 +48,20 @@ def add(sub: argparse._SubParsersAction) -> None:
                    help="random, evolution, bayes, tpe, rl, gan, predictor, differentiable")
     p.add_argument("--option", action="append", default=None, metavar="KEY=VALUE",
                    help="a strategy option, e.g. --option population=16 (repeatable)")
+    p.add_argument("--space", default=None, metavar="NAME",
+                   help="per-group (default: one ratio per channel group) or stage (one "
+                   "ratio per stage: fewer dimensions, learns in fewer trials)")
     p.add_argument("--target-macs", type=float, default=None, metavar="F",
                    help="keep at most this fraction of the MACs (default 0.5)")
     p.add_argument("--target-params", type=float, default=None, metavar="F")
     p.add_argument("--target-latency-ms", type=float, default=None, metavar="MS",
-                   help="predicted latency (per-layer table measured once per device)")
+                   help="predicted latency (per-layer table measured once per runtime)")
+    p.add_argument("--target-speedup", type=float, default=None, metavar="X",
+                   help="run X times faster than the unpruned model on --runtime; the "
+                   "delivered network is measured to check it")
+    add_runtime(p)
+    p.add_argument("--allow-miss", action="store_true", default=None,
+                   help="exit 0 even if the measured latency misses the target by > 5 %%")
     p.add_argument("--trials", type=int, default=None, metavar="N",
                    help="complete trials the study should hold at the end (default 50)")
     p.add_argument("--storage", default=None, metavar="URL",
@@ -60,12 +71,21 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--objective", default=None, choices=("single", "multi"))
     p.add_argument("--min-keep", type=float, default=None, metavar="F")
     p.add_argument("--max-keep", type=float, default=None, metavar="F")
-    p.add_argument("--round-to", type=int, default=None, metavar="N")
+    p.add_argument("--round-to", type=int, default=None, metavar="N",
+                   help="widths in multiples of N (default: 1, or with a latency/speed-up "
+                   "target the step the runtime is measured fastest at)")
     p.add_argument("--bn-batches", type=int, default=None, metavar="N",
                    help="training batches for adaptive BN (default 20)")
     p.add_argument("--val-size", type=int, default=None, metavar="N",
                    help="validation images per candidate (default 1000)")
     p.add_argument("--finetune-steps", type=int, default=None, metavar="K")
+    p.add_argument("--rungs", default=None, metavar="N:K,...",
+                   help="multi-fidelity scoring, e.g. 1000:0,4000:50: every candidate on N "
+                   "validation images after K fine-tuning steps, the best 1/ETA so far go on "
+                   "to the next rung, the rest stop early (replaces --val-size and "
+                   "--finetune-steps for the search; default: off)")
+    p.add_argument("--rungs-eta", type=float, default=None, metavar="ETA",
+                   help="the best 1/ETA of each rung advance (default 3)")
     p.add_argument("--check-proxy", type=int, default=None, metavar="N",
                    help="fine-tune N candidates briefly and report the proxy's Spearman "
                    "correlation")
@@ -86,10 +106,13 @@ def search_config_from_args(args: argparse.Namespace) -> SearchConfig:
     from nasprune.config import load_config
     from nasprune.search.config import SearchConfig
 
-    keys = ("model", "checkpoint", "data", "data_dir", "strategy", "target_macs",
-            "target_params", "target_latency_ms", "trials", "storage", "study", "objective",
+    keys = ("model", "checkpoint", "data", "data_dir", "strategy", "space", "target_macs",
+            "target_params", "target_latency_ms", "target_speedup", "runtime",
+            "latency_threads", "latency_batch", "allow_miss", "trials", "storage", "study",
+            "objective",
             "min_keep", "max_keep", "round_to", "bn_batches", "val_size", "finetune_steps",
-            "check_proxy", "check_proxy_epochs", "seed", "device", "out", "task", "warm_start")
+            "rungs", "rungs_eta", "check_proxy", "check_proxy_epochs", "seed", "device", "out",
+            "task", "warm_start")
     overrides = {k: getattr(args, k) for k in keys}
     overrides["strategy_options"] = parse_options(args.option)
     overrides["task_args"] = parse_options(args.task_arg, "--task-arg")
@@ -99,7 +122,12 @@ def search_config_from_args(args: argparse.Namespace) -> SearchConfig:
 def cmd_search(args: argparse.Namespace) -> int:
     cfg = search_config_from_args(args)
     set_threads(args.threads)
-    run_search_command(cfg, progress=not args.quiet)
+    doc = run_search_command(cfg, progress=not args.quiet)
+    delivery = doc.get("delivery")
+    if delivery and not delivery["met"] and not cfg.allow_miss:
+        print(f"miss: the delivered network misses the target by {delivery['miss']:.1%} "
+              "when measured (see above); exit 1 (--allow-miss accepts it)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -154,17 +182,20 @@ def _model_and_task(cfg: SearchConfig) -> tuple[Any, Any, dict]:
 def _budget(cfg: SearchConfig) -> Any:
     from nasprune.search import Budget
 
-    if cfg.target_macs is None and cfg.target_params is None and cfg.target_latency_ms is None:
+    if all(v is None for v in (cfg.target_macs, cfg.target_params, cfg.target_latency_ms,
+                               cfg.target_speedup)):
         return Budget(macs=0.5)
     return Budget(macs=cfg.target_macs, params=cfg.target_params,
-                  latency_ms=cfg.target_latency_ms)
+                  latency_ms=cfg.target_latency_ms, speedup=cfg.target_speedup)
 
 
 def _proxy_candidates(result: Any, n: int) -> list[dict[str, float]]:
-    """``n`` trials spread evenly over the score ranking (the proxy check needs range)."""
+    """``n`` trials spread evenly over the score ranking (the proxy check needs range); with
+    rungs, over the first rung's ranking of all trials, those stopped early included."""
     import numpy as np
 
-    ranked = sorted(result.trials, key=lambda c: c.score)
+    ranked = sorted(result.trials + result.stopped,
+                    key=lambda c: c.rung_scores[0] if c.rung_scores else c.score)
     idx = np.unique(np.linspace(0, len(ranked) - 1, min(n, len(ranked))).round().astype(int))
     return [ranked[i].ratios for i in idx]
 
@@ -176,6 +207,7 @@ def run_search_command(cfg: SearchConfig, progress: bool = True) -> dict:
     from nasprune.checkpoint import write_atomic
     from nasprune.config import save_resolved
     from nasprune.search import Proxy, check_proxy, search
+    from nasprune.search.rungs import as_rungs
 
     out = Path(cfg.out)
     if out.suffix != ".json":
@@ -183,12 +215,25 @@ def run_search_command(cfg: SearchConfig, progress: bool = True) -> dict:
     if out.exists() and out.is_dir():
         raise NaspruneError(f"--out {cfg.out} is a directory")
     budget = _budget(cfg)
+    rungs = as_rungs(cfg.rungs, cfg.rungs_eta)  # a bad spelling fails before any loading
+    if rungs is not None and cfg.objective == "multi":
+        raise NaspruneError("--rungs needs --objective single")
+    runtime = (make_runtime(cfg.runtime, cfg.latency_threads, cfg.latency_batch, cfg.device)
+               if budget.timed else None)  # a missing onnxruntime fails before the data
     model, data, meta = model_and_data(cfg)
     # A task's example inputs come from its first validation batch (the proxy's).
     example = None if cfg.task else torch.randn(1, *data.input_shape)
+    round_to = cfg.round_to
+    if round_to is None and runtime is not None and example is not None:
+        from nasprune.search.widths import measured_round_to
+
+        round_to, widths = measured_round_to(model, example, runtime)
+        print(f"widths: multiples of {widths['round_to']} (fastest per MAC on "
+              f"{runtime.describe()}; --round-to N overrides)")
     evaluator = Proxy(model, data, bn_batches=cfg.bn_batches, val_size=cfg.val_size,
                       finetune_steps=cfg.finetune_steps, device=cfg.device,
-                      example_inputs=example, round_to=cfg.round_to, seed=cfg.seed)
+                      example_inputs=example, round_to=round_to, seed=cfg.seed,
+                      rungs=rungs)
     if example is None:  # the proxy's copy lives on its device; the search traces the model
         from nasprune.metrics.evaluate import model_device
         from nasprune.task import to_device
@@ -197,9 +242,11 @@ def run_search_command(cfg: SearchConfig, progress: bool = True) -> dict:
     result = search(model, example, data, strategy=cfg.strategy, target=budget,
                     trials=cfg.trials, storage=cfg.storage, study=cfg.study, seed=cfg.seed,
                     objective=cfg.objective, evaluator=evaluator, min_keep=cfg.min_keep,
-                    max_keep=cfg.max_keep, round_to=cfg.round_to, device=cfg.device,
-                    progress=progress, warm_start=cfg.warm_start, **cfg.strategy_options)
+                    max_keep=cfg.max_keep, round_to=round_to, device=cfg.device,
+                    space=cfg.space, progress=progress, warm_start=cfg.warm_start,
+                    runtime=runtime, **cfg.strategy_options)
     doc = result.to_dict()
+    doc["round_to"] = round_to  # `nasprune prune --ratios` prunes to the same widths
     if cfg.task:
         doc.update(meta)  # the import path and arguments: a re-run rebuilds the same task
     if cfg.check_proxy:
@@ -217,9 +264,10 @@ def _print_result(cfg: SearchConfig, result: Any, doc: dict, out: Path) -> None:
     """The summary lines: the study, the best trial, the proxy check and what to run next."""
     best = result.best
     print(f"searched {cfg.strategy}: {len(result.trials)} trials in study "
-          f"'{result.study.study_name}' ({result.seconds:.1f} s, {result.failed} failed)")
+          f"'{result.study.study_name}' ({result.seconds:.1f} s, {result.failed} failed"
+          + (f", {len(result.stopped)} stopped early at a rung)" if cfg.rungs else ")"))
     latency = ("" if best.latency_ms is None
-               else f", predicted latency {best.latency_ms:.3g} ms (batch 1)")
+               else f", predicted latency {best.latency_ms:.3g} ms")
     print(f"best score {best.score:.4f} (trial {best.number}): MACs {best.macs:,} "
           f"({best.macs_fraction:.1%}), params {best.params:,} ({best.params_fraction:.1%})"
           f"{latency}")
@@ -227,10 +275,16 @@ def _print_result(cfg: SearchConfig, result: Any, doc: dict, out: Path) -> None:
         print(f"warm start: best baseline {result.warm_start_best} scored "
               f"{result.warm_start_score:.4f}; the search improved on it by "
               f"{result.improvement:+.4f}")
+    if result.delivery is not None:
+        print(result.delivery.describe())
     if "proxy_check" in doc:
         pc = doc["proxy_check"]
         print(f"proxy check: Spearman {pc['spearman']:.3f} between proxy and "
-              f"{cfg.check_proxy_epochs:g}-epoch fine-tuned accuracy on {pc['n']} candidates")
+              f"{cfg.check_proxy_epochs:g}-epoch fine-tuned accuracy on {pc['n']} candidates"
+              " of this budget" + (" (top rung)" if "rungs" in pc else ""))
+        for i, r in enumerate(pc.get("rungs", ())):
+            print(f"  rung {i} ({r['val_size']} images, {r['finetune_steps']} steps): "
+                  f"Spearman {r['spearman']:.3f}")
     if cfg.task:  # `nasprune prune` cannot rebuild a task's own model: prune it in Python
         print(f"wrote {out} (prune ratios per group); next, in Python: "
               f"nasprune.prune(model, example_inputs, json.load(open('{out}'))['ratios'])")

@@ -37,6 +37,8 @@ def shared_settings(cfg: ExperimentConfig) -> dict[str, Any]:
     if cfg.task is not None:  # the task replaces the built-in data set and zoo model
         for key in ("model", "model_kwargs", "data", "data_dir", "data_options"):
             d.pop(key, None)
+    if (d.get("latency") or {}).get("runtime") == "torch":
+        del d["latency"]["runtime"]  # the default: runs from before the option still match
     return d
 
 

@@ -22,7 +22,8 @@ def latency(models: list[nn.Module], input_shape: tuple[int, ...] | None,
 
     Every round times every model once (``measure_latency``: median of ``repeats`` runs);
     the result per batch size is the median of the round medians. Interleaving puts the
-    models under the same machine load, which on shared cores moves by seconds.
+    models under the same machine load, which on shared cores moves by seconds. With
+    ``latency.runtime: onnxruntime`` the models run as ONNX Runtime sessions instead.
     """
     import statistics
 
@@ -31,6 +32,8 @@ def latency(models: list[nn.Module], input_shape: tuple[int, ...] | None,
     if input_shape is None:
         return [None for _ in models]
     lat = cfg.latency
+    if lat.runtime != "torch":
+        return _runtime_latency(models, input_shape, cfg)
     rounds: list[list[dict]] = [[] for _ in models]
     for _ in range(lat.rounds):
         for i, m in enumerate(models):
@@ -46,6 +49,26 @@ def latency(models: list[nn.Module], input_shape: tuple[int, ...] | None,
                 r[b]["min_ms"] for r in per_model), "round_medians_ms": medians,
                 "repeats": lat.repeats}
         out.append(table)
+    return out
+
+
+def _runtime_latency(models: list[nn.Module], input_shape: tuple[int, ...],
+                     cfg: ExperimentConfig) -> list[dict]:
+    """:func:`latency` on another runtime (CPU), in the same interleaved rounds."""
+    import numpy as np
+
+    from nasprune.metrics.runtime import Runtime, compare_latency
+
+    lat = cfg.latency
+    out: list[dict] = [{} for _ in models]
+    for b in (1, lat.batch):
+        rt = Runtime(lat.runtime, threads=lat.threads or 1, batch_size=b)
+        found = compare_latency(models, input_shape, rt, lat.rounds, lat.repeats,
+                                lat.warmup, per_round=True)
+        for table, f in zip(out, found, strict=True):
+            table[str(b)] = {"median_ms": float(np.median(f["round_medians_ms"])),
+                             "min_ms": f["min_ms"], "round_medians_ms": f["round_medians_ms"],
+                             "repeats": lat.repeats, "runtime": rt.describe()}
     return out
 
 

@@ -57,6 +57,7 @@ class SearchSettings:
     bn_batches: int = _kw(20, min=0)
     val_size: int = _kw(1000, min=1)
     min_keep: float = _kw(0.1, gt=0.0, max=1.0)
+    space: str = _kw("per-group", choices=_registry_names("nasprune.search.spaces", "SPACES"))
     options: dict[str, Any] = field(default_factory=dict)  # strategy options
 
 
@@ -103,6 +104,8 @@ class LatencySettings:
     warmup: int = _kw(3, min=0)
     repeats: int = _kw(10, min=1)
     threads: int | None = _kw(1, min=1)  # CPU threads while timing: 1 is steadier when shared
+    # torch (eager) or onnxruntime (CPU provider): where the speed-up column is measured.
+    runtime: str = _kw("torch", choices=lambda: ["torch", "onnxruntime"])
 
 
 # Which settings section a method's per-entry options override.

@@ -26,11 +26,13 @@ def _search(ctx: Context, s: Any, evaluator: Any, space: Any) -> Any:
 @register_method("nas")
 def nas(ctx: Context) -> Pruned:
     """``nas:<strategy>``: the strategy's name is ``ctx.spec.strategy``."""
-    from nasprune.search import Proxy, SearchSpace
+    from nasprune.search import Proxy
+    from nasprune.search.spaces import make_space
 
     s = ctx.settings
     start = time.perf_counter()
-    space = SearchSpace(ctx.model, ctx.example, min_keep=s.min_keep, round_to=ctx.cfg.round_to)
+    space = make_space(s.space, ctx.model, ctx.example, min_keep=s.min_keep,
+                       round_to=ctx.cfg.round_to)
     evaluator = Proxy(ctx.model, ctx.data, bn_batches=s.bn_batches, val_size=s.val_size,
                       device=ctx.device, example_inputs=ctx.example,
                       criterion=ctx.cfg.criterion, round_to=ctx.cfg.round_to,

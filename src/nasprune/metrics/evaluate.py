@@ -48,6 +48,13 @@ def _on_device(model: nn.Module, device: str | torch.device | None) -> Iterator[
             model.to(home)
 
 
+def _scores(out: Any) -> Any:
+    """The class scores of a model output that is not a tensor (``.logits``, or the output
+    itself when it has none, so the error below names what it is)."""
+    logits = getattr(out, "logits", None)
+    return logits if isinstance(logits, torch.Tensor) else out
+
+
 def predict(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -69,6 +76,8 @@ def predict(
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 raise NaspruneError(f"the model does not accept inputs of shape "
                                     f"{tuple(x.shape[1:])}: {first}") from exc
+            if not isinstance(out, torch.Tensor):  # e.g. a Hugging Face output's .logits
+                out = _scores(out)
             if not isinstance(out, torch.Tensor) or out.dim() != 2:
                 raise NaspruneError(
                     "evaluate needs a model returning logits of shape (batch, classes), got "

@@ -43,6 +43,9 @@ _CAPTIONS = {
     "accuracy_vs_macs": "Test top-1 accuracy (or the task's score) against MACs per image "
                         "after the same "
                         "fine-tuning; threshold pruning is placed at its sparse MACs.",
+    "accuracy_vs_latency": "Test top-1 accuracy against measured batch-1 latency (median, "
+                           "interleaved with the unpruned model); the legend gives each "
+                           "method's measured speed-up.",
     "kept_channels": "Channels each group keeps, per structured method.",
     "search_progress": "Best proxy score (validation top-1 or the task's score, after "
                        "BatchNorm recalibration) "

@@ -22,7 +22,8 @@ from typing import Any
 from nasprune._io import read_json, write_atomic
 from nasprune.report.results import load_result
 
-PLOTS = ("accuracy_vs_macs", "kept_channels", "search_progress", "sensitivity")
+PLOTS = ("accuracy_vs_macs", "accuracy_vs_latency", "kept_channels", "search_progress",
+         "sensitivity")
 
 
 def _figure(width: float = 8.0, height: float = 5.0):
@@ -100,6 +101,31 @@ def accuracy_vs_macs(doc: dict, run: Path) -> Any | None:
     ax.set_xlabel("MACs per image (millions)")
     ax.set_ylabel(f"test {name}")
     ax.set_title(f"{name.split()[0]} vs MACs after the same fine-tuning")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return fig
+
+
+def accuracy_vs_latency(doc: dict, run: Path) -> Any | None:
+    """Test top-1 against measured batch-1 latency (what the deployment pays per image)."""
+    rows = [r for r in doc["rows"] if r["status"] == "ok" and r.get("latency_b1_ms")]
+    if not rows:
+        return None
+    several = len({r["seed"] for r in doc["rows"]}) > 1
+    runtime = ((doc.get("config") or {}).get("latency") or {}).get("runtime", "torch")
+    fig = _figure(10.0, 5.5)
+    ax = fig.subplots()
+    markers = "oDs^v<>pPhXd"
+    colors = _colors(len(rows))
+    for i, r in enumerate(rows):
+        star = r["kind"] == "unpruned"
+        speed = f", {r['speedup_b1']:.2f}x" if r.get("speedup_b1") else ""
+        ax.scatter([r["latency_b1_ms"]], [100 * r["top1"]], s=90 if star else 55, zorder=3,
+                   marker="*" if star else markers[i % len(markers)], color=colors[i],
+                   label=f"{_label(r, several)}{speed}")
+    ax.set_xlabel(f"measured latency, batch 1, {runtime} (ms, median)")
+    ax.set_ylabel("test top-1 accuracy (%)")
+    ax.set_title("Accuracy vs measured latency after the same fine-tuning")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
@@ -188,7 +214,8 @@ def sensitivity(doc: dict, run: Path) -> Any | None:
     return fig
 
 
-_DRAW = {"accuracy_vs_macs": accuracy_vs_macs, "kept_channels": kept_channels,
+_DRAW = {"accuracy_vs_macs": accuracy_vs_macs, "accuracy_vs_latency": accuracy_vs_latency,
+         "kept_channels": kept_channels,
          "search_progress": search_progress, "sensitivity": sensitivity}
 
 

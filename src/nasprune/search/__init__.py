@@ -2,7 +2,8 @@
 
 ``SearchSpace`` (groups, bounds, analytic costs, budget projection), ``Budget``, ``Proxy``
 (adaptive-BN proxy score on validation data; ``Evaluator`` is its former name),
-``STRATEGIES`` (strategies by name) and ``search()`` (Optuna studies: in memory, SQLite,
+``Rungs`` (multi-fidelity scoring with early stopping), ``STRATEGIES`` (strategies by
+name) and ``search()`` (Optuna studies: in memory, SQLite,
 PostgreSQL; resumable).
 """
 
@@ -12,6 +13,7 @@ from nasprune._callable_module import make_callable
 from nasprune.search.budget import Budget
 from nasprune.search.proxy import Evaluator, Proxy, check_proxy, spearman
 from nasprune.search.run import Candidate, SearchResult, build_result, search
+from nasprune.search.rungs import Rung, Rungs
 from nasprune.search.space import SearchSpace
 from nasprune.search.strategies import (
     STRATEGIES,
@@ -26,6 +28,8 @@ __all__ = [
     "Candidate",
     "Evaluator",
     "Proxy",
+    "Rung",
+    "Rungs",
     "SearchResult",
     "SearchSpace",
     "build_result",

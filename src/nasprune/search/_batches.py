@@ -48,6 +48,39 @@ def nbytes(batches: list) -> int:
     return total
 
 
+def head(batches: list, size: int, exact: bool) -> tuple[list, int]:
+    """The batches from the start of ``batches`` holding ``size`` samples, and their count.
+
+    ``exact``: the last batch is cut to make exactly ``size`` (a built-in data set's seeded
+    subset, whose first ``size`` samples are the subset of that size); otherwise whole
+    batches until at least ``size`` (as a task's validation batches are drawn).
+    """
+    from nasprune.task import batch_len
+
+    out: list = []
+    count = 0
+    for batch in batches:
+        if count >= size:
+            break
+        n = batch_len(batch)
+        if exact and count + n > size:
+            batch, n = _cut(batch, size - count), size - count
+        out.append(batch)
+        count += n
+    return out, count
+
+
+def _cut(batch: Any, n: int) -> Any:
+    """The first ``n`` samples of a tensor, tuple/list or dict batch."""
+    if isinstance(batch, torch.Tensor):
+        return batch[:n]
+    if isinstance(batch, dict):
+        return {k: _cut(v, n) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_cut(v, n) for v in batch)
+    return batch
+
+
 def to_channels_last(batches: list) -> list:
     """``(x, y)`` batches with a 4-D ``x`` in NHWC memory layout (others as they are)."""
     return [(b[0].contiguous(memory_format=torch.channels_last), *b[1:])

@@ -1,8 +1,8 @@
 """The trial loop of :func:`nasprune.search.search` and its progress (private).
 
 ``trials`` is a total, not an increment: the loop runs until the study holds that many
-COMPLETE trials, starting one only while complete + running trials are fewer than the
-target, so several workers sharing a study stop together and a resumed run continues the
+finished trials (complete, or stopped early at a rung), starting one only while finished +
+running trials are fewer than the target, so several workers sharing a study stop together and a resumed run continues the
 count. One trial per ``study.optimize`` call keeps that check between trials.
 """
 
@@ -16,7 +16,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nasprune.errors import NaspruneError
-from nasprune.search.study import count, fail_stale, quiet_optuna
+from nasprune.search.study import count, fail_stale, finished, quiet_optuna
 
 # Called before each trial: the parameters a strategy chose itself, or None (the sampler's).
 Propose = Callable[[optuna.Study], "dict[str, float] | None"]
@@ -36,7 +36,7 @@ class Progress:
         self.last_error = ""
 
     def __call__(self, study: optuna.Study, t: FrozenTrial) -> None:
-        if t.state == TrialState.COMPLETE:
+        if finished(t):  # complete, or stopped early at a rung
             self.failed_in_row = 0
             self.bar.update(1)
             best = _best_value(study)

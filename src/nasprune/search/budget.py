@@ -1,7 +1,8 @@
 """Budgets and the projection of any keep-ratio vector onto a budget.
 
 A :class:`Budget` caps MACs and/or parameters (fractions of the unpruned network) and/or
-predicted latency (milliseconds). :func:`project` maps a keep vector onto the budget by
+predicted latency (milliseconds, or a speed-up over the unpruned network on the runtime
+the latency table was measured on). :func:`project` maps a keep vector onto the budget by
 scaling it uniformly — ``clip(s · keep, lower, upper)`` with ``s`` found by bisection, so
 the *shape* of the vector (which layers are pruned harder) is what a strategy chooses and
 the budget fixes the overall size — and then fills the gap that channel rounding leaves,
@@ -30,17 +31,25 @@ class Budget:
     """What the pruned network may cost.
 
     ``macs`` and ``params`` are fractions of the unpruned network in (0, 1]; ``latency_ms``
-    is an absolute predicted latency (needs a latency table, see :mod:`.latency`). Any
-    combination may be given; all given limits must hold.
+    is an absolute predicted latency and ``speedup`` (≥ 1) how many times faster than the
+    unpruned network the pruned one must run (both need a latency table, see
+    :mod:`.latency`). Any combination may be given; all given limits must hold.
     """
 
     macs: float | None = None
     params: float | None = None
     latency_ms: float | None = None
+    speedup: float | None = None
+
+    @property
+    def timed(self) -> bool:
+        """Whether the budget limits latency (so it needs a latency table)."""
+        return self.latency_ms is not None or self.speedup is not None
 
     def __post_init__(self) -> None:
-        if self.macs is None and self.params is None and self.latency_ms is None:
-            raise NaspruneError("a budget needs at least one of macs, params or latency_ms")
+        if self.macs is None and self.params is None and not self.timed:
+            raise NaspruneError(
+                "a budget needs at least one of macs, params, latency_ms or speedup")
         for key in ("macs", "params"):
             v = getattr(self, key)
             if v is None:
@@ -56,6 +65,12 @@ class Budget:
             not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0
         ):
             raise NaspruneError(f"budget latency_ms must be a positive number, got {v!r}")
+        v = self.speedup
+        if v is not None and (
+            not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 1
+        ):
+            raise NaspruneError(f"budget speedup must be a number ≥ 1 (times faster than the "
+                                f"unpruned model), got {v!r}")
 
     def describe(self) -> str:
         parts = []
@@ -65,6 +80,8 @@ class Budget:
             parts.append(f"params ≤ {self.params:.1%}")
         if self.latency_ms is not None:
             parts.append(f"latency ≤ {self.latency_ms:g} ms")
+        if self.speedup is not None:
+            parts.append(f"speed-up ≥ {self.speedup:g}x")
         return ", ".join(parts)
 
 

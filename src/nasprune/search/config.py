@@ -18,6 +18,12 @@ def _strategy_names() -> list[str]:
     return strategy_names()
 
 
+def _space_names() -> list[str]:
+    from nasprune.search.spaces import space_names
+
+    return space_names()
+
+
 def _model_names() -> list[str]:
     from nasprune.models import MODELS
 
@@ -44,9 +50,15 @@ class SearchConfig:
     task_args: dict[str, Any] = field(default_factory=dict)  # its keyword arguments
     strategy: str = _kw("evolution", choices=_strategy_names)
     strategy_options: dict[str, Any] = field(default_factory=dict)
+    space: str = _kw("per-group", choices=_space_names)  # or "stage": one ratio per stage
     target_macs: float | None = _kw(None, gt=0.0, max=1.0)
     target_params: float | None = _kw(None, gt=0.0, max=1.0)
     target_latency_ms: float | None = _kw(None, gt=0.0)
+    target_speedup: float | None = _kw(None, min=1.0)  # times faster than the unpruned model
+    runtime: str = _kw("torch", choices=lambda: ["torch", "torch-compile", "onnxruntime"])
+    latency_threads: int = _kw(1, min=1)
+    latency_batch: int = _kw(1, min=1)
+    allow_miss: bool = False  # exit 0 even when the delivered network misses the target
     trials: int = _kw(50, min=1)
     storage: str | None = None
     study: str | None = None
@@ -57,6 +69,10 @@ class SearchConfig:
     bn_batches: int = _kw(20, min=0)
     val_size: int = _kw(1000, min=1)
     finetune_steps: int = _kw(0, min=0)
+    # Multi-fidelity: "VAL_SIZE:STEPS,..." (None: one fidelity). Quote one rung in YAML
+    # ('1000:50'): unquoted, YAML 1.1 reads 1000:50 as a base-60 number.
+    rungs: str | None = None
+    rungs_eta: float = _kw(3.0, gt=1.0)  # the best 1/eta of each rung advance
     check_proxy: int = _kw(0, min=0)  # candidates to fine-tune for the proxy check (0: skip)
     check_proxy_epochs: float = _kw(1.0, gt=0.0)
     seed: int = _kw(0, min=0)

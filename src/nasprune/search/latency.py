@@ -15,15 +15,23 @@ All timings are the fastest of repeated runs (``min_ms``), the estimator least d
 other processes: the prediction is the latency of an otherwise idle device (on an idle
 machine the median is a few per cent above it).
 
+Timings run on a :class:`~nasprune.metrics.runtime.Runtime` — torch eager (or compiled) or
+ONNX Runtime — since a network's speed depends on the kernels that run it: the same pruned
+ResNet-20 is 1.5x faster than the unpruned one in eager PyTorch and slower on ONNX Runtime.
+Layers are timed at widths that are multiples of the space's ``round_to`` (the widths the
+search will produce), because runtimes' kernels are much faster at some widths than others.
+
 Tables are cached as JSON under ``~/.cache/nasprune/latency/<fingerprint>.json`` (or
-``$NASPRUNE_CACHE_DIR/latency``), the fingerprint covering the layer geometry, device,
-thread count, batch size, grid and torch version; writes are atomic.
+``$NASPRUNE_CACHE_DIR/latency``), the fingerprint covering the layer geometry, the runtime
+(name, version, provider, device, threads, batch size), the width step, the grid and the
+torch version; writes are atomic.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 from pathlib import Path
@@ -36,9 +44,10 @@ from torch import nn
 from nasprune._io import replace_file
 from nasprune.device import resolve_device
 from nasprune.errors import NaspruneError
+from nasprune.metrics.runtime import Runtime, compare_latency, fastest_ms
 
 GRID = tuple(round(0.1 * i, 1) for i in range(1, 11))
-FORMAT = 1
+FORMAT = 2
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -54,6 +63,13 @@ def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"
     return f"cpu:{platform.machine()}:{platform.processor() or 'unknown'}:{os.cpu_count()}"
+
+
+def default_runtime(device: str | torch.device | None = None, threads: int | None = None,
+                    batch_size: int = 1) -> Runtime:
+    """Torch eager on ``device`` (None: CUDA when available) with torch's thread count."""
+    return Runtime("torch", threads=threads or torch.get_num_threads(),
+                   batch_size=batch_size, device=resolve_device(device).type)
 
 
 class LatencyModel:
@@ -96,24 +112,35 @@ class LatencyModel:
         """Predicted latency in ms of the network with ``kept`` channels per group."""
         return self.a + self.b * float(self.layer_ms(kept).sum())
 
+    @property
+    def base_ms(self) -> float:
+        """Predicted latency of the unpruned network (what a speed-up is relative to)."""
+        return self.predict(self.space.channels)
+
     # ------------------------------------------------------------------------------------
     @classmethod
     def for_space(cls, space: Any, model: nn.Module, example_inputs: Any,
                   device: str | torch.device | None = None,
                   cache_dir: str | os.PathLike | None = None, batch_size: int = 1,
                   num_threads: int | None = None, warmup: int = 3, repeats: int = 15,
-                  refresh: bool = False) -> LatencyModel:
-        """Load the cached table for this model/device, or measure and cache it."""
-        dev = resolve_device(device)  # None: CUDA when available, else CPU
+                  refresh: bool = False, runtime: Runtime | None = None) -> LatencyModel:
+        """Load the cached table for this model/runtime, or measure and cache it.
+
+        ``runtime`` says where to time; without it, torch eager on ``device`` (None: CUDA
+        when available) with ``num_threads`` (None: torch's) and ``batch_size``.
+        """
+        if runtime is None:
+            runtime = default_runtime(device, num_threads, batch_size)
         cm = space.cost_model
         unsupported = [n for n in cm.layer_names if cm.layers[n].kind not in ("conv", "linear")]
         if unsupported:
             raise NaspruneError(f"latency budgets support conv and linear layers only; "
                                 f"'{unsupported[0]}' is {cm.layers[unsupported[0]].kind}")
-        threads = num_threads or torch.get_num_threads()
+        dev_name = _device_name(torch.device(runtime.device))
+        step = space.round_to or 1
         key = {
-            "format": FORMAT, "torch": torch.__version__, "device": _device_name(dev),
-            "threads": threads, "batch": batch_size, "grid": list(GRID),
+            "format": FORMAT, "torch": torch.__version__, "device": dev_name,
+            "runtime": runtime.key(), "step": step, "grid": list(GRID),
             "layers": [[n, g.kind, g.in_dim, g.out_dim, g.groups, g.kernel, g.stride,
                         list(g.in_shape)] for n, g in cm.layers.items()],
             "groups": [[g.name, g.channels] for g in space.groups],
@@ -128,19 +155,21 @@ class LatencyModel:
                                data["a"], data["b"], {**data["meta"], "cache": str(path)})
             except (OSError, ValueError, KeyError, TypeError):
                 pass  # unreadable cache: measure again and overwrite it
-        table = measure_table(model, space, dev, batch_size, threads, warmup, repeats)
-        a, b, meta = calibrate(model, example_inputs, space, table, dev, batch_size, threads,
-                               warmup, repeats)
+        table = measure_table(model, space, runtime, warmup, repeats)
+        a, b, meta = calibrate(model, example_inputs, space, table, runtime, warmup, repeats)
+        meta["device"] = dev_name
         replace_file(path, json.dumps({"key": key, "table": table.tolist(), "grid": list(GRID),
                                        "a": a, "b": b, "meta": meta}))
         return cls(space, table, GRID, a, b, {**meta, "cache": str(path), "measured": True})
 
 
 def _standalone(module: nn.Module, geo: Any, g: float, out_prunable: bool,
-                in_prunable: bool) -> tuple[nn.Module, tuple[int, ...]]:
-    """A fresh layer like ``module`` with its prunable sides scaled by ``g``, and its input."""
+                in_prunable: bool, step: int = 1) -> tuple[nn.Module, tuple[int, ...]]:
+    """A fresh layer like ``module`` with its prunable sides scaled by ``g`` (to multiples
+    of ``step``, as the search's rounding will), and its input."""
     def scaled(n: int, multiple: int = 1) -> int:
-        return max(multiple, int(round(n * g / multiple)) * multiple)
+        multiple = math.lcm(multiple, step) if n >= math.lcm(multiple, step) else multiple
+        return min(n, max(multiple, int(round(n * g / multiple)) * multiple))
 
     if geo.kind == "linear":
         in_f = scaled(geo.in_dim) if in_prunable else geo.in_dim
@@ -160,41 +189,38 @@ def _standalone(module: nn.Module, geo: Any, g: float, out_prunable: bool,
     return conv, (in_c, *geo.in_shape[1:])
 
 
-def measure_table(model: nn.Module, space: Any, device: torch.device, batch_size: int,
-                  threads: int, warmup: int, repeats: int) -> np.ndarray:
+def measure_table(model: nn.Module, space: Any, runtime: Runtime, warmup: int,
+                  repeats: int) -> np.ndarray:
     """Fastest ms of every counted layer alone at every grid width: ``(layers, len(GRID))``."""
-    from nasprune.metrics import measure_latency
-
     cm = space.cost_model
     named = dict(model.named_modules())
     out_p = cm._out_g >= 0
     in_p = (cm._in_mat.sum(1) > 0) | cm._dw
+    step = space.round_to or 1
     table = np.zeros((len(cm.layer_names), len(GRID)))
     for li, name in enumerate(cm.layer_names):
         geo = cm.layers[name]
         for gi, g in enumerate(GRID):
             if not out_p[li] and not in_p[li] and gi < len(GRID) - 1:
                 continue  # fixed-width layer: only its full width matters
-            layer, shape = _standalone(named[name], geo, g, bool(out_p[li]), bool(in_p[li]))
-            r = measure_latency(layer, shape, batch_sizes=(batch_size,), device=device,
-                                warmup=warmup, repeats=repeats, num_threads=threads)
-            table[li, gi] = r[batch_size]["min_ms"]
+            layer, shape = _standalone(named[name], geo, g, bool(out_p[li]), bool(in_p[li]),
+                                       step)
+            table[li, gi] = fastest_ms(layer, shape, runtime, warmup, repeats)
         if not out_p[li] and not in_p[li]:
             table[li, :] = table[li, -1]
     return table
 
 
 def calibrate(model: nn.Module, example_inputs: Any, space: Any, table: np.ndarray,
-              device: torch.device, batch_size: int, threads: int, warmup: int,
-              repeats: int, points: tuple[float, ...] = (1.0, 0.75, 0.5, 0.3),
+              runtime: Runtime, warmup: int, repeats: int,
+              points: tuple[float, ...] = (1.0, 0.75, 0.5, 0.3),
               rounds: int = 3) -> tuple[float, float, dict]:
     """Least-squares fit of ``a + b·Σ`` to whole networks pruned uniformly to ``points``.
 
-    Each network is timed in ``rounds`` interleaved rounds and the fastest run kept, so a
-    burst of load on a shared machine does not skew one point (``a`` ≥ 0, else the fit goes
-    through the origin).
+    The networks are timed in ``rounds`` interleaved rounds and each one's fastest run
+    kept, so a burst of load on a shared machine does not skew one point (``a`` ≥ 0, else
+    the fit goes through the origin).
     """
-    from nasprune.metrics import measure_latency
     from nasprune.pruning import prune
 
     if not isinstance(example_inputs, torch.Tensor):
@@ -208,18 +234,15 @@ def calibrate(model: nn.Module, example_inputs: Any, space: Any, table: np.ndarr
         nets.append(model if p >= 1.0 else prune(
             model, example_inputs, space.prune_ratios(keep), round_to=space.round_to,
             min_channels=space.min_channels))
-    times = np.full((rounds, len(nets)), np.inf)
-    for r in range(rounds):
-        for j, net in enumerate(nets):
-            res = measure_latency(net, shape, batch_sizes=(batch_size,), device=device,
-                                  warmup=max(warmup, 5), repeats=max(repeats, 20),
-                                  num_threads=threads)
-            times[r, j] = res[batch_size]["min_ms"]
-    t = times.min(0)
+    found = compare_latency(nets, shape, runtime, rounds=rounds, repeats=max(repeats, 20),
+                            warmup=max(warmup, 5))
+    t = np.array([f["min_ms"] for f in found])
     x = np.asarray(sums)
     b, a = np.polyfit(x, t, 1) if np.ptp(x) > 1e-12 else (0.0, 0.0)
     if not (b > 0 and a >= 0):
         b, a = float(x @ t / max(x @ x, 1e-18)), 0.0
     meta = {"points": list(points), "measured_ms": t.tolist(), "layers_ms": x.tolist(),
-            "device": _device_name(device), "threads": threads, "batch": batch_size}
+            "runtime": runtime.key(), "runtime_name": runtime.describe(),
+            "threads": runtime.threads,
+            "batch": runtime.batch_size}
     return float(a), float(b), meta

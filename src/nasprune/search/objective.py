@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 from nasprune.errors import NaspruneError
 from nasprune.search.budget import Budget
 from nasprune.search.proxy import Proxy
+from nasprune.search.rungs import score_in_rungs
 from nasprune.search.space import SearchSpace
 from nasprune.search.warm_start import ATTR as WARM_ATTR
 from nasprune.search.warm_start import is_repeat
@@ -27,7 +28,7 @@ def _second_objective(budget: Budget) -> str:
     """What a multi-objective search minimises: the budgeted quantity (MACs by default)."""
     if budget.macs is None and budget.params is not None:
         return "params_fraction"
-    if budget.macs is None and budget.params is None and budget.latency_ms is not None:
+    if budget.macs is None and budget.params is None and budget.timed:
         return "latency_ms"
     return "macs_fraction"
 
@@ -45,7 +46,8 @@ def _avoid_duplicates(trial: optuna.Trial, space: SearchSpace, budget: Budget,
     """
     seen = {tuple(space.kept(np.asarray(t.user_attrs["keep"])))
             for t in trial.study.get_trials(deepcopy=False,
-                                            states=(TrialState.COMPLETE, TrialState.RUNNING))
+                                            states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                    TrialState.RUNNING))
             if t.number != trial.number and len(t.user_attrs.get("keep", ())) == space.dim}
     if tuple(space.kept(keep)) not in seen:
         return keep, 0
@@ -78,11 +80,18 @@ def _record(trial: optuna.Trial, space: SearchSpace, keep: np.ndarray,
     return attrs
 
 
-def _score(trial: optuna.Trial, proxy: Proxy, ratios: dict[str, float]) -> float:
-    """The proxy score; a failure or a non-finite score is stored with the trial, then raised."""
+def _score(trial: optuna.Trial, proxy: Proxy, ratios: dict[str, float], report: bool) -> float:
+    """The proxy score (the top rung's with rungs, which may stop the trial early); a
+    failure or a non-finite score is stored with the trial, then raised."""
     start = time.perf_counter()
     try:
-        score = float(proxy.score(ratios))
+        if getattr(proxy, "rungs", None) is not None:
+            score = score_in_rungs(trial, proxy, ratios, report=report)
+        else:
+            score = float(proxy.score(ratios))
+    except optuna.TrialPruned:
+        trial.set_user_attr("seconds", time.perf_counter() - start)
+        raise
     except Exception as exc:
         # Stored with the trial (FAIL) so the reason survives; the search goes on.
         trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:2000])
@@ -118,7 +127,7 @@ def make_objective(space: SearchSpace, proxy: Proxy, budget: Budget, objective: 
             if nudged:
                 trial.set_user_attr("nudged", nudged)
         attrs = _record(trial, space, keep, strategy)
-        score = _score(trial, proxy, attrs["prune_ratios"])
+        score = _score(trial, proxy, attrs["prune_ratios"], report=objective == "single")
         if objective == "multi":
             return score, float(attrs[second])
         return score

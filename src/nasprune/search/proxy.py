@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,9 +25,11 @@ from nasprune.device import resolve_device
 from nasprune.errors import NaspruneError
 from nasprune.search._batches import (
     accepts_nhwc,
+    head,
     nbytes,
     to_channels_last,
 )
+from nasprune.search.rungs import Rungs, as_rungs
 from nasprune.task import example_of, first_batches
 from nasprune.validate import check_count, check_positive_number
 
@@ -48,6 +50,10 @@ class Proxy:
     a Dataset of images, and for a task of ``(images, targets)`` batches when the model
     takes NHWC images) runs candidates in NHWC layout, ~25–30 % faster on CPU.
     ``progress``: a bar on a terminal while a slow task's batches are drawn.
+    ``rungs`` (a :class:`~nasprune.search.rungs.Rungs` or its text, ``"1000:0,4000:50"``):
+    the multi-fidelity rungs a search scores in (:mod:`nasprune.search.rungs`); the cache
+    then holds the top rung's validation samples and fine-tuning batches too, and every
+    lower fidelity scores on the first of those samples.
     """
 
     def __init__(
@@ -69,6 +75,7 @@ class Proxy:
         channels_last: bool | None = None,
         cache_mb: float = 2048.0,
         progress: bool = True,
+        rungs: Rungs | str | None = None,
     ) -> None:
         from nasprune.task import as_task, is_dataset
 
@@ -78,6 +85,7 @@ class Proxy:
         self.batch_size = check_count("batch_size", batch_size, low=1)
         self.finetune_lr = check_positive_number("finetune_lr", finetune_lr)
         self.cache_mb = check_positive_number("cache_mb", cache_mb)
+        self.rungs = as_rungs(rungs)
         self.model = model
         self.data = data
         self.task = as_task(data)
@@ -86,14 +94,20 @@ class Proxy:
         self.ignored = ignored
         self.seed = seed
         self.last_seconds = 0.0
-        self.calls = 0
+        self.calls = 0  # scorings done (with rungs: one per rung a candidate reached)
         in_memory = is_dataset(data)
         # Drawn once: every candidate sees the same BN batches and validation samples.
-        need = max(self.bn_batches, self.finetune_steps)
+        need, val_size = max(self.bn_batches, self.finetune_steps), self.val_size
+        if self.rungs is not None:
+            need = max(need, self.rungs.top.finetune_steps)
+            val_size = max(val_size, self.rungs.top.val_size)
+        # Lower fidelities score on the first samples of these (a data set's seeded subset
+        # of n is the first n of a larger one, so val_size alone draws the same images).
+        self._exact_heads = in_memory
         if in_memory:
-            self._draw_from_dataset(data, need)
+            self._draw_from_dataset(data, need, val_size)
         else:
-            self._draw_from_task(need, progress)
+            self._draw_from_task(need, val_size, progress)
         self.example_inputs = (example_inputs if example_inputs is not None
                                else example_of(self._val_batches[0]))
         if channels_last is None:
@@ -103,6 +117,8 @@ class Proxy:
         if self.channels_last:
             self._train_batches = to_channels_last(self._train_batches)
             self._val_batches = to_channels_last(self._val_batches)
+        self._heads: dict[int, tuple[list, int]] = {}
+        self.val_count = self._val_head(self.val_size)[1]
         self.cached_bytes = nbytes(self._train_batches) + nbytes(self._val_batches)
         # A data-driven criterion (taylor) sees the fixed batches too, not a fresh shuffle.
         self._criterion_data = (data if in_memory
@@ -110,20 +126,27 @@ class Proxy:
         if self.cached_bytes > self.cache_mb * 2**20:
             raise NaspruneError(
                 f"the proxy's fixed batches take {self.cached_bytes / 2**20:.0f} MB, over "
-                f"cache_mb={self.cache_mb:g}: lower val_size, bn_batches or finetune_steps")
+                f"cache_mb={self.cache_mb:g}: lower val_size, bn_batches or finetune_steps"
+                + (" or the top rung" if self.rungs is not None else ""))
 
-    def _draw_from_dataset(self, data, need: int) -> None:
+    def _draw_from_dataset(self, data, need: int, val_size: int) -> None:
         if len(data.val) == 0:
             raise NaspruneError(f"data set '{data.name}' has an empty validation split")
         loader = data.loader("train", batch_size=self.batch_size, shuffle=True,
                              device=self.device, seed=self.seed, drop_last=False)
         self._train_batches = first_batches(loader, need, f"data set '{data.name}'", "training")
-        val = data.val.subset(self.val_size, seed=self.seed)
-        self.val_count = len(val)
+        val = data.val.subset(val_size, seed=self.seed)
+        if self.rungs is not None and val is data.val:
+            # Split.subset's seeded permutation even where the top rung covers the whole
+            # split (which subset returns unshuffled): then the first n samples are
+            # subset(n), so a lower rung scores on exactly a proxy of val_size n's images.
+            g = torch.Generator().manual_seed(self.seed)
+            idx = torch.randperm(len(data.val), generator=g)
+            val = type(data.val)(data.val.x[idx], data.val.y[idx])
         # 128: larger CPU batches were slower per image (cache) in measurements.
         self._val_batches = list(data.loader(val, batch_size=128, device=self.device))
 
-    def _draw_from_task(self, need: int, progress: bool) -> None:
+    def _draw_from_task(self, need: int, val_size: int, progress: bool) -> None:
         from nasprune._progress import ticker
         from nasprune.task import first_samples, to_device
 
@@ -131,9 +154,15 @@ class Proxy:
         with ticker("proxy: training batches", progress, need) as tick:
             train = first_batches(self.task.split("train"), need, what, "training", tick)
         self._train_batches = [to_device(b, self.device) for b in train]
-        with ticker("proxy: validation samples", progress, self.val_size, "sample") as tick:
-            self._val_batches, self.val_count = first_samples(
-                self.task.split("val"), self.val_size, self.device, what, tick)
+        with ticker("proxy: validation samples", progress, val_size, "sample") as tick:
+            self._val_batches, _ = first_samples(self.task.split("val"), val_size,
+                                                 self.device, what, tick)
+
+    def _val_head(self, size: int) -> tuple[list, int]:
+        """The cached validation batches holding the first ``size`` samples, and their count."""
+        if size not in self._heads:
+            self._heads[size] = head(self._val_batches, size, self._exact_heads)
+        return self._heads[size]
 
     # ------------------------------------------------------------------------------------
     def prune(self, ratios: dict[str, float]) -> nn.Module:
@@ -155,15 +184,16 @@ class Proxy:
         recalibrate_bn(model, self._train_batches, batches=self.bn_batches,
                        forward=self.task.forward)
 
-    def finetune(self, model: nn.Module, steps: int) -> None:
-        """``steps`` plain SGD steps (momentum 0.9) on the fixed training batches."""
+    def finetune(self, model: nn.Module, steps: int, first_step: int = 0) -> None:
+        """``steps`` plain SGD steps (momentum 0.9) on the fixed training batches, from
+        batch ``first_step`` on (a higher rung continues where the one below stopped)."""
         if steps <= 0:
             return
-        torch.manual_seed(self.seed)
+        torch.manual_seed(self.seed + first_step)
         opt = torch.optim.SGD(model.parameters(), lr=self.finetune_lr, momentum=0.9,
                               weight_decay=5e-4)
         model.train()
-        for i in range(steps):
+        for i in range(first_step, first_step + steps):
             batch = self._train_batches[i % len(self._train_batches)]
             opt.zero_grad(set_to_none=True)
             _, loss = self.task.compute_loss(model, batch)
@@ -175,22 +205,42 @@ class Proxy:
         model.eval()
 
     @torch.no_grad()
-    def accuracy(self, model: nn.Module) -> float:
-        """The task's score (top-1 by default) on the fixed validation batches, eval mode."""
+    def accuracy(self, model: nn.Module, val_size: int | None = None) -> float:
+        """The task's score (top-1 by default) on the first ``val_size`` (default: the
+        proxy's) samples of the fixed validation batches, eval mode."""
         model.eval()
-        return self.task.evaluate(model, self._val_batches, self.device)
+        batches, _ = self._val_head(self.val_size if val_size is None else val_size)
+        return self.task.evaluate(model, batches, self.device)
 
     def score(self, ratios: dict[str, float]) -> float:
         """The proxy score of the network pruned to ``ratios``, higher is better (a score
         the task minimises is negated)."""
         start = time.perf_counter()
-        pruned = self.prune(ratios)
-        self.finetune(pruned, self.finetune_steps)
-        self.recalibrate(pruned)
-        value = self.accuracy(pruned)
+        value = self.score_model(self.prune(ratios), self.finetune_steps, self.val_size)
         self.last_seconds = time.perf_counter() - start
+        return value
+
+    def score_model(self, pruned: nn.Module, steps: int, val_size: int,
+                    first_step: int = 0) -> float:
+        """Fine-tune ``pruned`` in place for ``steps`` steps, re-estimate BN, score it on
+        ``val_size`` validation samples; higher is better (as :meth:`score`)."""
+        self.finetune(pruned, steps, first_step)
+        self.recalibrate(pruned)
+        value = self.accuracy(pruned, val_size)
         self.calls += 1
         return value if self.task.maximize else -value
+
+    def rung_scores(self, ratios: dict[str, float]) -> Iterator[float]:
+        """The score of ``ratios`` at each of the proxy's rungs in turn (lazily: a search
+        stops asking once a candidate loses). Each rung continues the network of the one
+        below with the extra fine-tuning steps, so the scores depend only on ``ratios``."""
+        if self.rungs is None:
+            raise NaspruneError("this proxy has no rungs")
+        pruned = self.prune(ratios)
+        done = 0
+        for r in self.rungs.levels:
+            yield self.score_model(pruned, r.finetune_steps - done, r.val_size, first_step=done)
+            done = r.finetune_steps
 
 
 def spearman(a: Sequence[float], b: Sequence[float]) -> float:
@@ -210,7 +260,10 @@ def check_proxy(evaluator: Proxy, candidates: Sequence[dict[str, float]],
     Each candidate is scored by ``evaluator`` and, separately, pruned and fine-tuned for
     ``finetune_epochs`` (``nasprune.finetune``) then measured on the same validation
     subset. Returns ``spearman`` (rank correlation), ``proxy`` and ``finetuned`` scores,
-    ``n`` and the seconds spent.
+    ``n`` and the seconds spent. A proxy with rungs scores every candidate at every rung
+    (none stops early here) and adds ``rungs``: per rung its ``val_size``,
+    ``finetune_steps``, ``scores`` and ``spearman``; ``proxy``/``spearman`` are then the
+    top rung's (what a search picks by).
     """
     from nasprune.task import is_dataset
     from nasprune.train import finetune
@@ -227,13 +280,20 @@ def check_proxy(evaluator: Proxy, candidates: Sequence[dict[str, float]],
         kw["max_steps"] = max(1, int(finetune_epochs * steps_per_epoch))
     start = time.perf_counter()
     proxy, tuned = [], []
+    levels = evaluator.rungs.levels if evaluator.rungs is not None else ()
+    per_rung: list[list[float]] = [[] for _ in levels]
     for ratios in candidates:
-        proxy.append(evaluator.score(ratios))
+        if levels:
+            for scores, value in zip(per_rung, evaluator.rung_scores(ratios), strict=True):
+                scores.append(value)
+            proxy.append(per_rung[-1][-1])
+        else:
+            proxy.append(evaluator.score(ratios))
         pruned = evaluator.prune(ratios)
         finetune(pruned, evaluator.data, epochs=epochs, teacher=teacher, **kw)
         pruned.to(evaluator.device)
         tuned.append(evaluator.accuracy(pruned))
-    return {
+    out = {
         "spearman": spearman(proxy, tuned),
         "proxy": proxy,
         "finetuned": tuned,
@@ -241,6 +301,11 @@ def check_proxy(evaluator: Proxy, candidates: Sequence[dict[str, float]],
         "finetune_epochs": finetune_epochs,
         "seconds": time.perf_counter() - start,
     }
+    if levels:
+        out["rungs"] = [{"val_size": r.val_size, "finetune_steps": r.finetune_steps,
+                         "scores": scores, "spearman": spearman(scores, tuned)}
+                        for r, scores in zip(levels, per_rung, strict=True)]
+    return out
 
 
 # The class's name before search/evaluate.py became search/proxy.py.

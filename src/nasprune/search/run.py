@@ -3,7 +3,8 @@
 The loop is Optuna's: a strategy's sampler proposes one keep ratio per group, the
 objective projects the vector onto the budget, scores it with the :class:`Proxy` and
 stores what it evaluated (projected keep, prune ratios, MACs, params, seconds) as trial user
-attrs. ``trials`` is the number of COMPLETE trials the study should hold when the call
+attrs. ``trials`` is the number of finished trials (complete, or stopped early at a
+multi-fidelity rung, :mod:`nasprune.search.rungs`) the study should hold when the call
 returns — a total, not an increment — so a second call with the same study name continues
 where the first stopped, a crashed run resumes by calling again, and several workers given
 the same storage, study and target stop together (a worker starts a trial only while
@@ -23,7 +24,9 @@ from nasprune.search.budget import Budget
 from nasprune.search.objective import make_objective
 from nasprune.search.proxy import Proxy
 from nasprune.search.result import Candidate, SearchResult, build_result
+from nasprune.search.rungs import Rungs, as_rungs
 from nasprune.search.space import SearchSpace
+from nasprune.search.spaces import make_space
 from nasprune.search.strategies import STRATEGIES, Strategy
 from nasprune.search.study import budget_dict, count, open_storage, open_study, quiet_optuna
 from nasprune.task import as_task
@@ -43,29 +46,42 @@ def _check_args(target: Any, trials: Any, objective: Any, seed: Any) -> None:
 
 
 def _attach_latency(space: SearchSpace, target: Budget, model: Any, example_inputs: Any,
-                    device: Any, cache_dir: Any) -> None:
-    """Measure a latency table for a latency budget (once per space)."""
-    if target.latency_ms is not None and space.latency is None:
+                    runtime: Any, cache_dir: Any) -> None:
+    """Measure a latency table for a latency or speed-up budget (once per space)."""
+    if target.timed and space.latency is None:
         from nasprune.search.latency import LatencyModel
 
-        space.latency = LatencyModel.for_space(space, model, example_inputs, device=device,
-                                               cache_dir=cache_dir)
+        space.latency = LatencyModel.for_space(space, model, example_inputs,
+                                               cache_dir=cache_dir, runtime=runtime)
 
 
-def _check_proxy_matches(proxy: Proxy, space: SearchSpace) -> None:
-    """The proxy must prune with the space's own rounding, or costs would not match."""
+def _check_proxy_matches(proxy: Proxy, space: SearchSpace, asked: Rungs | None,
+                         objective: str) -> None:
+    """The proxy must prune with the space's own rounding, or costs would not match, and
+    score in the rungs asked for."""
     if (proxy.round_to, proxy.min_channels) != (space.round_to, space.min_channels):
         raise NaspruneError("the evaluator's round_to/min_channels differ from the space's: "
                             "the cost model would not match the pruned networks")
+    if asked is not None and getattr(proxy, "rungs", None) != asked:
+        raise NaspruneError(f"rungs={asked.text()!r} differ from the evaluator's rungs: give "
+                            "them to the Proxy (Proxy(..., rungs=...)) or let search build it")
+    if objective == "multi" and getattr(proxy, "rungs", None) is not None:
+        raise NaspruneError("rungs (multi-fidelity scoring) need objective='single': a "
+                            "Pareto front of scores from different rungs would mix fidelities")
 
 
-def _study_meta(space: SearchSpace, target: Budget, objective: str) -> dict[str, Any]:
+def _study_meta(space: SearchSpace, target: Budget, objective: str,
+                rungs: Rungs | None) -> dict[str, Any]:
     """What a study records about its space, so another call can check it matches."""
+    # "space" only for a lower-dimensional one, so studies from before it still match.
+    kind = {} if space.kind == "per-group" else {"space": space.kind}
     return {
-        "version": 1, "groups": list(space.names), "objective": objective,
+        "version": 1, "groups": list(space.names), "objective": objective, **kind,
         "budget": budget_dict(target),
         "bounds": [[float(v) for v in space.lower], [float(v) for v in space.upper]],
         "base_macs": int(space.base_macs), "base_params": int(space.base_params),
+        # Rung scores of another setting are not comparable (None: single fidelity).
+        "rungs": None if rungs is None else {"levels": rungs.text(), "eta": rungs.eta},
     }
 
 
@@ -106,7 +122,7 @@ def search(
     objective: str = "single",
     evaluator: Proxy | None = None,
     *,
-    space: SearchSpace | None = None,
+    space: SearchSpace | str | None = None,
     min_keep: float = 0.1,
     max_keep: float = 1.0,
     round_to: int | None = None,
@@ -120,11 +136,16 @@ def search(
     latency_cache: Any = None,
     score: Any = None,
     warm_start: bool = True,
+    rungs: Rungs | str | None = None,
+    runtime: Any = None,
+    verify: bool = True,
     **strategy_options: Any,
 ) -> SearchResult:
     """Search per-group prune ratios for ``model`` at budget ``target`` (default 50 % MACs).
 
-    ``strategy`` names an entry of ``STRATEGIES``; ``strategy_options`` go to it.
+    ``strategy`` names an entry of ``STRATEGIES``; ``strategy_options`` go to it. ``space``
+    is a :class:`SearchSpace` or the name of one (``"per-group"``, the default, or
+    ``"stage"``: one ratio per stage, see :mod:`nasprune.search.spaces`).
     ``storage`` is None (in memory) or a database URL; ``study`` names the study to create
     or continue; ``trials`` is the number of complete trials it should hold at the end (see
     the module docstring). ``objective="multi"`` maximises the proxy score and minimises the
@@ -143,17 +164,29 @@ def search(
     the same budget (:mod:`nasprune.search.warm_start`: uniform, nasprune's and
     Torch-Pruning's global ranking), so the best is never below them on the proxy; the
     result names the best of them and how far the search improved on it.
+    ``rungs`` (``"1000:0,4000:50"``, a :class:`~nasprune.search.rungs.Rungs`, or None for
+    one fidelity; or the ``evaluator``'s own) scores in multi-fidelity rungs: every
+    candidate at the first, the best ``1/eta`` so far at each next one after more
+    fine-tuning steps on more validation images, the rest stopped early (PRUNED trials,
+    counted in ``trials``, never picked); the best is the best at the highest rung reached.
+    Latency and speed-up budgets are predicted from a table measured on ``runtime`` (a
+    :class:`~nasprune.metrics.runtime.Runtime`; default torch eager on ``device``);
+    ``round_to="auto"`` picks the width step at which that runtime is fast (see
+    :mod:`.widths`). With ``verify`` the delivered network is then measured there
+    (``result.delivery``, see :mod:`.verify`).
     """
     start = time.perf_counter()
     if score is not None:
         data = as_task(data, score=score)
     target = Budget(macs=0.5) if target is None else target
     _check_args(target, trials, objective, seed)
+    asked = as_rungs(rungs)
     strat = STRATEGIES.get(strategy)
-    if space is None:
-        space = SearchSpace(model, example_inputs, ignored=ignored, min_keep=min_keep,
-                            max_keep=max_keep, round_to=round_to)
-    _attach_latency(space, target, model, example_inputs, device, latency_cache)
+    runtime, round_to = _timing(target, model, example_inputs, device, runtime, round_to)
+    if space is None or isinstance(space, str):
+        space = make_space(space or "per-group", model, example_inputs, ignored=ignored,
+                           min_keep=min_keep, max_keep=max_keep, round_to=round_to)
+    _attach_latency(space, target, model, example_inputs, runtime, latency_cache)
     space.check_feasible(target)
     with quiet_optuna():  # experimental-feature warnings of Optuna's samplers
         sampler = strat.sampler(space, seed, **strategy_options)
@@ -162,11 +195,12 @@ def search(
             model, data, bn_batches=bn_batches, val_size=val_size, finetune_steps=finetune_steps,
             device=device, example_inputs=example_inputs, round_to=space.round_to,
             min_channels=space.min_channels, ignored=ignored, seed=seed or 0,
-            progress=progress)
-    _check_proxy_matches(evaluator, space)
+            progress=progress, rungs=asked)
+    _check_proxy_matches(evaluator, space, asked, objective)
+    rungs = getattr(evaluator, "rungs", None)
     directions = ["maximize"] if objective == "single" else ["maximize", "minimize"]
     st = open_study(open_storage(storage), study, directions, sampler,
-                    _study_meta(space, target, objective))
+                    _study_meta(space, target, objective, rungs))
     if not isinstance(warm_start, bool):
         raise NaspruneError(f"warm_start must be True or False, got {warm_start!r}")
     if warm_start:
@@ -179,8 +213,31 @@ def search(
                  propose, tracker, max_failures, strategy)
     finally:
         tracker.close()
-    return build_result(st, space, target, strategy, objective, time.perf_counter() - start,
-                        tracker.failed)
+    result = build_result(st, space, target, strategy, objective,
+                          time.perf_counter() - start, tracker.failed)
+    if verify and target.timed:
+        from nasprune.search.verify import verify_delivery
+
+        result.delivery = verify_delivery(result, model, example_inputs, runtime)
+    return result
+
+
+def _timing(target: Budget, model: Any, example_inputs: Any, device: Any, runtime: Any,
+            round_to: Any) -> tuple[Any, Any]:
+    """The runtime of a timed budget (default: torch eager on ``device``) and ``round_to``
+    (``"auto"``: measured on that runtime)."""
+    if target.timed and runtime is None:
+        from nasprune.search.latency import default_runtime
+
+        runtime = default_runtime(device)
+    if round_to == "auto":
+        if runtime is None:
+            raise NaspruneError("round_to='auto' measures widths on a runtime: give a "
+                                "latency or speed-up budget, or runtime=")
+        from nasprune.search.widths import measured_round_to
+
+        round_to, _ = measured_round_to(model, example_inputs, runtime)
+    return runtime, round_to
 
 
 # make_objective: re-exported, it was defined here before search/objective.py.

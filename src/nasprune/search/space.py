@@ -50,8 +50,12 @@ class SearchSpace:
     """Keep ratios in ``[lower[i], upper[i]]`` for each dependency group of ``model``.
 
     ``min_channels`` and ``round_to`` are the surgery's own options, so the analytic widths
-    equal the real ones; pass the same values to :func:`nasprune.prune`.
+    equal the real ones; pass the same values to :func:`nasprune.prune`. Its keep vector
+    has one ratio per group; a lower-dimensional space (:mod:`.stage_space`) overrides the
+    methods that map its own vector to groups (``group_keep``, ``nearest_keep``, ...).
     """
+
+    kind = "per-group"  # the name search(space=...) and --space give this space
 
     def __init__(
         self,
@@ -107,7 +111,16 @@ class SearchSpace:
         return {n: float(1.0 - k) for n, k in zip(self.names, keep, strict=True)}
 
     def keep_from_ratios(self, ratios: dict[str, float]) -> np.ndarray:
+        """The keep vector of per-group prune ratios (groups not named keep everything)."""
         return np.array([1.0 - float(ratios.get(n, 0.0)) for n in self.names])
+
+    def group_keep(self, keep: np.ndarray) -> np.ndarray:
+        """One keep ratio per group (here the keep vector itself)."""
+        return np.asarray(keep, dtype=float)
+
+    def nearest_keep(self, group_keep: np.ndarray) -> np.ndarray:
+        """The point of this space nearest to per-group keep ratios (here: within bounds)."""
+        return np.clip(np.asarray(group_keep, dtype=float), self.lower, self.upper)
 
     # --- costs --------------------------------------------------------------------------
     def kept(self, keep: np.ndarray) -> np.ndarray:
@@ -168,11 +181,22 @@ class SearchSpace:
         return np.clip(f, 0.0, 1.0)
 
     # --- budgets ------------------------------------------------------------------------
-    def _load_fn(self, budget: Budget):
-        if budget.latency_ms is not None and self.latency is None:
+    def latency_limit(self, budget: Budget) -> float | None:
+        """The predicted-ms limit of a latency and/or speed-up budget (None: untimed)."""
+        if not budget.timed:
+            return None
+        if self.latency is None:
             raise NaspruneError(
                 "a latency budget needs a latency table: use search(..., target="
-                "Budget(latency_ms=...)) which measures one, or attach space.latency")
+                "Budget(latency_ms=... or speedup=...)) which measures one, or attach "
+                "space.latency")
+        limits = [budget.latency_ms] if budget.latency_ms is not None else []
+        if budget.speedup is not None:
+            limits.append(self.latency.base_ms / budget.speedup)
+        return min(limits)
+
+    def _load_fn(self, budget: Budget):
+        limit = self.latency_limit(budget)
 
         def load(keep: np.ndarray) -> float:
             kept = self.kept(keep)
@@ -183,8 +207,8 @@ class SearchSpace:
                     out = max(out, macs / self.base_macs / budget.macs)
                 if budget.params is not None:
                     out = max(out, params / self.base_params / budget.params)
-            if budget.latency_ms is not None:
-                out = max(out, self.latency.predict(kept) / budget.latency_ms)
+            if limit is not None:
+                out = max(out, self.latency.predict(kept) / limit)
             return out * (1.0 - 1e-12)  # float noise must not make an exact fit "over"
 
         return load
@@ -193,8 +217,9 @@ class SearchSpace:
         """The smallest cost reachable (every group at its lower bound)."""
         macs, params = self.cost(self.lower)
         out = {"macs": macs / self.base_macs, "params": params / self.base_params}
-        if budget.latency_ms is not None and self.latency is not None:
+        if budget.timed and self.latency is not None:
             out["latency_ms"] = self.latency.predict(self.kept(self.lower))
+            out["speedup"] = self.latency.base_ms / out["latency_ms"]
         return out
 
     def within(self, keep: np.ndarray, budget: Budget) -> bool:
@@ -216,6 +241,10 @@ class SearchSpace:
         if budget.latency_ms is not None:
             parts.append(f"predicted latency {low['latency_ms']:.3g} ms "
                          f"(asked {budget.latency_ms:g} ms)")
+        if budget.speedup is not None:
+            parts.append(f"a predicted speed-up of only {low['speedup']:.2f}x on "
+                         f"{self.latency.meta.get('runtime_name', 'this runtime')} "
+                         f"(asked {budget.speedup:g}x)")
         raise NaspruneError(
             "budget cannot be met: with every group at its minimum keep ratio "
             f"({self.lower.min():g}) the pruned model still has " + ", ".join(parts)

@@ -24,7 +24,7 @@ from typing import Any
 
 import optuna
 from optuna.storages import RDBStorage
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from nasprune.errors import NaspruneError
 from nasprune.search.budget import Budget
@@ -176,6 +176,7 @@ def open_study(storage: Any, name: str | None, directions: list[str], sampler: A
                             f"'{stored.get('objective')}', not '{meta['objective']}'")
     for key, what in (("groups", "model (its channel groups differ)"),
                       ("objective", "objective"), ("budget", "budget"),
+                      ("space", "search space"), ("rungs", "rung setting"),
                       ("bounds", "keep bounds")):
         if stored.get(key) != meta.get(key):
             raise NaspruneError(
@@ -191,17 +192,32 @@ def _short(value: Any) -> str:
 
 
 def budget_dict(budget: Budget) -> dict[str, float | None]:
-    return asdict(budget)
+    d = asdict(budget)
+    if d["speedup"] is None:
+        del d["speedup"]  # studies stored before speed-up budgets existed still match
+    return d
+
+
+def finished(t: FrozenTrial) -> bool:
+    """Whether ``t`` counts towards ``trials``: complete, or stopped early at a rung (a
+    PRUNED trial with rung scores) — not a warm-start copy skipped unscored."""
+    return t.state == TrialState.COMPLETE or (t.state == TrialState.PRUNED
+                                              and bool(t.user_attrs.get("rung_scores")))
 
 
 def count(study: optuna.Study) -> tuple[int, int, int]:
-    """(complete, running, waiting) trials in the storage right now."""
+    """(finished, running, waiting) trials in the storage right now; finished: see
+    :func:`finished`, i.e. every candidate scored."""
     trials = study.get_trials(deepcopy=False)
-    n = {s: 0 for s in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)}
+    n = {s: 0 for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING,
+                        TrialState.WAITING)}
     for t in trials:
+        if t.state == TrialState.PRUNED and not finished(t):
+            continue
         if t.state in n:
             n[t.state] += 1
-    return n[TrialState.COMPLETE], n[TrialState.RUNNING], n[TrialState.WAITING]
+    return (n[TrialState.COMPLETE] + n[TrialState.PRUNED], n[TrialState.RUNNING],
+            n[TrialState.WAITING])
 
 
 def fail_stale(study: optuna.Study) -> None:

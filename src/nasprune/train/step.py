@@ -92,12 +92,13 @@ def add_bn_l1(bns: Sequence[nn.Module], strength: float) -> None:
 def loss_and_logits(run: TrainRun, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward pass and loss (cross-entropy, or distillation when there is a teacher)."""
     with run.precision.autocast(run.device):
-        logits = run.net(x)
+        # A Hugging Face classifier returns an output object: its ``.logits`` are the scores.
+        logits = logits_of(run.net(x))
         if run.teacher is None:
             return F.cross_entropy(logits.float(), y,
                                    label_smoothing=run.label_smoothing), logits
         with torch.no_grad():
-            t_logits = run.teacher(x)
+            t_logits = logits_of(run.teacher(x))
     if t_logits.shape != logits.shape:
         raise NaspruneError(f"teacher outputs shape {tuple(t_logits.shape)} but the student "
                             f"{tuple(logits.shape)}: they must predict the same classes")
@@ -185,7 +186,7 @@ def correct_count(run: TrainRun, loader) -> tuple[int, int]:
             if run.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with run.precision.autocast(run.device):
-                correct += (run.model(x).argmax(1) == y).sum()
+                correct += (logits_of(run.model(x)).argmax(1) == y).sum()
             n += int(y.shape[0])
     finally:
         run.model.train()

@@ -243,8 +243,10 @@ def run(
             for h in handles:
                 h.remove()
     gates = [torch.sigmoid(t.detach()).cpu().numpy() for t in logits]
-    keep = np.where(gated, read_keep(gates, read), space.upper)  # ungated: no evidence
-    return space.project(np.clip(keep, space.lower, space.upper), budget)
+    # Ungated groups: no evidence, keep all. The gates are per group: a lower-dimensional
+    # space takes its nearest point.
+    keep = np.where(gated, read_keep(gates, read), 1.0)
+    return space.project(space.nearest_keep(keep), budget)
 
 
 def read_keep(gates: list[np.ndarray], read: str = "threshold") -> np.ndarray:

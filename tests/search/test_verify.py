@@ -1,0 +1,199 @@
+"""Speed-up budgets and delivery verification: the chosen network is measured, not trusted."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import nasprune
+from nasprune.errors import NaspruneError
+from nasprune.metrics.runtime import Runtime
+from nasprune.search import Budget, Proxy, SearchSpace, search
+from nasprune.search.latency import GRID, LatencyModel
+from nasprune.search.result import Candidate, SearchResult
+from nasprune.search.verify import verify_delivery
+
+FAST = {"bn_batches": 3, "val_size": 200, "progress": False}
+
+
+@pytest.fixture(scope="module")
+def trained(trained_digits_cnn):
+    return trained_digits_cnn
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("latency")
+
+
+def test_unmeetable_speedup_is_rejected_before_the_search(trained, digits, cache) -> None:
+    x = digits.example_input()
+    proxy = Proxy(trained, digits, example_inputs=x, **{k: v for k, v in FAST.items()
+                                                        if k != "progress"})
+    with pytest.raises(NaspruneError, match=r"budget cannot be met: .* a predicted speed-up "
+                       r"of only \d\.\d\dx on torch \(cpu, 1 thread, batch 1\) \(asked 50x\)"):
+        search(trained, x, digits, strategy="random", target=Budget(speedup=50.0), trials=3,
+               evaluator=proxy, latency_cache=cache, runtime=Runtime("torch"), **FAST)
+    assert proxy.calls == 0  # not a single candidate was scored
+
+
+def test_a_speedup_search_delivers_a_measured_network(trained, digits, cache) -> None:
+    x = digits.example_input()
+    rt = Runtime("torch")
+    result = search(trained, x, digits, strategy="random", target=Budget(speedup=1.15),
+                    trials=3, latency_cache=cache, runtime=rt, **FAST)
+    lat, d = result.space.latency, result.delivery
+    for c in result.trials:  # every candidate was projected onto the predicted speed-up
+        assert 1.15 <= lat.base_ms / c.latency_ms <= 1.15 * 1.03
+    assert d is not None and d.number == result.best.number and d.runtime == rt.describe()
+    assert d.target_speedup == 1.15 and d.target_ms is None
+    assert d.predicted_speedup == pytest.approx(lat.base_ms / result.best.latency_ms)
+    assert 0 < d.measured_ms <= d.p90_ms and d.base_ms > 0 and d.measured_speedup > 0
+    assert d.met == (d.miss <= 0.05) and d.miss == pytest.approx(
+        max(0.0, 1 - d.checked[-1 if d.replaced else 0]["speedup"] / 1.15))
+    assert "delivery" in json.loads(json.dumps(result.to_dict()))
+    # The table of this runtime was cached; another batch size is another table.
+    LatencyModel.for_space(result.space, trained, x, cache_dir=cache,
+                           runtime=Runtime("torch", batch_size=2), warmup=1, repeats=3)
+    assert len(list(cache.glob("*.json"))) == 2
+
+
+@pytest.fixture(scope="module")
+def r20():
+    torch.manual_seed(0)
+    model = nasprune.create_model("resnet20").eval()
+    x = torch.randn(1, 3, 32, 32)
+    space = SearchSpace(model, x)
+    # A flat table (predictions are not what this checks): the measurement decides.
+    space.latency = LatencyModel(space, np.ones((len(space.cost_model.layer_names), len(GRID))),
+                                 GRID, 0.0, 1.0)
+    return model, x, space
+
+
+def _result(space: SearchSpace, budget: Budget, ratios: list[float],
+            scores: list[float]) -> SearchResult:
+    cands = []
+    for i, (r, s) in enumerate(zip(ratios, scores, strict=True)):
+        keep = np.full(space.dim, 1.0 - r)
+        cands.append(Candidate(number=i, ratios=space.prune_ratios(keep), keep=list(keep),
+                               macs=0, params=0, macs_fraction=0.0, params_fraction=0.0,
+                               score=s, seconds=0.0))
+    best = max(cands, key=lambda c: c.score)
+    return SearchResult(best=best, trials=cands, study=None, pareto=[], seconds=0.0,
+                        strategy="random", objective="single", budget=budget, space=space)
+
+
+def test_a_missing_choice_is_replaced_by_the_best_scoring_one_that_meets(r20,
+                                                                         monkeypatch) -> None:
+    from nasprune.metrics import count_macs
+    from nasprune.search import verify
+
+    model, x, space = r20
+    base = count_macs(model, x)
+
+    def by_macs(models, *a, **kw):  # deterministic "timings": time ∝ MACs (load-free)
+        ms = [count_macs(m, x) / base for m in models]
+        return [{"median_ms": t, "p90_ms": t, "min_ms": t, "speedup": ms[0] / t,
+                 "min_speedup": ms[0] / t} for t in ms]
+
+    monkeypatch.setattr(verify, "compare_latency", by_macs)
+    # Trial 0 (unpruned, best score) is not 1.4x faster, nor is trial 1 (keeps 95 %);
+    # trial 2 (keeps 25 %) is, and is the best-scoring one that is.
+    result = _result(space, Budget(speedup=1.4), [0.0, 0.05, 0.75, 0.8], [0.9, 0.8, 0.7, 0.6])
+    d = verify_delivery(result, model, x, Runtime("torch"), rounds=5, repeats=5)
+    assert d.replaced == 0 and d.number == 2 and result.best.number == 2, d.checked
+    assert d.met and d.miss == 0.0 and d.measured_speedup > 10
+    assert [c["number"] for c in d.checked] == [0, 1, 2, 3]
+    assert d.checked[0]["speedup"] == 1.0 and d.checked[1]["speedup"] < 1.4 * 0.95
+    assert "trial 0 missed the target, so trial 2" in d.describe()
+
+
+def test_a_miss_says_by_how_much(r20) -> None:
+    model, x, space = r20
+    result = _result(space, Budget(speedup=30.0), [0.0, 0.5], [0.9, 0.8])
+    d = verify_delivery(result, model, x, Runtime("torch"), rounds=3, repeats=5)
+    assert not d.met and d.replaced is None and d.number == 0
+    assert d.miss == pytest.approx(1 - d.measured_speedup / 30.0) and d.miss > 0.9
+    assert f"MISSES the target by {d.miss:.1%}" in d.describe()
+
+
+def test_search_command_exits_1_on_a_miss_unless_allowed(monkeypatch, tmp_path, capsys,
+                                                         digits_cnn_checkpoint) -> None:
+    """A delivered network measured too slow: JSON written with the miss, exit 1."""
+    from nasprune.cli import main
+    from nasprune.search import verify
+
+    def slower(models, *a, **kw):  # every pruned network measures 0.8x the unpruned one
+        return [{"median_ms": 1.0, "p90_ms": 1.2, "min_ms": 0.9, "speedup": 0.8 if i else 1.0,
+                 "min_speedup": 0.8 if i else 1.0} for i, _ in enumerate(models)]
+
+    monkeypatch.setattr(verify, "compare_latency", slower)
+    monkeypatch.setenv("NASPRUNE_CACHE_DIR", str(tmp_path / "cache"))  # not the user's
+    argv = ["search", "--checkpoint", str(digits_cnn_checkpoint), "--strategy", "random",
+            "--trials", "2", "--target-speedup", "1.02", "--round-to", "1", "--bn-batches",
+            "2", "--val-size", "100", "--quiet"]
+    out = tmp_path / "s.json"
+    assert main([*argv, "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    # A modest target the tiny CNN reaches even when its table is measured under load.
+    assert "MISSES the target by 21.6%" in captured.out and "--allow-miss" in captured.err
+    doc = json.loads(out.read_text())
+    assert doc["delivery"]["met"] is False and doc["round_to"] == 1
+    assert len(doc["delivery"]["checked"]) == 2  # the choice, then the other candidate
+    assert main([*argv, "--out", str(tmp_path / "t.json"), "--allow-miss"]) == 0
+
+
+def test_width_step_is_measured_among_steps_that_keep_groups_prunable(r20) -> None:
+    from nasprune.search.widths import measured_round_to
+
+    model, x, _ = r20
+    step, info = measured_round_to(model, x, Runtime("torch"), rounds=2, repeats=3)
+    # ResNet-20's narrowest groups have 16 channels: step 16 would freeze them.
+    assert info["steps"] == [1, 4, 8] and info["round_to"] in (1, 4, 8)
+    rel = info["relative_ms"]
+    assert rel[0] == pytest.approx(1.0)  # free widths against their own line
+    chosen = rel[info["steps"].index(info["round_to"])]
+    assert chosen <= min(rel) * 1.03 and all(
+        r > min(rel) * 1.03 for s, r in zip(info["steps"], rel, strict=True)
+        if s < info["round_to"])  # the finest step within 3 % of the fastest
+    assert step == (None if info["round_to"] == 1 else info["round_to"])
+
+
+def test_search_command_measures_widths_and_prune_reuses_them(monkeypatch, tmp_path, capsys,
+                                                              digits_cnn_checkpoint) -> None:
+    """No --round-to with a speed-up target: the step is measured, recorded, and reused."""
+    from nasprune.cli import main
+
+    monkeypatch.setenv("NASPRUNE_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "s.json"
+    code = main(["search", "--checkpoint", str(digits_cnn_checkpoint), "--strategy",
+                 "random", "--trials", "2", "--target-speedup", "1.01", "--allow-miss",
+                 "--bn-batches", "2", "--val-size", "100", "--quiet", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0 and "widths: multiples of " in printed and "measured on torch" in printed
+    doc = json.loads(out.read_text())
+    step = doc["round_to"] or 1
+    assert step in (1, 4)  # the narrow CNN's groups have 8 channels: 8 and 16 are not tried
+    assert f"widths: multiples of {step} " in printed
+    assert doc["budget"]["speedup"] == 1.01 and "delivery" in doc
+    pruned_dir = tmp_path / "pruned"
+    assert main(["prune", "--checkpoint", str(digits_cnn_checkpoint), "--ratios", str(out),
+                 "--out", str(pruned_dir)]) == 0
+    widths = [m.out_channels for m in nasprune.load(pruned_dir).modules()
+              if isinstance(m, torch.nn.Conv2d)]
+    x = torch.randn(1, 1, 8, 8)
+    again = nasprune.prune(nasprune.load(digits_cnn_checkpoint), x, doc["ratios"],
+                           round_to=doc["round_to"])
+    assert widths == [m.out_channels for m in again.modules()
+                      if isinstance(m, torch.nn.Conv2d)]
+    # A recorded step of 4 is honoured (free widths at 30 % pruning would be 6 of 8).
+    doc4 = {**doc, "round_to": 4, "ratios": dict.fromkeys(doc["ratios"], 0.3)}
+    (tmp_path / "r4.json").write_text(json.dumps(doc4))
+    assert main(["prune", "--checkpoint", str(digits_cnn_checkpoint), "--ratios",
+                 str(tmp_path / "r4.json"), "--out", str(tmp_path / "p4")]) == 0
+    convs = [m.out_channels for m in nasprune.load(tmp_path / "p4").modules()
+             if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(c % 4 == 0 for c in convs), convs
