@@ -35,7 +35,8 @@ demo: $(STAMP)
 	$(VENV)/bin/nasprune demo
 
 test: $(STAMP) $(VISION_STAMP)
-	$(PY) -m pytest -q -n auto
+	$(PY) -m pytest -q -n auto -m "not timing"
+	$(PY) -m pytest -q -m timing
 	$(VISION_PY) -m pytest -q -m vision
 
 lint: $(STAMP)

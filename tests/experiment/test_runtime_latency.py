@@ -21,7 +21,7 @@ def test_experiment_latency_on_onnxruntime(digits) -> None:
     cfg = ExperimentConfig()
     cfg = dataclasses.replace(cfg, latency=dataclasses.replace(
         cfg.latency, runtime="onnxruntime", batch=4, rounds=3, repeats=5))
-    base, small = latency([model, pruned], digits, cfg, torch.device("cpu"))
+    base, small = latency([model, pruned], digits.input_shape, cfg, torch.device("cpu"))
     for rec in (base, small):
         assert set(rec) == {"1", "4"}
         for b, entry in rec.items():

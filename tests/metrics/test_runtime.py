@@ -32,6 +32,7 @@ def test_a_session_computes_the_models_output(name) -> None:
     assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()
 
 
+@pytest.mark.timing
 def test_compare_latency_sees_a_network_doing_four_times_the_work() -> None:
     """Speed-ups are ratios of interleaved medians: load slows both networks alike."""
     model, shape = _digits_cnn()

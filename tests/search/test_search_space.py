@@ -265,6 +265,7 @@ def _interleaved_min_ms(models, x, rounds: int = 10) -> list[float]:  # 5 was to
     return [min(t) for t in times]
 
 
+@pytest.mark.timing
 def test_latency_prediction_matches_measured_pruned_model(latency_setup) -> None:
     model, x, space, lat, _ = latency_setup
     # Two candidates of clearly different cost (predicted ~2x apart) and a non-uniform one.
@@ -292,6 +293,7 @@ def test_latency_prediction_matches_measured_pruned_model(latency_setup) -> None
 SPEEDUP_TOLERANCE, SPEEDUP_MEDIAN_TOLERANCE = 0.30, 0.15
 
 
+@pytest.mark.timing
 def test_predicted_speedup_matches_measured_on_random_candidates(latency_setup) -> None:
     from nasprune.metrics.runtime import Runtime, compare_latency
 
