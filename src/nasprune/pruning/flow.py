@@ -43,13 +43,14 @@ class Flow:
                 if c in self.shared and c not in members]
 
 
-def _tensors(out: Any) -> list[torch.Tensor]:
+def tensors_in(out: Any) -> list[torch.Tensor]:
+    """Every tensor in a (nested) model output: a tensor, a list/tuple or a dict of them."""
     if isinstance(out, torch.Tensor):
         return [out]
     if isinstance(out, dict):
         out = list(out.values())
     if isinstance(out, (list, tuple)):
-        return [t for o in out for t in _tensors(o)]
+        return [t for o in out for t in tensors_in(o)]
     return []
 
 
@@ -80,10 +81,10 @@ def trace_flow(model: nn.Module, run: Callable[[], Any],
 
     def hook(mod: nn.Module, args: tuple, out: Any) -> None:
         ran.append(mod)
-        for t in _tensors(out):
+        for t in tensors_in(out):
             if t.grad_fn is not None:
                 made_by[t.grad_fn] = mod
-        for t in _tensors(list(args)):
+        for t in tensors_in(list(args)):
             if t.grad_fn is not None:
                 inputs.append((mod, t.grad_fn))
 
@@ -99,7 +100,7 @@ def trace_flow(model: nn.Module, run: Callable[[], Any],
         for producer in _producers(node, made_by):
             consumers[producer].add(layer)
     heads: dict[nn.Module, None] = {}
-    for t in _tensors(out):
+    for t in tensors_in(out):
         for layer in _producers(t.grad_fn, made_by):
             heads.setdefault(layer)
     for layer, fed in consumers.items():

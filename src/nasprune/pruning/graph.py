@@ -23,7 +23,7 @@ from torch import nn
 from nasprune.errors import NaspruneError
 from nasprune.pruning.attention import CHANNELS, classify
 from nasprune.pruning.conv1d import conv1d_units
-from nasprune.pruning.flow import Flow, trace_flow
+from nasprune.pruning.flow import Flow, tensors_in, trace_flow
 from nasprune.pruning.gqa import gqa_projections, gqa_units, mark_ffn
 from nasprune.pruning.kv_cache import no_kv_cache, without_cache_flag
 from nasprune.pruning.members import CONV_TYPES, Member, constraints, members
@@ -96,17 +96,6 @@ def call(model: nn.Module, example_inputs: Any) -> Any:
     return model(*tuple(example_inputs))
 
 
-def _tensors(out) -> list[torch.Tensor]:
-    """Every tensor in a (nested) model output."""
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, dict):
-        out = list(out.values())
-    if isinstance(out, (list, tuple)):
-        return [t for o in out for t in _tensors(o)]
-    return []
-
-
 def last_layers(model: nn.Module, example_inputs) -> list[nn.Module]:
     """The layers that produce the model's output (the classifier): never pruned.
 
@@ -136,7 +125,7 @@ def _probe(model: nn.Module, example_inputs) -> tuple[list[nn.Module], list[tupl
     finally:
         for h in hooks:
             h.remove()
-    outputs = _tensors(out)
+    outputs = tensors_in(out)
     if not outputs:
         raise NaspruneError(
             f"model cannot be traced for pruning: it returned {type(out).__name__}, not a tensor"
@@ -153,7 +142,7 @@ def output_shapes(model: nn.Module, example_inputs) -> list[tuple[int, ...]]:
     model.eval()
     try:
         with torch.no_grad():
-            return [tuple(t.shape) for t in _tensors(call(model, example_inputs))]
+            return [tuple(t.shape) for t in tensors_in(call(model, example_inputs))]
     finally:
         model.train(was_training)
 
@@ -186,7 +175,7 @@ def build_graph(model: nn.Module, example_inputs) -> tp.DependencyGraph:
                 if any(is_conv1d(m) for m in model.modules()):  # cut by nasprune: no news
                     warnings.filterwarnings("ignore", "Unwrapped parameters detected")
                 graph = tp.DependencyGraph().build_dependency(
-                    model, example_inputs=example_inputs, output_transform=_tensors)
+                    model, example_inputs=example_inputs, output_transform=tensors_in)
         except NaspruneError:
             raise
         except Exception as exc:  # tracing failures come in many types; name the cause once
