@@ -16,6 +16,7 @@ from nasprune.pruning import prune
 from nasprune.search import Budget, SearchSpace, search
 from nasprune.search.spaces import make_space, space_names
 from nasprune.search.stage_space import StageSpace
+from projection_checks import assert_projected_onto_budget
 
 X32 = torch.randn(1, 3, 32, 32)
 FAST = {"bn_batches": 2, "val_size": 100, "progress": False}
@@ -120,16 +121,7 @@ def test_projection_hits_budget_and_respects_bounds(budget, r20_stage, digits_st
         for raw in rng.uniform(0.1, 1.0, size=(6, space.dim)):
             keep = space.project(raw, budget)
             assert keep.shape == (space.dim,)
-            assert np.all(keep >= space.lower - 1e-12) and np.all(keep <= space.upper + 1e-12)
-            macs_f, params_f = space.fractions(keep)
-            binding = []
-            if budget.macs is not None:
-                assert macs_f <= budget.macs
-                binding.append(macs_f / budget.macs)
-            if budget.params is not None:
-                assert params_f <= budget.params
-                binding.append(params_f / budget.params)
-            assert max(binding) >= 0.99, (raw, keep, macs_f, params_f)
+            assert_projected_onto_budget(space, raw, keep, budget)
             assert _no_single_move_fits(space, keep, budget)
 
 
