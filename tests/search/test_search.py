@@ -329,7 +329,11 @@ def test_search_at_a_latency_budget(trained, digits, space, tmp_path) -> None:
     x = digits.example_input()
     lat = LatencyModel.for_space(space, trained, x, device="cpu", cache_dir=tmp_path,
                                  warmup=2, repeats=5)
-    limit = 0.8 * lat.predict(space.channels)
+    # Halfway to the fastest reachable: the tiny CNN's range depends on the load the table
+    # was measured under, so a fixed fraction can be out of reach.
+    full, fastest = lat.predict(space.channels), lat.predict(space.kept(space.lower))
+    assert fastest < full
+    limit = (full + fastest) / 2
     result = search(trained, x, digits, strategy="random", target=Budget(latency_ms=limit),
                     trials=3, latency_cache=tmp_path, device="cpu", **FAST)
     for c in result.trials:  # the cached table (same fingerprint) was used

@@ -43,20 +43,28 @@ def test_unmeetable_speedup_is_rejected_before_the_search(trained, digits, cache
 def test_a_speedup_search_delivers_a_measured_network(trained, digits, cache) -> None:
     x = digits.example_input()
     rt = Runtime("torch")
-    result = search(trained, x, digits, strategy="random", target=Budget(speedup=1.15),
+    # The tiny CNN's reachable speed-up depends on the load the table was measured under
+    # (1.14x to 1.6x seen): ask for half of what this table says is reachable. The search
+    # reuses the cached table.
+    space = SearchSpace(trained, x)
+    space.latency = LatencyModel.for_space(space, trained, x, cache_dir=cache, runtime=rt)
+    reachable = space.minimum(Budget(speedup=1.01))["speedup"]
+    assert reachable > 1.02, reachable
+    goal = round(1 + (reachable - 1) / 2, 3)
+    result = search(trained, x, digits, strategy="random", target=Budget(speedup=goal),
                     trials=3, latency_cache=cache, runtime=rt, **FAST)
     lat, d = result.space.latency, result.delivery
     for c in result.trials:  # every candidate was projected onto the predicted speed-up
-        assert 1.15 <= lat.base_ms / c.latency_ms <= 1.15 * 1.03
+        assert goal <= lat.base_ms / c.latency_ms <= goal * 1.03
     assert d is not None and d.number == result.best.number and d.runtime == rt.describe()
-    assert d.target_speedup == 1.15 and d.target_ms is None
+    assert d.target_speedup == goal and d.target_ms is None
     assert d.predicted_speedup == pytest.approx(lat.base_ms / result.best.latency_ms)
     assert 0 < d.measured_ms <= d.p90_ms and d.base_ms > 0 and d.measured_speedup > 0
     # The delivered network's own measurement (after a fallback: the best-scoring one that
     # fits, not necessarily the last one checked).
     (delivered,) = [r for r in d.checked if r["number"] == d.number]
     assert d.met == (d.miss <= 0.05) and d.miss == pytest.approx(
-        max(0.0, 1 - delivered["speedup"] / 1.15))
+        max(0.0, 1 - delivered["speedup"] / goal))
     assert "delivery" in json.loads(json.dumps(result.to_dict()))
     # The table of this runtime was cached; another batch size is another table.
     LatencyModel.for_space(result.space, trained, x, cache_dir=cache,
