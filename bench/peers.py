@@ -695,31 +695,12 @@ def section(s: Settings, result: dict[str, Any], command: str, env: dict[str, An
 
 
 def combine(dirs: list[str | Path]) -> str:
-    """Earlier runs (``peers.json`` in each directory, e.g. one per seed) side by side:
-    each run's test top-1, the mean, the mean against ``tp-uniform``, the mean proxy."""
-    docs = []
-    for d in dirs:
-        doc = _read(Path(d) / "peers.json")
-        if not isinstance(doc, dict) or "rows" not in doc:
-            raise NaspruneError(f"'{d}' holds no peers.json: run bench/peers.py there first")
-        docs.append({r["method"]: r for r in doc["rows"]})
-    methods = [m for m in docs[0] if all(m in d for d in docs)]
+    """Earlier runs (``peers.json`` in each directory, one per seed) as one table: each
+    run's test top-1, mean ± std, paired differences to Torch-Pruning global and FastNAS
+    (see ``peers_combine.py``)."""
+    from peers_combine import combine_runs, load_runs
 
-    def mean(m: str, key: str) -> float | None:
-        vals = [d[m].get(key) for d in docs]
-        return None if any(v is None for v in vals) else sum(vals) / len(vals)
-
-    ref = mean("tp-uniform", "top1") if "tp-uniform" in methods else None
-    head = ["method", *[f"top-1 % ({Path(d).name})" for d in dirs], "mean",
-            "vs `tp-uniform` (pp)", "proxy % (mean)"]
-    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
-    for m in methods:
-        top, proxy = mean(m, "top1"), mean(m, "proxy")
-        lines.append("| " + " | ".join([
-            f"`{m}`", *[f"{100 * d[m]['top1']:.2f}" for d in docs], f"{100 * top:.2f}",
-            "—" if ref is None else f"{100 * (top - ref):+.2f}",
-            "—" if proxy is None else f"{100 * proxy:.1f}"]) + " |")
-    return "\n".join(lines)
+    return combine_runs(load_runs(dirs, _read), [Path(d).name for d in dirs])
 
 
 def update_benchmarks(path: Path, label: str, body: str) -> Path:

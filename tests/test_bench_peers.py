@@ -127,12 +127,33 @@ def test_report_only_reads_back_and_labels_missing_methods(peers, finished):
 def test_combine_puts_runs_side_by_side(peers, finished, tmp_path, capsys):
     s, record, _ = finished
     table = peers.combine([s.out_dir, s.out_dir])
-    tp = next(r for r in record["rows"] if r["method"] == "tp-uniform")
-    assert f"| `tp-uniform` | {100 * tp['top1']:.2f} | {100 * tp['top1']:.2f} | " \
-           f"{100 * tp['top1']:.2f} | +0.00 |" in table
+    rows = {r["method"]: r for r in record["rows"]}
+    tp, uni = rows["tp-uniform"], rows["uniform"]
+    t = 100 * tp["top1"]
+    # Two identical runs: spread 0, paired difference to tp-global exact, and "ahead" only
+    # where strictly better.
+    d = 100 * (uni["top1"] - rows["tp-global"]["top1"])
+    ahead = 2 if d > 0 else 0
+    assert f"| `tp-uniform` | {t:.2f} | {t:.2f} | {t:.2f} ± 0.00 | " in table
+    assert f"| `uniform` | {100 * uni['top1']:.2f} | {100 * uni['top1']:.2f} | " \
+           f"{100 * uni['top1']:.2f} ± 0.00 | {d:+.2f} ± 0.00 ({ahead}/2) |" in table
+    assert "| `tp-global` |" in table and "vs `fastnas`" not in table  # no FastNAS rows
     assert table.count("\n") == len(record["rows"]) + 1
     assert peers.main(["--combine", str(tmp_path)]) == 2
     assert "holds no peers.json" in capsys.readouterr().err
+
+
+def test_paired_differences_count_the_seeds_a_method_led():
+    sys.path.insert(0, str(BENCH.parent))
+    from peers_combine import combine_runs
+
+    runs = [{"a": {"top1": 0.80}, "tp-global": {"top1": 0.78}},
+            {"a": {"top1": 0.79}, "tp-global": {"top1": 0.80}},
+            {"a": {"top1": 0.81}, "tp-global": {"top1": 0.78}}]
+    table = combine_runs(runs, ["s0", "s1", "s2"])
+    # Differences +2, -1, +3 pp: mean +1.33, sample std 2.08, ahead on 2 of 3.
+    assert "| `a` | 80.00 | 79.00 | 81.00 | 80.00 ± 1.00 | +1.33 ± 2.08 (2/3) |" in table
+    assert "| `tp-global` | 78.00 | 80.00 | 78.00 | 78.67 ± 1.15 | — |" in table
 
 
 def test_tp_bisection_on_resnet20(peers):
