@@ -14,19 +14,9 @@ import torch
 import nasprune
 from nasprune.errors import NaspruneError
 from nasprune.metrics import count_macs, count_params
-from nasprune.search import Budget, Proxy, SearchSpace, check_proxy, search, spearman
+from nasprune.search import Budget, Proxy, check_proxy, search, spearman
 
 FAST = {"bn_batches": 3, "val_size": 200, "progress": False}
-
-
-@pytest.fixture(scope="module")
-def trained(trained_digits_cnn):
-    return trained_digits_cnn
-
-
-@pytest.fixture(scope="module")
-def space(trained, digits) -> SearchSpace:
-    return SearchSpace(trained, digits.example_input())
 
 
 class _NoTest:

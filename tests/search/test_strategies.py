@@ -38,11 +38,6 @@ FAST_OPTIONS = {
 EVAL = {"bn_batches": 3, "val_size": 200, "progress": False}
 
 
-@pytest.fixture(scope="module")
-def trained(trained_digits_cnn):
-    return trained_digits_cnn
-
-
 def _advertised(capsys) -> dict[str, set[str]]:
     """The strategy names ``nasprune search --help`` and README.md tell users about."""
     from nasprune.cli import main

@@ -202,11 +202,6 @@ def test_read_keep_from_gates():
     assert np.allclose(read_keep(gates, "mean"), [0.5, 0.65])
 
 
-@pytest.fixture(scope="module")
-def trained(trained_digits_cnn):
-    return trained_digits_cnn
-
-
 def test_differentiable_meets_the_budget_with_per_group_ratios(trained, digits):
     sp = SearchSpace(trained, X)
     before = [p.detach().clone() for p in trained.parameters()]

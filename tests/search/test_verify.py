@@ -20,11 +20,6 @@ FAST = {"bn_batches": 3, "val_size": 200, "progress": False}
 
 
 @pytest.fixture(scope="module")
-def trained(trained_digits_cnn):
-    return trained_digits_cnn
-
-
-@pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("latency")
 

@@ -19,22 +19,12 @@ from optuna.trial import TrialState
 
 from nasprune.errors import NaspruneError
 from nasprune.pruning import plan
-from nasprune.search import Budget, Proxy, SearchSpace, search
+from nasprune.search import Budget, Proxy, search
 from nasprune.search import warm_start as warm
 from nasprune.search.strategies.learned import completed_history, from_unit, seed_for
 
 FAST = {"bn_batches": 3, "val_size": 200, "progress": False}
 NAMES = ["uniform", "global", "tp-global"]
-
-
-@pytest.fixture(scope="module")
-def trained(trained_digits_cnn):
-    return trained_digits_cnn
-
-
-@pytest.fixture(scope="module")
-def space(trained, digits) -> SearchSpace:
-    return SearchSpace(trained, digits.example_input())
 
 
 def test_uniform_candidate_is_the_smallest_ratio_that_fits(space) -> None:
