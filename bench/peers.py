@@ -11,7 +11,8 @@ splits, seed, adaptive-BN step and fine-tuning recipe (nasprune's experiment run
   For both, ``pruning_ratio`` is bisected until the pruned model's MACs are at the budget:
   the closest of the two bracketing ratios, never more than 1 % over it.
 * nasprune's ``uniform``, ``global``, ``sensitivity`` and the searched ``nas:<strategy>``
-  (evolution, bayes, rl by default), exactly as ``nasprune experiment`` runs them.
+  (evolution, bayes, rl by default), exactly as ``nasprune experiment`` runs them;
+  ``nas:<strategy>@rungs`` is the same search scored in multi-fidelity rungs (``--rungs``).
 
 Per method: test top-1, MACs, params, latency at batch 1 and 128 (on the run's device;
 on CUDA runs the CPU latency too), search time and fine-tune time. The table is written
@@ -132,6 +133,7 @@ class Settings:
     finetune_schedule: str = "cosine"
     train_subset: int | None = None
     trials: int = 30
+    rungs: str = "1000:0,4000:30"  # for the ``nas:<strategy>@rungs`` methods
     val_size: int = 500
     bn_batches: int = 10
     sensitivity_levels: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.6, 0.8])
@@ -416,8 +418,17 @@ def experiment_config(s: Settings, checkpoint: Path, methods: list[str] | None =
                         "val_size": s.val_size},
         "latency": {"batch": 128, "warmup": s.latency_warmup, "repeats": s.latency_repeats,
                     "threads": s.latency_threads},
-        "methods": list(methods if methods is not None else s.methods),
+        "methods": [_method_entry(m, s) for m in (methods if methods is not None
+                                                  else s.methods)],
     }
+
+
+def _method_entry(method: str, s: Settings) -> str | dict[str, Any]:
+    """An experiment method entry; ``nas:<strategy>@rungs`` is that search scored in
+    ``s.rungs`` (multi-fidelity), as a row of its own beside the plain search."""
+    if method.startswith("nas:") and method.endswith("@rungs"):
+        return {"method": method.removesuffix("@rungs"), "name": method, "rungs": s.rungs}
+    return method
 
 
 def run_methods(s: Settings, checkpoint: Path, progress: bool = True) -> dict[str, Any]:
@@ -823,6 +834,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--finetune-epochs", type=int)
     ap.add_argument("--finetune-lr", type=float)
     ap.add_argument("--trials", type=int, help="trials of every searched strategy")
+    ap.add_argument("--rungs", help="rungs of the nas:<strategy>@rungs methods "
+                    "(default 1000:0,4000:30)")
     ap.add_argument("--val-size", type=int, help="validation images of the search proxy")
     ap.add_argument("--bn-batches", type=int, help="BN recalibration batches of the proxy")
     ap.add_argument("--methods", help="comma-separated, e.g. tp-uniform,uniform,nas:rl "
@@ -862,7 +875,7 @@ def main(argv: list[str] | None = None) -> int:
             args.protocol, model=args.model, checkpoint=args.checkpoint, data=args.data,
             data_dir=args.data_dir, budget=args.budget, baseline_epochs=args.baseline_epochs,
             finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
-            trials=args.trials, val_size=args.val_size, bn_batches=args.bn_batches,
+            trials=args.trials, rungs=args.rungs, val_size=args.val_size, bn_batches=args.bn_batches,
             methods=methods, device=args.device, threads=args.threads,
             train_subset=args.train_subset, seed=args.seed, out=args.out, runs=args.runs,
             deadline_minutes=args.deadline_minutes, label=args.label)

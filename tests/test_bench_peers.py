@@ -156,6 +156,18 @@ def test_paired_differences_count_the_seeds_a_method_led():
     assert "| `tp-global` | 78.00 | 80.00 | 78.00 | 78.67 ± 1.15 | — |" in table
 
 
+def test_rungs_variant_is_a_row_of_its_own(peers, tmp_path):
+    from nasprune.experiment.config import load_experiment_config, resolve_methods
+
+    s = peers.settings_from("cpu", model="digitscnn", data="digits", rungs="100:0,300:5",
+                            methods=["nas:evolution", "nas:evolution@rungs"])
+    cfg = load_experiment_config(peers.experiment_config(s, tmp_path))
+    specs = resolve_methods(cfg)
+    assert [(p.name, p.strategy, p.settings.rungs) for p in specs] == [
+        ("nas:evolution", "evolution", None),
+        ("nas:evolution@rungs", "evolution", "100:0,300:5")]
+
+
 def test_tp_bisection_on_resnet20(peers):
     from nasprune import create_model
     from nasprune.metrics import count_macs

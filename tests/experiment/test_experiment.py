@@ -213,3 +213,29 @@ def test_cli_runs_an_experiment_flags_over_yaml(capsys, tmp_path):
     uniform = next(r for r in doc["rows"] if r["method"] == "uniform")
     assert 0.5 < uniform["macs_fraction"] <= 0.6 and uniform["finetune_seconds"] == 0
     assert (out / "report.html").is_file()
+
+
+def test_a_nas_method_can_search_in_rungs(run, tmp_path):
+    """``rungs`` in a method entry: its search scores in rungs (losers stopped early, never
+    picked), beside a plain entry of the same strategy."""
+    import shutil
+
+    from nasprune.experiment.config import load_experiment_config, resolve_methods
+
+    out, _ = run
+    shutil.copytree(out, tmp_path / "exp")
+    cfg = small_config(methods=["nas:random", {"method": "nas:random", "name": "in-rungs",
+                                               "rungs": "100:0,200:3", "trials": 6}])
+    result = nasprune.experiment(cfg, tmp_path / "exp", progress=False, report=False)
+    assert [r["status"] for r in result.rows] == ["ok", "ok"]
+    assert "in-rungs" in result.computed
+    search = json.loads((tmp_path / "exp" / "methods" / "in-rungs" / "search.json")
+                        .read_text())
+    # Six trials: two stopped at the first rung (PRUNED, never picked), four at the top.
+    assert search["stopped"] >= 1 and search["stopped"] + search["trials"] == 6
+    assert {c["rung"] for c in search["candidates"]} == {1}
+    assert search["best"]["rung"] == 1 and len(search["best"]["rung_scores"]) == 2
+    with pytest.raises(NaspruneError, match="rungs"):
+        load_experiment_config(small_config(search={"rungs": "100:0,50"}))
+    specs = resolve_methods(load_experiment_config(cfg))
+    assert specs[1].settings.rungs == "100:0,200:3" and specs[0].settings.rungs is None

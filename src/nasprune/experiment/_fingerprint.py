@@ -66,7 +66,10 @@ def method_fingerprint(cfg: ExperimentConfig, spec: MethodSpec, seed: int,
     common = shared_settings(cfg)
     for key in METHOD_SECTIONS:  # the method's own section is in spec.settings
         common.pop(key, None)
-    return fingerprint(common, spec.to_dict(), seed, baseline_fp)
+    own = spec.to_dict()
+    if (own.get("settings") or {}).get("rungs", 0) is None:
+        del own["settings"]["rungs"]  # the default: searches from before the option match
+    return fingerprint(common, own, seed, baseline_fp)
 
 
 __all__ = ["baseline_fingerprint", "baseline_settings", "fingerprint", "method_fingerprint",

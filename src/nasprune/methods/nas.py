@@ -36,7 +36,7 @@ def nas(ctx: Context) -> Pruned:
     evaluator = Proxy(ctx.model, ctx.data, bn_batches=s.bn_batches, val_size=s.val_size,
                       device=ctx.device, example_inputs=ctx.example,
                       criterion=ctx.cfg.criterion, round_to=ctx.cfg.round_to,
-                      min_channels=space.min_channels, seed=ctx.seed)
+                      min_channels=space.min_channels, seed=ctx.seed, rungs=s.rungs)
     ctx.work.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         # Optuna's notices about its own deprecated/experimental heartbeat classes are not
