@@ -18,9 +18,11 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from nasprune.metrics.counted import COUNTED, MHA
+from nasprune.metrics.counted import MHA, is_counted
+from nasprune.metrics.products import Product
+from nasprune.pruning.attention import HEADS
 from nasprune.pruning.graph import ChannelGroup
-from nasprune.search.geometry import LayerGeometry, record_layers
+from nasprune.search.geometry import LayerGeometry, record, record_layers
 
 _KINDS = {"conv": 0, "linear": 0, "convT": 1, "mha": 2}  # layer-table codes
 
@@ -49,7 +51,7 @@ def _unused_params(model: nn.Module, ran: set[int], seen: set[int]) -> int:
     """Parameters of counted modules that never ran: they stay as they are."""
     total = 0
     for m in model.modules():
-        if isinstance(m, COUNTED) and id(m) not in ran:
+        if is_counted(m) and id(m) not in ran:
             for p in m.parameters(recurse=False):
                 if id(p) not in seen:
                     seen.add(id(p))
@@ -61,7 +63,7 @@ class CostModel:
     """MACs and params as integer-array functions of the kept channels per group."""
 
     def __init__(self, model: nn.Module, example_inputs: Any, groups: list[ChannelGroup]) -> None:
-        self.layers = record_layers(model, example_inputs)
+        self.layers, products = record(model, example_inputs)
         self.groups = groups
         self.group_index = {g.name: i for i, g in enumerate(groups)}
         self.channels = np.array([g.channels for g in groups], dtype=np.int64)
@@ -69,12 +71,16 @@ class CostModel:
         owners = _Owners(groups)
         self._layer_tables(owners)
         self._other_params(model, owners)
+        self._products(products)
         self._prepare_fast()
 
     def _layer_tables(self, owners: _Owners) -> None:
         """Counted layers: out = kept[og] or fixed; in = fixed + M @ kept."""
         n_l, n_g = len(self.layer_names), len(self.groups)
         self._out_g = np.full(n_l, -1, dtype=np.int64)
+        # Output width = mult · kept[group]: GPT-2's fused c_attn is q|k|v (3×), a GQA
+        # q_proj serves G query heads per key/value channel (G×).
+        self._out_mult = np.zeros(n_l, dtype=np.int64)
         self._out_fixed = np.zeros(n_l, dtype=np.int64)
         self._in_fixed = np.zeros(n_l, dtype=np.int64)
         self._in_mat = np.zeros((n_l, n_g), dtype=np.int64)
@@ -102,13 +108,16 @@ class CostModel:
             # The embedding width of attention follows the group it sits in, if any.
             gs = owners.controlling(name)
             if gs:
-                self._out_g[li] = gs[0]
+                self._out_g[li], self._out_mult[li] = gs[0], 1
             else:
                 self._out_fixed[li] = geo.out_dim
             self._in_fixed[li] = geo.in_dim
             return
         if name in owners.out_of:
-            self._out_g[li] = owners.out_of[name]
+            g = owners.out_of[name]
+            self._out_g[li] = g
+            c = int(self.channels[g])
+            self._out_mult[li] = geo.out_dim // c if c and geo.out_dim % c == 0 else 1
         else:
             self._out_fixed[li] = geo.out_dim
         if geo.depthwise and name in owners.out_of:
@@ -138,8 +147,12 @@ class CostModel:
         """Parameters outside the layer formulas: per-channel ones follow their groups."""
         n_g = len(self.groups)
         counted = {id(m) for n, m in model.named_modules() if n in self.layers}
-        mha_params = {id(p) for m in model.modules() if isinstance(m, MHA)
+        # Attention parameters, and any parameter a counted layer shares (GPT-2's lm_head is
+        # tied to the token embedding), are counted by the layer formulas.
+        formula_params = {id(p) for m in model.modules() if isinstance(m, MHA)
                       for p in m.parameters()}
+        formula_params |= {id(p) for n, m in model.named_modules() if n in self.layers
+                       for p in m.parameters(recurse=False)}
         seen: set[int] = set()
         per_ch, o_fixed, o_rows = [], [], []
         fixed_params = 0
@@ -148,7 +161,7 @@ class CostModel:
                 if id(p) in seen:
                     continue
                 seen.add(id(p))
-                if id(m) in counted or id(p) in mha_params:
+                if id(m) in counted or id(p) in formula_params:
                     continue  # counted by the layer formulas
                 gs = owners.controlling(n)
                 dim0 = p.shape[0] if p.dim() else 1
@@ -168,10 +181,31 @@ class CostModel:
         self._o_mat = np.array(o_rows, dtype=np.int64).reshape(len(o_rows), n_g)
         self._fixed_params = int(fixed_params)
 
+    def _products(self, products: list[Product]) -> None:
+        """Attention products: those inside a head group's attention layer scale with its
+        kept heads (every head multiplies the same ``Lq × Lk × d``), the rest are fixed."""
+        heads = {g.name: i for i, g in enumerate(self.groups) if g.kind == HEADS}
+        self._free = np.zeros(len(self.groups), dtype=np.int64)
+        self._free_fixed = 0
+        for p in products:
+            owner = next((heads[n] for n in reversed(p.stack) if n in heads), None)
+            if owner is None:
+                self._free_fixed += p.macs
+            else:
+                self._free[owner] += p.macs
+
+    def free_macs(self, kept: np.ndarray) -> int:
+        """MACs of the attention products for ``kept`` channels per group (exact: a head
+        group keeps whole heads, so the division has no remainder)."""
+        kept = np.asarray(kept, dtype=np.int64)
+        safe = np.maximum(self.channels, 1)
+        return int(((self._free * kept) // safe).sum()) + self._free_fixed
+
     def _prepare_fast(self) -> None:
         """Float copies for :meth:`cost` (exact: every value is an integer below 2**53)."""
         self._fast = not self._has_mha and not (self._kinds == 1).any()
-        self._f_has_out = (self._out_g >= 0).astype(float)
+        self._f_out_mult = self._out_mult.astype(float)
+        self._f_free = self._free / np.maximum(self.channels, 1)
         self._f_out_fixed = self._out_fixed.astype(float)
         self._f_in_fixed = self._in_fixed.astype(float)
         self._f_in_mat = self._in_mat.astype(float)
@@ -191,7 +225,8 @@ class CostModel:
     # ------------------------------------------------------------------------------------
     def widths(self, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Output and input widths of every counted layer for ``kept`` channels per group."""
-        out = np.where(self._out_g >= 0, kept[self._out_idx], self._out_fixed)
+        out = np.where(self._out_g >= 0, self._out_mult * kept[self._out_idx],
+                       self._out_fixed)
         inn = self._in_fixed + self._in_mat @ kept
         inn = np.where(self._dw, out, inn)
         return out, inn
@@ -220,17 +255,17 @@ class CostModel:
             kd = np.where(kd == self._in_fixed, e, kd)  # kdim == embed_dim follows it
             vd = np.where(vd == self._in_fixed, e, vd)
             mha_macs = nq * e * e + nk * kd * e + nv * vd * e + nq * e * e + 2 * attn * e
-            mha_params = (e * e + kd * e + vd * e + b_in * 3 * e + e * e + b_out * e
+            formula_params = (e * e + kd * e + vd * e + b_in * 3 * e + e * e + b_out * e
                           + b_kv * e)
             macs = np.where(m, mha_macs, macs)
-            params = np.where(m, mha_params, params)
+            params = np.where(m, formula_params, params)
         return macs, params
 
     def cost(self, kept: np.ndarray) -> tuple[int, int]:
         """(MACs, params) of the network with ``kept`` channels in each group."""
         if self._fast:
             kf = np.asarray(kept, dtype=float)
-            out = self._f_out_fixed + kf[self._out_idx] * self._f_has_out
+            out = self._f_out_fixed + kf[self._out_idx] * self._f_out_mult
             inn = self._f_in_fixed + self._f_in_mat @ kf
             if self._any_dw:
                 ipg = np.where(self._dw, 1.0, np.floor(inn / self._f_groups))
@@ -239,7 +274,7 @@ class CostModel:
             else:
                 ipg = inn
             w = out * ipg
-            macs = float(w @ self._f_kpos)
+            macs = float(w @ self._f_kpos + self._f_free @ kf) + self._free_fixed
             params = float(w @ self._f_k + self._f_bias @ out + self._o_vec @ kf)
             return int(round(macs)), int(round(params)) + self._o_const + self._fixed_params
         return self.cost_exact(kept)
@@ -249,7 +284,8 @@ class CostModel:
         kept = np.asarray(kept, dtype=np.int64)
         macs, params = self.layer_costs(kept)
         other = int(self._o_per @ (self._o_fixed + self._o_mat @ kept)) if len(self._o_per) else 0
-        return int(macs.sum()), int(params.sum()) + other + self._fixed_params
+        return (int(macs.sum()) + self.free_macs(kept),
+                int(params.sum()) + other + self._fixed_params)
 
 
 # LayerGeometry, record_layers: re-exported, they were defined here before geometry.py.
