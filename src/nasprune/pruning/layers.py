@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import importlib
 import operator
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -30,9 +30,11 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from nasprune.errors import NaspruneError
 from nasprune.pruning.attention import transformer_layers
 from nasprune.pruning.graph import call
 from nasprune.pruning.module_kinds import Skip
+from nasprune.registry import did_you_mean
 from nasprune.task import as_task, is_dataset, to_device
 
 _ADDS = {operator.add, operator.iadd, torch.add}
@@ -193,6 +195,28 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, new)
+
+
+def split_dropped_blocks(model: nn.Module, example_inputs: Any, ratios: Any
+                         ) -> tuple[Any, list[str]]:
+    """Prune ratios with the whole blocks to drop taken out: ``(group ratios, blocks)``.
+
+    A ratio of 1.0 (everything removed; no channel group accepts it) keyed by a block's
+    name (:func:`residual_blocks`) drops that block, so one ratios dict — a search result's,
+    ``nasprune prune --ratios`` — says both the widths and the depth of a network.
+    """
+    if not isinstance(ratios, Mapping):
+        return ratios, []
+    whole = [k for k, v in ratios.items()
+             if isinstance(v, (int, float)) and not isinstance(v, bool) and float(v) == 1.0]
+    if not whole:
+        return ratios, []
+    known = residual_blocks(model, example_inputs)
+    unknown = [k for k in whole if k not in known]
+    if unknown:
+        raise NaspruneError(f"prune ratio 1.0 drops a whole block, but '{unknown[0]}' is not a "
+                            f"block that can be dropped: {did_you_mean(str(unknown[0]), known)}")
+    return {k: v for k, v in ratios.items() if k not in whole}, whole
 
 
 def without_blocks(model: nn.Module, removed: Sequence[str], criterion: str,

@@ -47,16 +47,16 @@ class _Owners:
         return self.other_of.get(name, []) + ([self.out_of[name]] if name in self.out_of else [])
 
 
-def _unused_params(model: nn.Module, ran: set[int], seen: set[int]) -> int:
-    """Parameters of counted modules that never ran: they stay as they are."""
-    total = 0
-    for m in model.modules():
+def _unused_params(model: nn.Module, ran: set[int], seen: set[int]) -> dict[str, int]:
+    """Parameters of counted modules that never ran (they stay as they are), by module."""
+    found: dict[str, int] = {}
+    for n, m in model.named_modules():
         if is_counted(m) and id(m) not in ran:
             for p in m.parameters(recurse=False):
                 if id(p) not in seen:
                     seen.add(id(p))
-                    total += p.numel()
-    return total
+                    found[n] = found.get(n, 0) + p.numel()
+    return found
 
 
 class CostModel:
@@ -154,8 +154,9 @@ class CostModel:
         formula_params |= {id(p) for n, m in model.named_modules() if n in self.layers
                        for p in m.parameters(recurse=False)}
         seen: set[int] = set()
-        per_ch, o_fixed, o_rows = [], [], []
-        fixed_params = 0
+        per_ch, o_fixed, o_rows, self.other_names = [], [], [], []
+        # Fixed parameters by module name (a dropped block removes its own).
+        self.fixed_by_module: dict[str, int] = {}
         for n, m in model.named_modules():
             for p in m.parameters(recurse=False):
                 if id(p) in seen:
@@ -173,9 +174,12 @@ class CostModel:
                     per_ch.append(p.numel() // dim0)
                     o_fixed.append(dim0 - total)
                     o_rows.append(row)
+                    self.other_names.append(n)
                 else:
-                    fixed_params += p.numel()
-        fixed_params += _unused_params(model, counted, seen)
+                    self.fixed_by_module[n] = self.fixed_by_module.get(n, 0) + p.numel()
+        for n, count in _unused_params(model, counted, seen).items():
+            self.fixed_by_module[n] = self.fixed_by_module.get(n, 0) + count
+        fixed_params = sum(self.fixed_by_module.values())
         self._o_per = np.array(per_ch, dtype=np.int64)
         self._o_fixed = np.array(o_fixed, dtype=np.int64)
         self._o_mat = np.array(o_rows, dtype=np.int64).reshape(len(o_rows), n_g)
@@ -187,9 +191,12 @@ class CostModel:
         heads = {g.name: i for i, g in enumerate(self.groups) if g.kind == HEADS}
         self._free = np.zeros(len(self.groups), dtype=np.int64)
         self._free_fixed = 0
+        # (product, group index or -1): what a dropped block removes with its layers.
+        self.products: list[tuple[Product, int]] = []
         for p in products:
-            owner = next((heads[n] for n in reversed(p.stack) if n in heads), None)
-            if owner is None:
+            owner = next((heads[n] for n in reversed(p.stack) if n in heads), -1)
+            self.products.append((p, owner))
+            if owner < 0:
                 self._free_fixed += p.macs
             else:
                 self._free[owner] += p.macs
@@ -279,11 +286,18 @@ class CostModel:
             return int(round(macs)), int(round(params)) + self._o_const + self._fixed_params
         return self.cost_exact(kept)
 
+    def other_params(self, kept: np.ndarray) -> np.ndarray:
+        """Parameters of each per-channel non-counted tensor (rows of ``other_names``)."""
+        kept = np.asarray(kept, dtype=np.int64)
+        if not len(self._o_per):
+            return np.zeros(0, dtype=np.int64)
+        return self._o_per * (self._o_fixed + self._o_mat @ kept)
+
     def cost_exact(self, kept: np.ndarray) -> tuple[int, int]:
         """The same in integer arithmetic, layer by layer (general: convT, attention)."""
         kept = np.asarray(kept, dtype=np.int64)
         macs, params = self.layer_costs(kept)
-        other = int(self._o_per @ (self._o_fixed + self._o_mat @ kept)) if len(self._o_per) else 0
+        other = int(self.other_params(kept).sum())
         return (int(macs.sum()) + self.free_macs(kept),
                 int(params.sum()) + other + self._fixed_params)
 
