@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from tiny_transformers import FAMILIES, tiny_transformer
 
 import nasprune
 from nasprune.errors import NaspruneError
@@ -19,6 +18,7 @@ from nasprune.pruning.module_kinds import Skip
 from nasprune.search import Budget
 from nasprune.search.block_space import BlockSpace
 from nasprune.search.spaces import make_space
+from tiny_transformers import FAMILIES, tiny_transformer
 
 RGB = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 

@@ -39,3 +39,23 @@ def test_every_trial_of_a_causal_lm_search_fits_macs_and_params(family, lm_task)
     searched = [c for c in result.trials if c.warm_start is None]
     assert searched and all(max(c.macs_fraction / 0.6, c.params_fraction / 0.8) >= 0.95
                             for c in searched)
+
+
+def test_a_search_over_blocks_drops_layers_and_every_trial_fits(lm_task):
+    task, vocab = lm_task
+    model, x = tiny_transformer("llama", layers=3, seq=24, vocab=vocab)
+    budget = Budget(macs=0.5)
+    result = search(model, x, task, strategy="random", target=budget, trials=5, seed=0,
+                    progress=False, val_size=32, verify=False, space="blocks")
+    assert result.failed == 0 and result.space.blocks == [f"model.layers.{i}" for i in range(3)]
+    base_macs = count_macs(model, x)
+    dropped_any = False
+    for c in result.trials:
+        pruned = nasprune.prune(model, x, c.ratios)
+        assert (count_macs(pruned, x), count_params(pruned)) == (c.macs, c.params)
+        assert c.macs <= 0.5 * base_macs
+        gone = [b for b in result.space.blocks if c.ratios.get(b) == 1.0]
+        dropped_any |= bool(gone)
+        assert all(type(pruned.get_submodule(b)).__name__ == "Skip" for b in gone)
+    assert dropped_any
+    assert result.to_dict()["ratios"] == result.best.ratios  # what `nasprune prune` reads

@@ -49,6 +49,7 @@ class BlockCosts:
         self.blocks = list(blocks)
         cm, n_b = cost_model, len(self.blocks)
         self._layers = _matrix(cm.layer_names, self.blocks)
+        self._layers_f = self._layers.astype(float)
         self._others = _matrix(cm.other_names, self.blocks)
         self._fixed = np.zeros(n_b, dtype=np.int64)
         for name, count in cm.fixed_by_module.items():
@@ -72,7 +73,7 @@ class BlockCosts:
         """MACs and params inside each block at ``kept`` channels per group."""
         cm = self.cost_model
         kept = np.asarray(kept, dtype=np.int64)
-        layer_macs, layer_params = cm.layer_costs(kept)
+        layer_macs, layer_params = cm.layer_costs_fast(kept)
         safe = np.maximum(cm.channels, 1)[:, None]
         free = ((self._free_group * kept[:, None]) // safe).sum(0) + self._free_fixed
         macs = layer_macs @ self._layers + free
@@ -82,12 +83,21 @@ class BlockCosts:
     def cost(self, kept: np.ndarray, dropped: np.ndarray) -> tuple[int, int]:
         """(MACs, params) of the network at ``kept`` widths with the ``dropped`` blocks
         (a bool per block) replaced by the identity."""
-        macs, params = self.cost_model.cost(kept)
+        cm = self.cost_model
+        macs, params = cm.cost(kept)
         dropped = np.asarray(dropped, dtype=bool)
         if not dropped.any():
             return macs, params
-        in_macs, in_params = self.per_block(kept)
-        return macs - int(in_macs[dropped].sum()), params - int(in_params[dropped].sum())
+        # Only the dropped columns: one matrix-vector product per table.
+        layer_macs, layer_params = cm.layer_costs_fast(kept)
+        inside = self._layers_f @ dropped
+        ints = np.asarray(kept, dtype=np.int64)
+        free = self._free_group[:, dropped].sum(1)
+        gone_macs = (float(layer_macs @ inside) + int(self._free_fixed[dropped].sum())
+                     + int(((free * ints) // np.maximum(cm.channels, 1)).sum()))
+        gone_params = (float(layer_params @ inside) + int(self._fixed[dropped].sum())
+                       + int(cm.other_params(ints) @ (self._others @ dropped)))
+        return macs - int(round(gone_macs)), params - int(round(gone_params))
 
 
 __all__ = ["BlockCosts", "outermost"]

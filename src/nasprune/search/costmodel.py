@@ -2,9 +2,11 @@
 
 One forward pass with hooks records every counted layer's geometry
 (:mod:`nasprune.search.geometry`: the same layers and formulas as
-:mod:`nasprune.metrics.cost` — conv, transposed conv, linear, multi-head attention, batch
-size 1). The dependency groups then say which group controls each layer's
-output channels and which groups feed its input channels; parameter-holding layers that are
+:mod:`nasprune.metrics.cost` — conv, transposed conv, linear and Hugging Face ``Conv1D``,
+multi-head attention, batch size 1) and the attention products outside them, which scale
+with the kept heads of the attention layer they run in. The dependency groups then say which group controls each layer's
+output channels (a multiple of the group's width for GPT-2's fused q|k|v and a
+grouped-query q_proj) and which groups feed its input channels; parameter-holding layers that are
 not counted for MACs (BatchNorm, LayerNorm, ...) follow the groups they belong to. All of it
 is folded into a few integer arrays so that :meth:`CostModel.cost` is a handful of numpy
 operations — tens of microseconds for ResNet-56 — and agrees with counting the really pruned
@@ -18,45 +20,14 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from nasprune.metrics.counted import MHA, is_counted
+from nasprune.metrics.counted import MHA
 from nasprune.metrics.products import Product
 from nasprune.pruning.attention import HEADS
 from nasprune.pruning.graph import ChannelGroup
 from nasprune.search.geometry import LayerGeometry, record, record_layers
+from nasprune.search.owners import Owners, unused_params
 
 _KINDS = {"conv": 0, "linear": 0, "convT": 1, "mha": 2}  # layer-table codes
-
-
-class _Owners:
-    """Which groups own each layer: its outputs, its inputs, its other parameters."""
-
-    def __init__(self, groups: list[ChannelGroup]) -> None:
-        self.out_of: dict[str, int] = {}
-        self.in_of: dict[str, list[int]] = {}
-        self.other_of: dict[str, list[int]] = {}
-        for gi, g in enumerate(groups):
-            for n in g.out_layers:
-                self.out_of.setdefault(n, gi)
-            for n in g.in_layers:
-                self.in_of.setdefault(n, []).append(gi)
-            for n in g.other_layers:
-                self.other_of.setdefault(n, []).append(gi)
-
-    def controlling(self, name: str) -> list[int]:
-        """Groups whose width sets a module's per-channel size (other layers first)."""
-        return self.other_of.get(name, []) + ([self.out_of[name]] if name in self.out_of else [])
-
-
-def _unused_params(model: nn.Module, ran: set[int], seen: set[int]) -> dict[str, int]:
-    """Parameters of counted modules that never ran (they stay as they are), by module."""
-    found: dict[str, int] = {}
-    for n, m in model.named_modules():
-        if is_counted(m) and id(m) not in ran:
-            for p in m.parameters(recurse=False):
-                if id(p) not in seen:
-                    seen.add(id(p))
-                    found[n] = found.get(n, 0) + p.numel()
-    return found
 
 
 class CostModel:
@@ -68,13 +39,13 @@ class CostModel:
         self.group_index = {g.name: i for i, g in enumerate(groups)}
         self.channels = np.array([g.channels for g in groups], dtype=np.int64)
         self.layer_names = list(self.layers)
-        owners = _Owners(groups)
+        owners = Owners(groups)
         self._layer_tables(owners)
         self._other_params(model, owners)
         self._products(products)
         self._prepare_fast()
 
-    def _layer_tables(self, owners: _Owners) -> None:
+    def _layer_tables(self, owners: Owners) -> None:
         """Counted layers: out = kept[og] or fixed; in = fixed + M @ kept."""
         n_l, n_g = len(self.layer_names), len(self.groups)
         self._out_g = np.full(n_l, -1, dtype=np.int64)
@@ -102,7 +73,7 @@ class CostModel:
         self._mha = np.array(mha, dtype=np.int64).reshape(n_l, 9)
         self._has_mha = bool((self._kinds == 2).any())
 
-    def _width_row(self, li: int, name: str, geo: LayerGeometry, owners: _Owners) -> None:
+    def _width_row(self, li: int, name: str, geo: LayerGeometry, owners: Owners) -> None:
         """Which groups set layer ``li``'s output and input widths."""
         if geo.kind == "mha":
             # The embedding width of attention follows the group it sits in, if any.
@@ -143,7 +114,7 @@ class CostModel:
             for g in feeders:
                 self._in_mat[li, g] += 1
 
-    def _other_params(self, model: nn.Module, owners: _Owners) -> None:
+    def _other_params(self, model: nn.Module, owners: Owners) -> None:
         """Parameters outside the layer formulas: per-channel ones follow their groups."""
         n_g = len(self.groups)
         counted = {id(m) for n, m in model.named_modules() if n in self.layers}
@@ -177,7 +148,7 @@ class CostModel:
                     self.other_names.append(n)
                 else:
                     self.fixed_by_module[n] = self.fixed_by_module.get(n, 0) + p.numel()
-        for n, count in _unused_params(model, counted, seen).items():
+        for n, count in unused_params(model, counted, seen).items():
             self.fixed_by_module[n] = self.fixed_by_module.get(n, 0) + count
         fixed_params = sum(self.fixed_by_module.values())
         self._o_per = np.array(per_ch, dtype=np.int64)
@@ -268,19 +239,31 @@ class CostModel:
             params = np.where(m, formula_params, params)
         return macs, params
 
+    def _fast_widths(self, kf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per layer (fast path): weight elements per output position, output width."""
+        out = self._f_out_fixed + kf[self._out_idx] * self._f_out_mult
+        inn = self._f_in_fixed + self._f_in_mat @ kf
+        if self._any_dw:
+            ipg = np.where(self._dw, 1.0, np.floor(inn / self._f_groups))
+        elif self._grouped:
+            ipg = np.floor(inn / self._f_groups)
+        else:
+            ipg = inn
+        return out * ipg, out
+
+    def layer_costs_fast(self, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`layer_costs` in floats where the fast path applies (exact: integers
+        below 2**53), else the integer version."""
+        if not self._fast:
+            return self.layer_costs(kept)
+        w, out = self._fast_widths(np.asarray(kept, dtype=float))
+        return w * self._f_kpos, w * self._f_k + self._f_bias * out
+
     def cost(self, kept: np.ndarray) -> tuple[int, int]:
         """(MACs, params) of the network with ``kept`` channels in each group."""
         if self._fast:
             kf = np.asarray(kept, dtype=float)
-            out = self._f_out_fixed + kf[self._out_idx] * self._f_out_mult
-            inn = self._f_in_fixed + self._f_in_mat @ kf
-            if self._any_dw:
-                ipg = np.where(self._dw, 1.0, np.floor(inn / self._f_groups))
-            elif self._grouped:
-                ipg = np.floor(inn / self._f_groups)
-            else:
-                ipg = inn
-            w = out * ipg
+            w, out = self._fast_widths(kf)
             macs = float(w @ self._f_kpos + self._f_free @ kf) + self._free_fixed
             params = float(w @ self._f_k + self._f_bias @ out + self._o_vec @ kf)
             return int(round(macs)), int(round(params)) + self._o_const + self._fixed_params
