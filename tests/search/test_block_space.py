@@ -92,10 +92,13 @@ def test_blocks_beyond_the_sampled_ones_go_only_when_nothing_else_fits():
         space.project(keep, Budget(speedup=2.0))
 
 
-def test_a_whole_ratio_must_name_a_block():
+def test_a_whole_ratio_drops_only_a_block():
     model, x = _model("bert")
-    with pytest.raises(NaspruneError, match="not a block that can be dropped"):
+    # 1.0 under a group's name is still a bad ratio; under another name, no such group.
+    with pytest.raises(NaspruneError, match="group 'bert.encoder.layer.0.attention.self'"):
         nasprune.prune(model, x, {"bert.encoder.layer.0.attention.self": 1.0})
+    with pytest.raises(NaspruneError, match="no prunable group named 'bert.encoder.layer.7'"):
+        nasprune.prune(model, x, {"bert.encoder.layer.7": 1.0})
     with pytest.raises(NaspruneError, match="not a block"):
         BlockSpace(model, x, blocks=["bert.pooler"])
 

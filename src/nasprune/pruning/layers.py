@@ -30,11 +30,9 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
-from nasprune.errors import NaspruneError
 from nasprune.pruning.attention import transformer_layers
 from nasprune.pruning.graph import call
 from nasprune.pruning.module_kinds import Skip
-from nasprune.registry import did_you_mean
 from nasprune.task import as_task, is_dataset, to_device
 
 _ADDS = {operator.add, operator.iadd, torch.add}
@@ -211,12 +209,10 @@ def split_dropped_blocks(model: nn.Module, example_inputs: Any, ratios: Any
              if isinstance(v, (int, float)) and not isinstance(v, bool) and float(v) == 1.0]
     if not whole:
         return ratios, []
-    known = residual_blocks(model, example_inputs)
-    unknown = [k for k in whole if k not in known]
-    if unknown:
-        raise NaspruneError(f"prune ratio 1.0 drops a whole block, but '{unknown[0]}' is not a "
-                            f"block that can be dropped: {did_you_mean(str(unknown[0]), known)}")
-    return {k: v for k, v in ratios.items() if k not in whole}, whole
+    known = set(residual_blocks(model, example_inputs))
+    blocks = [k for k in whole if k in known]
+    # Any other 1.0 stays: the group check names it ("must be in [0, 1)", or no such group).
+    return {k: v for k, v in ratios.items() if k not in blocks}, blocks
 
 
 def without_blocks(model: nn.Module, removed: Sequence[str], criterion: str,
