@@ -38,7 +38,7 @@ def digits_stage(trained_digits_cnn, digits) -> StageSpace:
 
 
 def test_registered_by_name_with_the_per_group_default() -> None:
-    assert space_names() == ["per-group", "stage"]
+    assert space_names() == ["blocks", "per-group", "stage"]
     assert SearchSpace.kind == "per-group" and StageSpace.kind == "stage"
     with pytest.raises(NaspruneError, match="did you mean 'stage'"):
         make_space("stages", nasprune.create_model("digitscnn", in_channels=1),

@@ -47,9 +47,11 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 @pytest.fixture(scope="module", params=space_names())
 def space(request) -> SearchSpace:
-    """Every registered space: the per-group one and the lower-dimensional stage one."""
+    """Every registered space: the per-group one, the lower-dimensional stage one and the
+    blocks one (on a ResNet-20: the digits CNN has no blocks to drop)."""
     # Bounds narrower than the defaults, so "within bounds" is a real constraint.
-    return make_space(request.param, nasprune.create_model("digitscnn", in_channels=1), X,
+    name = "resnet20" if request.param == "blocks" else "digitscnn"
+    return make_space(request.param, nasprune.create_model(name, in_channels=1), X,
                       min_keep=0.3, max_keep=0.9)
 
 
@@ -125,6 +127,9 @@ class TestStrategyContract:
 
     def test_carries_on_a_study_reloaded_from_storage(self, name, space, tmp_path) -> None:
         """A fresh sampler on a reloaded study goes on from the stored trials alone."""
+        if space.kind == "blocks":
+            pytest.skip("reloading is the sampler's own: checked on the per-group and stage "
+                        "spaces (the blocks space's bounds and projection are checked here)")
         url, copy = (f"sqlite:///{tmp_path / f}" for f in ("s.db", "copy.db"))
         first = optuna.create_study(storage=url, study_name="s", direction="maximize",
                                     sampler=self.sampler(name, space, 0))
@@ -156,7 +161,11 @@ class TestStrategyContract:
             keep = np.array(t.user_attrs["keep"])
             assert np.all(keep >= space.lower - 1e-12) and np.all(keep <= space.upper + 1e-12)
             macs = space.fractions(keep)[0]
-            assert 0.99 * BUDGET.macs <= macs <= BUDGET.macs, (name, t.number, macs)
+            # Dropped blocks may leave the budget out of reach even at full width.
+            full = space.kind == "blocks" and np.allclose(space.group_keep(keep),
+                                                          space.group_upper)
+            assert full or 0.99 * BUDGET.macs <= macs, (name, t.number, macs)
+            assert macs <= BUDGET.macs, (name, t.number, macs)
 
     def test_rejects_unknown_options(self, name, space) -> None:
         self.per_group_only(space)

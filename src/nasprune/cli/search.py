@@ -49,8 +49,9 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--option", action="append", default=None, metavar="KEY=VALUE",
                    help="a strategy option, e.g. --option population=16 (repeatable)")
     p.add_argument("--space", default=None, metavar="NAME",
-                   help="per-group (default: one ratio per channel group) or stage (one "
-                   "ratio per stage: fewer dimensions, learns in fewer trials)")
+                   help="per-group (default: one ratio per channel group), stage (one "
+                   "ratio per stage: fewer dimensions, learns in fewer trials) or blocks "
+                   "(per-group plus a keep/drop gene per Transformer layer/residual block)")
     p.add_argument("--target-macs", type=float, default=None, metavar="F",
                    help="keep at most this fraction of the MACs (default 0.5)")
     p.add_argument("--target-params", type=float, default=None, metavar="F")

@@ -5,9 +5,15 @@ The convention (the search's analytic cost model matches it exactly):
 * MACs are multiply-accumulates of ``Conv1d/2d/3d`` (grouped and depthwise included:
   ``out_channels · (in_channels / groups) · prod(kernel) · prod(output spatial)``),
   ``ConvTranspose1d/2d/3d`` (``input elements · (out_channels / groups) · prod(kernel)``),
-  ``Linear`` (``in_features · out_features`` per output position, so leading dims such as a
-  sequence length multiply it) and ``nn.MultiheadAttention`` (the q/k/v in-projections, the
-  ``Q·Kᵀ`` and ``attention·V`` matmuls and the out-projection).
+  ``Linear`` and Hugging Face ``Conv1D`` (``in_features · out_features`` per output
+  position, so leading dims such as a sequence length multiply it) and
+  ``nn.MultiheadAttention`` (the q/k/v in-projections, the ``Q·Kᵀ`` and ``attention·V``
+  matmuls and the out-projection).
+* Attention written with ``F.scaled_dot_product_attention`` or eager ``torch.matmul``
+  (Hugging Face BERT/GPT-2/Llama, timm): ``Q·Kᵀ`` and ``attention·V`` for the example's
+  sequence length, per query head (grouped-query attention included), as a ``LayerCost``
+  of kind ``"attention"`` named after the module they ran in
+  (:mod:`nasprune.metrics.products`: products of two activations, never a layer's own).
 * Biases, BatchNorm, activations, pooling, softmax and residual adds are NOT counted: they
   are a small share of the work, and leaving them out keeps our numbers equal to the MACs
   the papers report (ResNet-20 ≈ 41 M).
@@ -31,8 +37,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from nasprune.metrics.counted import CONV_T, MHA, counted_modules, first_sample, forward, mha_rows
+from nasprune.metrics.counted import (
+    CONV_T,
+    MHA,
+    counted_modules,
+    first_sample,
+    forward,
+    is_conv1d,
+    linear_dims,
+    mha_rows,
+)
 from nasprune.metrics.mode import eval_mode
+from nasprune.metrics.products import recording_products
 
 
 @dataclass
@@ -76,9 +92,11 @@ def _conv_cost(name: str, m: nn.Module, inputs: tuple, output: torch.Tensor) -> 
     return LayerCost(name, type(m).__name__, [(m.weight, int(macs))])
 
 
-def _linear_cost(name: str, m: nn.Linear, output: torch.Tensor) -> LayerCost:
-    positions = output.numel() // m.out_features if m.out_features else 0
-    return LayerCost(name, "Linear", [(m.weight, positions * m.in_features * m.out_features)])
+def _linear_cost(name: str, m: nn.Module, output: torch.Tensor) -> LayerCost:
+    """``nn.Linear`` or ``Conv1D``: in · out per output position."""
+    n_in, n_out = linear_dims(m)
+    positions = output.numel() // n_out if n_out else 0
+    return LayerCost(name, type(m).__name__, [(m.weight, positions * n_in * n_out)])
 
 
 def _mha_cost(
@@ -107,7 +125,8 @@ def _mha_cost(
 def layer_costs(
     model: nn.Module, example_inputs: Any, slice_batch: bool = True
 ) -> list[LayerCost]:
-    """One :class:`LayerCost` per call of a counted module, in call order (batch size 1).
+    """One :class:`LayerCost` per call of a counted module, in call order (batch size 1),
+    then one per attention product (kind ``"attention"``).
 
     The forward pass runs with autograd enabled on purpose: in eval mode without grad,
     PyTorch's fused ``TransformerEncoderLayer`` fast path skips the submodule calls the
@@ -115,24 +134,27 @@ def layer_costs(
     """
     costs: list[LayerCost] = []
     handles = []
-    for name, m in counted_modules(model):
+    counted = dict(counted_modules(model))
+    for name, m in counted.items():
         if isinstance(m, MHA):
             handles.append(m.register_forward_hook(
                 lambda mod, args, kwargs, out, n=name: costs.append(
                     _mha_cost(n, mod, args, kwargs)),
                 with_kwargs=True))
-        elif isinstance(m, nn.Linear):
+        elif isinstance(m, nn.Linear) or is_conv1d(m):
             handles.append(m.register_forward_hook(
                 lambda mod, inp, out, n=name: costs.append(_linear_cost(n, mod, out))))
         else:
             handles.append(m.register_forward_hook(
                 lambda mod, inp, out, n=name: costs.append(_conv_cost(n, mod, inp, out))))
     try:
-        with eval_mode(model), torch.enable_grad():
+        with eval_mode(model), torch.enable_grad(), \
+                recording_products(model, {id(m) for m in counted.values()}) as products:
             forward(model, example_inputs, slice_batch)
     finally:
         for h in handles:
             h.remove()
+    costs += [LayerCost(p.owner, "attention", [], p.macs) for p in products]
     return costs
 
 

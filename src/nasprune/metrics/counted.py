@@ -13,11 +13,24 @@ from typing import Any
 import torch
 from torch import nn
 
+from nasprune.pruning.surgery import is_conv1d
+
 CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 LINEAR = (nn.Linear,)
 MHA = (nn.MultiheadAttention,)
 COUNTED = CONV + CONV_T + LINEAR + MHA
+
+
+def is_counted(m: nn.Module) -> bool:
+    """A layer the cost formulas count: conv, transposed conv, linear (Hugging Face's
+    ``Conv1D`` too: a linear layer with its weight stored ``(in, out)``) or attention."""
+    return isinstance(m, COUNTED) or is_conv1d(m)
+
+
+def linear_dims(m: nn.Module) -> tuple[int, int]:
+    """``(in_features, out_features)`` of an ``nn.Linear`` or a ``Conv1D``."""
+    return (m.nx, m.nf) if is_conv1d(m) else (m.in_features, m.out_features)
 
 
 def first_sample(x: Any) -> Any:
@@ -52,7 +65,7 @@ def counted_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
         if isinstance(mha, MHA):
             inside_mha.update(id(s) for s in mha.modules() if s is not mha)
     for name, m in model.named_modules():
-        if isinstance(m, COUNTED) and id(m) not in inside_mha:
+        if is_counted(m) and id(m) not in inside_mha:
             yield name, m
 
 
@@ -71,4 +84,4 @@ def mha_rows(m: nn.MultiheadAttention, args: tuple, kwargs: dict) -> tuple[int, 
 
 
 __all__ = ["CONV", "CONV_T", "COUNTED", "LINEAR", "MHA", "counted_modules", "first_sample",
-           "forward", "mha_rows"]
+           "forward", "is_conv1d", "is_counted", "linear_dims", "mha_rows"]

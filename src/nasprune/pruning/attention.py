@@ -105,8 +105,13 @@ def attention_layers(model: nn.Module, widths: bool = True) -> dict[str, Attenti
 
 def transformer_layers(model: nn.Module) -> list[str]:
     """Names of the Transformer layers that can be dropped whole: the entries of an
-    ``nn.ModuleList`` that each hold exactly one recognised attention layer."""
-    attn = list(attention_layers(model))
+    ``nn.ModuleList`` that each hold exactly one recognised attention layer (BERT/ViT-style,
+    GPT-2's fused ``Conv1D`` attention, or grouped-query attention)."""
+    from nasprune.pruning.conv1d import fused_heads  # both import this module
+    from nasprune.pruning.gqa import gqa_layers
+
+    attn = list(dict.fromkeys([*attention_layers(model), *fused_heads(model),
+                               *gqa_layers(model)]))
     found = []
     for name, module in model.named_modules():
         if isinstance(module, nn.ModuleList):

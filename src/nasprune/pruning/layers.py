@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import importlib
 import operator
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -193,6 +193,26 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, new)
+
+
+def split_dropped_blocks(model: nn.Module, example_inputs: Any, ratios: Any
+                         ) -> tuple[Any, list[str]]:
+    """Prune ratios with the whole blocks to drop taken out: ``(group ratios, blocks)``.
+
+    A ratio of 1.0 (everything removed; no channel group accepts it) keyed by a block's
+    name (:func:`residual_blocks`) drops that block, so one ratios dict — a search result's,
+    ``nasprune prune --ratios`` — says both the widths and the depth of a network.
+    """
+    if not isinstance(ratios, Mapping):
+        return ratios, []
+    whole = [k for k, v in ratios.items()
+             if isinstance(v, (int, float)) and not isinstance(v, bool) and float(v) == 1.0]
+    if not whole:
+        return ratios, []
+    known = set(residual_blocks(model, example_inputs))
+    blocks = [k for k in whole if k in known]
+    # Any other 1.0 stays: the group check names it ("must be in [0, 1)", or no such group).
+    return {k: v for k, v in ratios.items() if k not in blocks}, blocks
 
 
 def without_blocks(model: nn.Module, removed: Sequence[str], criterion: str,

@@ -42,6 +42,7 @@ from nasprune.pruning.graph import (
     members,
     output_shapes,
 )
+from nasprune.pruning.layers import split_dropped_blocks, without_blocks
 from nasprune.registry import did_you_mean
 
 Ratios = float | Mapping[str, float] | str
@@ -196,6 +197,7 @@ def plan(model: nn.Module, example_inputs, ratios: Ratios, criterion: str = "l1"
          global_target: float | None = None, seed: int = 0) -> list[GroupPlan]:
     """What ``prune`` with the same arguments removes, without touching ``model``."""
     ignored = ignored_names(model, ignored)  # module objects do not survive the copy
+    ratios, _ = split_dropped_blocks(model, example_inputs, ratios)
     work = copy.deepcopy(model)
     _, plans = _plan(work, example_inputs, ratios, criterion, round_to, min_channels, ignored,
                      data, global_target, seed)
@@ -239,8 +241,9 @@ def prune(
     """A physically smaller copy of ``model`` with the least important channels removed.
 
     ``ratios``: one prune ratio for every group (0.5 removes half the channels), a dict
-    group name → ratio (groups not named keep everything; names from ``groups()``), or
-    ``"global"``: remove ``global_target`` of all prunable channels (summed over groups),
+    group name → ratio (groups not named keep everything; names from ``groups()``; 1.0
+    keyed by a block's name from ``residual_blocks`` drops that block whole, after the cut),
+    or ``"global"``: remove ``global_target`` of all prunable channels (summed over groups),
     choosing the lowest group-normalised importance across the whole network, so each group
     gets its own ratio. ``criterion`` names an entry of ``CRITERIA``; ``taylor`` needs
     ``data`` (a built-in Dataset, a :class:`~nasprune.task.Task` or a ``DataLoader``: its
@@ -254,6 +257,7 @@ def prune(
     model with no prunable group is an error, never a silent unpruned copy.
     """
     ignored = ignored_names(model, ignored)  # module objects do not survive the copy
+    ratios, dropped = split_dropped_blocks(model, example_inputs, ratios)
     pruned = copy.deepcopy(model)
     graph, plans = _plan(pruned, example_inputs, ratios, criterion, round_to, min_channels,
                          ignored, data, global_target, seed)
@@ -281,7 +285,8 @@ def prune(
     if getattr(model, "nasprune_pruning", None):
         record["previous"] = model.nasprune_pruning
     pruned.nasprune_pruning = record
-    return pruned
+    # Whole blocks go after the cut: group names (and so the ratios' keys) stay the same.
+    return without_blocks(pruned, dropped, "ratio", {}) if dropped else pruned
 
 
 def _cut(pruned: nn.Module, graph, plans: list) -> None:

@@ -16,7 +16,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from nasprune.metrics.counted import CONV_T, LINEAR, MHA, counted_modules, forward, mha_rows
+from nasprune.metrics.counted import (
+    CONV_T,
+    LINEAR,
+    MHA,
+    counted_modules,
+    forward,
+    is_conv1d,
+    linear_dims,
+    mha_rows,
+)
+from nasprune.metrics.products import Product, recording_products
 
 
 @dataclass
@@ -65,10 +75,12 @@ def _conv_geometry(name: str, m: nn.Module, inp: tuple, out: torch.Tensor) -> La
         m.bias is not None, in_shape=tuple(inp[0].shape[1:]))
 
 
-def _linear_geometry(name: str, m: nn.Linear, inp: tuple, out: torch.Tensor) -> LayerGeometry:
-    positions = out.numel() // m.out_features if m.out_features else 0
-    return LayerGeometry(name, "linear", m.in_features, m.out_features, 1, 1, 1,
-                         int(positions), m.bias is not None, in_shape=tuple(inp[0].shape[1:]))
+def _linear_geometry(name: str, m: nn.Module, inp: tuple, out: torch.Tensor) -> LayerGeometry:
+    """``nn.Linear`` or Hugging Face ``Conv1D`` (the same layer, weight stored transposed)."""
+    n_in, n_out = linear_dims(m)
+    positions = out.numel() // n_out if n_out else 0
+    return LayerGeometry(name, "linear", n_in, n_out, 1, 1, 1, int(positions),
+                         m.bias is not None, in_shape=tuple(inp[0].shape[1:]))
 
 
 def _mha_geometry(name: str, m: nn.MultiheadAttention, args: tuple,
@@ -87,26 +99,36 @@ def _hook(found: dict[str, LayerGeometry], name: str, m: nn.Module) -> Any:
         return m.register_forward_hook(
             lambda mod, args, kwargs, out: _merge(found, _mha_geometry(name, mod, args, kwargs)),
             with_kwargs=True)
-    geometry = _linear_geometry if isinstance(m, LINEAR) else _conv_geometry
+    linear = isinstance(m, LINEAR) or is_conv1d(m)
+    geometry = _linear_geometry if linear else _conv_geometry
     return m.register_forward_hook(
         lambda mod, inp, out: _merge(found, geometry(name, mod, inp, out)))
 
 
-def record_layers(model: nn.Module, example_inputs: Any) -> dict[str, LayerGeometry]:
-    """Geometry of every counted layer, from one batch-1 forward pass in eval mode."""
+def record(model: nn.Module, example_inputs: Any
+           ) -> tuple[dict[str, LayerGeometry], list[Product]]:
+    """Geometry of every counted layer and the attention products outside them
+    (:mod:`nasprune.metrics.products`), from one batch-1 forward pass in eval mode."""
     found: dict[str, LayerGeometry] = {}
-    handles = [_hook(found, name, m) for name, m in counted_modules(model)]
+    counted = dict(counted_modules(model))
+    handles = [_hook(found, name, m) for name, m in counted.items()]
     was_training = model.training
     model.eval()
     try:
         # Autograd on, as metrics.cost does: the fused transformer fast path skips hooks.
-        with torch.enable_grad():
+        with torch.enable_grad(), \
+                recording_products(model, {id(m) for m in counted.values()}) as products:
             forward(model, example_inputs)
     finally:
         model.train(was_training)
         for h in handles:
             h.remove()
-    return found
+    return found, products
 
 
-__all__ = ["LayerGeometry", "record_layers"]
+def record_layers(model: nn.Module, example_inputs: Any) -> dict[str, LayerGeometry]:
+    """Geometry of every counted layer (:func:`record` without the products)."""
+    return record(model, example_inputs)[0]
+
+
+__all__ = ["LayerGeometry", "record", "record_layers"]

@@ -2,7 +2,9 @@
 
 ``per-group`` (the default) searches one keep ratio per channel group; ``stage`` ties the
 ratios of each stage (:mod:`.stage_space`), a lower-dimensional space that learns in fewer
-trials. Both take the same arguments and project onto a budget just as exactly.
+trials; ``blocks`` adds a keep/drop gene per Transformer layer or residual block to the
+per-group ratios (:mod:`.block_space`). All take the same arguments and project onto a
+budget just as exactly.
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from nasprune.registry import Registry
+from nasprune.search.block_space import BlockSpace
 from nasprune.search.space import SearchSpace
 from nasprune.search.stage_space import StageSpace
 
 SPACES: Registry[type[SearchSpace]] = Registry("search space")
-for _cls in (SearchSpace, StageSpace):
+for _cls in (SearchSpace, StageSpace, BlockSpace):
     SPACES.register(_cls.kind)(_cls)
 
 

@@ -1,0 +1,121 @@
+"""The blocks space: per-group widths plus a keep/drop gene per Transformer layer or
+residual block, with exact costs, a projection that meets the budget, and prune ratios
+(1.0 under a block's name) that rebuild the same network in Python and on the command line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import nasprune
+from nasprune.errors import NaspruneError
+from nasprune.metrics import count_macs, count_params
+from nasprune.pruning import without_blocks
+from nasprune.pruning.module_kinds import Skip
+from nasprune.search import Budget
+from nasprune.search.block_space import BlockSpace
+from nasprune.search.spaces import make_space
+from tiny_transformers import FAMILIES, tiny_transformer
+
+RGB = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+def _model(name: str):
+    if name == "resnet20":
+        return nasprune.create_model("resnet20", num_classes=10).eval(), RGB
+    return tiny_transformer(name, layers=3)
+
+
+def _vectors(space: BlockSpace, n: int = 3) -> list[np.ndarray]:
+    """Random points, the first dropping exactly the second block, the rest as drawn."""
+    rng = np.random.default_rng(0)
+    out = [rng.uniform(space.lower, space.upper) for _ in range(n)]
+    out[0][space.n_groups:] = 1.0
+    out[0][space.n_groups + 1] = 0.2
+    return out
+
+
+@pytest.mark.parametrize("name", [*FAMILIES, "resnet20"])
+def test_cost_with_dropped_blocks_is_that_of_the_network_built(name):
+    model, x = _model(name)
+    space = BlockSpace(model, x)
+    assert len(space.blocks) == (7 if name == "resnet20" else 3)
+    assert space.dim == len(space.groups) + len(space.blocks)
+    drops = set()
+    for keep in _vectors(space):
+        ratios = space.prune_ratios(keep)
+        dropped = space.dropped(keep)
+        drops.update(dropped)
+        groups = {k: v for k, v in ratios.items() if k not in dropped}
+        # Built by hand: prune the widths, then replace the dropped blocks by the identity.
+        built = without_blocks(nasprune.prune(model, x, groups), dropped, "test", {})
+        assert space.cost(keep) == (count_macs(built, x), count_params(built))
+        # prune() reads the same ratios (1.0 under a block's name) as that network.
+        pruned = nasprune.prune(model, x, ratios)
+        assert (count_macs(pruned, x), count_params(pruned)) == space.cost(keep)
+        assert all(isinstance(pruned.get_submodule(b), Skip) for b in dropped)
+        assert space.keep_from_ratios(ratios)[space.n_groups:].tolist() == [
+            0.0 if b in dropped else 1.0 for b in space.blocks]
+    assert space.blocks[1] in drops and len(drops) > 1
+
+
+@pytest.mark.parametrize("name", ["llama", "resnet20"])
+def test_projection_meets_the_budget_with_the_blocks_as_sampled(name):
+    model, x = _model(name)
+    space = make_space("blocks", model, x)
+    budget = Budget(macs=0.5, params=0.8)
+    for keep in _vectors(space, 4):
+        out = space.project(keep, budget)
+        assert space.dropped(out) == space.dropped(keep)
+        macs, params = space.fractions(out)
+        assert macs <= 0.5 and params <= 0.8
+        load = max(macs / 0.5, params / 0.8)
+        widths = out[: space.n_groups]
+        # on the budget, unless the blocks dropped leave it out of reach at full width
+        assert load >= 0.99 or np.allclose(widths, space.group_upper)
+        real = nasprune.prune(model, x, space.prune_ratios(out))
+        assert count_macs(real, x) <= 0.5 * space.base_macs
+
+
+def test_blocks_beyond_the_sampled_ones_go_only_when_nothing_else_fits():
+    model, x = _model("gpt2")
+    space = BlockSpace(model, x)
+    keep = np.ones(space.dim)  # every block kept
+    lowest = space.fractions(np.concatenate([space.group_lower, np.ones(3)]))[0]
+    out = space.project(keep, Budget(macs=0.8 * lowest))
+    assert space.dropped(out) == ["transformer.h.2"]  # the deepest block first
+    assert space.fractions(out)[0] <= 0.8 * lowest
+    with pytest.raises(NaspruneError, match="latency"):
+        space.project(keep, Budget(speedup=2.0))
+
+
+def test_a_whole_ratio_drops_only_a_block():
+    model, x = _model("bert")
+    # 1.0 under a group's name is still a bad ratio; under another name, no such group.
+    with pytest.raises(NaspruneError, match="group 'bert.encoder.layer.0.attention.self'"):
+        nasprune.prune(model, x, {"bert.encoder.layer.0.attention.self": 1.0})
+    with pytest.raises(NaspruneError, match="no prunable group named 'bert.encoder.layer.7'"):
+        nasprune.prune(model, x, {"bert.encoder.layer.7": 1.0})
+    with pytest.raises(NaspruneError, match="not a block"):
+        BlockSpace(model, x, blocks=["bert.pooler"])
+
+
+def test_prune_ratios_file_rebuilds_the_network_on_the_command_line(tmp_path):
+    from nasprune.checkpoint import load, save
+    from nasprune.cli import main
+
+    model, x = _model("resnet20")
+    space = BlockSpace(model, x)
+    keep = _vectors(space)[0]
+    ckpt = tmp_path / "base"
+    save(model, ckpt, meta={"input_shape": [3, 32, 32]})
+    ratios = tmp_path / "search.json"
+    ratios.write_text(json.dumps({"ratios": space.prune_ratios(keep)}))
+    assert main(["prune", "--checkpoint", str(ckpt), "--ratios", str(ratios), "--out",
+                 str(tmp_path / "pruned")]) == 0
+    rebuilt = load(tmp_path / "pruned")
+    assert (count_macs(rebuilt, x), count_params(rebuilt)) == space.cost(keep)
+    assert isinstance(rebuilt.get_submodule(space.blocks[1]), Skip)
