@@ -27,6 +27,7 @@ from nasprune.pruning.flow import Flow, tensors_in, trace_flow
 from nasprune.pruning.gqa import gqa_projections, gqa_units, mark_ffn
 from nasprune.pruning.kv_cache import no_kv_cache, without_cache_flag
 from nasprune.pruning.members import CONV_TYPES, Member, constraints, members
+from nasprune.pruning.mha import split_copy
 from nasprune.pruning.surgery import is_conv1d
 
 PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -291,7 +292,13 @@ def groups(
     example_inputs,
     ignored: Iterable[str | nn.Module] | None = None,
 ) -> list[ChannelGroup]:
-    """List the prunable channel groups of ``model`` (the model is not modified)."""
+    """List the prunable channel groups of ``model`` (the model is not modified).
+
+    ``nn.MultiheadAttention`` layers are listed as pruning sees them: one head group each
+    (:mod:`nasprune.pruning.mha`).
+    """
+    ignored = ignored_names(model, ignored)  # module objects do not survive the copy
+    model = split_copy(model)
     graph = build_graph(model, example_inputs)
     found = [info for info, _ in iter_tp_groups(model, graph, example_inputs, ignored)]
     order = {n: i for i, (n, _) in enumerate(model.named_modules())}

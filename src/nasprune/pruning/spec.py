@@ -184,12 +184,12 @@ def _rebuild_modules(model: nn.Module, modules: dict[str, dict]) -> None:
             if type(current) is not KINDS[kind].cls:
                 _replace(model, current, KINDS[kind].cls())
             continue
-        if kind_of(current) != kind:
+        if kind_of(current) != kind and kind_of(current) not in KINDS[kind].replaces:
             raise NaspruneError(f"the spec says '{name}' is a {kind} but the model has a "
                                 f"{type(current).__name__}: the checkpoint is for a "
                                 "different model")
         fields = {k: v for k, v in rec.items() if k != "type"}
-        if kind_fields(current, kind) == fields:
+        if kind_of(current) == kind and kind_fields(current, kind) == fields:
             continue
         try:
             # Built where the old one lives: on the meta device a spec is checked for free.

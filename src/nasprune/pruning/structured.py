@@ -33,6 +33,7 @@ from nasprune.pruning.conv1d import sync_conv1d, sync_conv1d_config
 from nasprune.pruning.criteria import CRITERIA, ScoreContext
 from nasprune.pruning.criteria.taylor import NEEDS_DATA
 from nasprune.pruning.gqa import sync_gqa_config
+from nasprune.pruning.mha import pack_attention, split_attention
 from nasprune.pruning.graph import (
     ChannelGroup,
     build_graph,
@@ -196,7 +197,7 @@ def plan(model: nn.Module, example_inputs, ratios: Ratios, criterion: str = "l1"
          global_target: float | None = None, seed: int = 0) -> list[GroupPlan]:
     """What ``prune`` with the same arguments removes, without touching ``model``."""
     ignored = ignored_names(model, ignored)  # module objects do not survive the copy
-    work = copy.deepcopy(model)
+    work = split_attention(copy.deepcopy(model))
     _, plans = _plan(work, example_inputs, ratios, criterion, round_to, min_channels, ignored,
                      data, global_target, seed)
     return [p for p, _ in plans]
@@ -254,7 +255,8 @@ def prune(
     model with no prunable group is an error, never a silent unpruned copy.
     """
     ignored = ignored_names(model, ignored)  # module objects do not survive the copy
-    pruned = copy.deepcopy(model)
+    # nn.MultiheadAttention loses whole heads: converted first, packed back if untouched.
+    pruned = split_attention(copy.deepcopy(model))
     graph, plans = _plan(pruned, example_inputs, ratios, criterion, round_to, min_channels,
                          ignored, data, global_target, seed)
     if not plans:
@@ -265,6 +267,7 @@ def prune(
     frozen = {n for n, p in pruned.named_parameters() if not p.requires_grad}
     _cut(pruned, graph, plans)
     heads = sync_heads(pruned)
+    pack_attention(pruned)
     sync_conv1d(pruned)
     sync_conv1d_config(pruned)
     sync_gqa_config(pruned)
