@@ -127,18 +127,20 @@ def transformer_layers(model: nn.Module) -> list[str]:
     return found
 
 
-def classify(model: nn.Module, found: Sequence) -> list:
+def classify(model: nn.Module, found: Sequence, fused_qkv: Sequence[str] = ()) -> list:
     """Mark head and FFN groups and drop the hidden width, for ``(ChannelGroup, x)`` pairs.
 
+    ``fused_qkv`` names the fused q/k/v Linears of attention cut outside DepGraph
+    (:mod:`nasprune.pruning.fused_qkv`): whatever feeds them is the hidden width too.
     A model without recognised attention comes back unchanged. A head group is renamed
     after its attention layer (``bert.encoder.layer.0.attention.self``) and gets
     ``divisor`` = head size; an FFN group keeps its name (its first layer).
     """
     layers = attention_layers(model)
-    if not layers:
+    if not layers and not fused_qkv:
         return list(found)
     by_qkv = {frozenset(a.projections): a for a in layers.values()}
-    qkv = {p for a in layers.values() for p in a.projections}
+    qkv = {p for a in layers.values() for p in a.projections} | set(fused_qkv)
     kept, hidden_in, hidden_out = [], set(), set()
     for pair in found:
         info = pair[0]

@@ -24,6 +24,13 @@ from nasprune.errors import NaspruneError
 from nasprune.pruning.attention import CHANNELS, classify
 from nasprune.pruning.conv1d import conv1d_units
 from nasprune.pruning.flow import Flow, tensors_in, trace_flow
+from nasprune.pruning.fused_qkv import (
+    fused_inputs,
+    fused_projections,
+    fused_units,
+    mark_fused_ffn,
+    refuse_unsupported,
+)
 from nasprune.pruning.gqa import gqa_projections, gqa_units, mark_ffn
 from nasprune.pruning.kv_cache import no_kv_cache, without_cache_flag
 from nasprune.pruning.members import CONV_TYPES, Member, constraints, members
@@ -160,6 +167,7 @@ def build_graph(model: nn.Module, example_inputs) -> tp.DependencyGraph:
     (:mod:`nasprune.pruning.flow`) those whose output reaches any returned tensor — in a list
     or dict too — without passing another prunable layer, or feeds no prunable layer.
     """
+    refuse_unsupported(model)
     was_training = model.training
     model.eval()
     before = _forward_hooks(model)
@@ -251,7 +259,8 @@ def iter_tp_groups(
     if heads is None:
         heads, shapes = _probe(model, example_inputs)
     skip = resolve_ignored(model, ignored) + list(heads)
-    own_cut = gqa_projections(model)  # rotary/GQA attention: its heads are cut in gqa.py
+    # Rotary/GQA and fused-qkv attention: their heads are cut in gqa.py / fused_qkv.py.
+    own_cut = gqa_projections(model) + fused_projections(model)
     found = []
     flow: Flow = getattr(graph, "nasprune_flow", None) or Flow()
     for g in graph.get_all_groups(ignored_layers=skip + own_cut,
@@ -282,8 +291,10 @@ def iter_tp_groups(
         )
         found.append((info, g))
     mark_ffn(model, found)
-    yield from classify(model, found)
+    mark_fused_ffn(model, found)
+    yield from classify(model, found, fused_inputs(model))
     yield from gqa_units(model, skip)
+    yield from fused_units(model, skip)
     yield from conv1d_units(model, skip)  # GPT-2 style: layers DepGraph does not know
 
 

@@ -25,6 +25,7 @@ from nasprune.pruning.attention import (
     sync_heads,
 )
 from nasprune.pruning.conv1d import fused_heads, sync_conv1d
+from nasprune.pruning.fused_qkv import fused_layers, sync_fused
 from nasprune.pruning.gqa import gqa_heads
 from nasprune.pruning.masks import MASK
 from nasprune.pruning.module_kinds import CONVS, KINDS, ModuleKind, kind_fields, kind_of
@@ -45,6 +46,7 @@ def capture_spec(model: nn.Module) -> dict:
     heads = {n: a.heads for n, a in attention_layers(model, widths=False).items()}
     heads.update(fused_heads(model))
     heads.update(gqa_heads(model))
+    heads.update({n: m.num_heads for n, m in fused_layers(model).items()})
     if heads:  # Transformers: head counts (checked on load) and the config's widths
         spec["attention"] = {"heads": heads, "config": config_widths(model)}
     return spec
@@ -274,7 +276,8 @@ def apply_spec(model: nn.Module, spec: dict) -> nn.Module:
 
 def _restore_attention(model: nn.Module, rec: dict) -> None:
     """Head attributes follow the rebuilt projections; they must match the recorded counts."""
-    heads = {**sync_heads(model), **sync_conv1d(model), **gqa_heads(model)}
+    heads = {**sync_heads(model), **sync_conv1d(model), **gqa_heads(model),
+             **sync_fused(model)}
     if rec and heads != rec.get("heads", {}):
         raise NaspruneError(f"the spec records attention heads {rec.get('heads')} but the "
                             f"rebuilt model has {heads}: the checkpoint is for a different "
