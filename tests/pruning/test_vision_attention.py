@@ -120,13 +120,48 @@ def test_vit_prunes_heads_and_mlp_and_equals_its_zeroed_heads(family, tmp_path):
         n: pruned.get_submodule(n).num_heads for n in heads}
 
 
-def test_swin_and_maxvit_are_refused_at_once_naming_the_layer():
+def _swin() -> nn.Module:
     torch.manual_seed(0)
-    swin = torchvision.models.SwinTransformer(patch_size=[4, 4], embed_dim=32, depths=[2, 2],
-                                              num_heads=[2, 4], window_size=[4, 4],
-                                              num_classes=10).eval()
-    with pytest.raises(NaspruneError, match=r"'features\.1\.0\.attn' \(ShiftedWindowAttention\)"):
-        nasprune.prune(swin, _digits(1)[0], 0.5)
+    model = torchvision.models.SwinTransformer(
+        patch_size=[4, 4], embed_dim=32, depths=[2, 2], num_heads=[2, 4], window_size=[4, 4],
+        num_classes=10)
+    return _random_head(model, model.head)
+
+
+def test_swin_loses_whole_heads_with_their_position_bias_columns(tmp_path):
+    model, (x, _) = _swin(), _digits(4)
+    found = {g.name: g for g in groups(model, x[:1])}
+    heads = {n: (g.channels, g.divisor) for n, g in found.items() if g.kind == "heads"}
+    assert heads == {"features.1.0.attn": (32, 16), "features.1.1.attn": (32, 16),
+                     "features.3.0.attn": (64, 16), "features.3.1.attn": (64, 16)}
+    assert sum(g.kind == "ffn" for g in found.values()) == 4 and len(found) == 8
+    ratios = dict.fromkeys(heads, 0.5)
+    pruned = nasprune.prune(model, x, ratios)
+    plans = plan(model, x, ratios)
+    masked = copy.deepcopy(model)
+    with torch.no_grad():  # a removed head's q/k/v rows at zero: it adds nothing
+        for p in (p for p in plans if p.group.kind == "heads"):
+            attn, rows = masked.get_submodule(p.group.name), torch.tensor(p.removed)
+            for third in range(3):
+                attn.qkv.weight[rows + third * p.group.channels] = 0
+                attn.qkv.bias[rows + third * p.group.channels] = 0
+    torch.testing.assert_close(_out(pruned, x), _out(masked, x), atol=1e-5, rtol=0)
+    assert (_out(model, x) - _out(masked, x)).abs().max() > 1e-3
+    attn = pruned.get_submodule("features.3.0.attn")
+    assert (attn.num_heads, attn.head_dim, attn.relative_position_bias_table.shape[1]) == (2, 16, 2)
+    both = nasprune.prune(model, x, 0.5)  # heads and MLP width; patch merging keeps its width
+    assert count_macs(both, x[:1]) < 0.8 * count_macs(model, x[:1])
+    loaded = load(save(both, tmp_path / "swin"), base=_swin())
+    assert torch.equal(_out(loaded, x), _out(both, x))
+
+
+def test_maxvit_is_refused_at_once_naming_the_layer():
+    torch.manual_seed(0)
+    maxvit = torchvision.models.MaxVit(input_size=(32, 32), stem_channels=8, partition_size=2,
+                                       block_channels=[16], block_layers=[1], head_dim=8,
+                                       stochastic_depth_prob=0.0, num_classes=10).eval()
+    with pytest.raises(NaspruneError, match=r"\(RelativePositionalMultiHeadAttention\)"):
+        nasprune.prune(maxvit, _digits(1)[0], 0.5)
 
 
 def test_search_on_the_torchvision_vit_sees_heads_and_meets_half_the_macs():

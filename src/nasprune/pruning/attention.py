@@ -148,7 +148,7 @@ def classify(model: nn.Module, found: Sequence, fused_qkv: Sequence[str] = ()) -
         if layer is not None and info.channels == layer.heads * layer.head_dim:
             info.name, info.kind, info.divisor = layer.name, HEADS, layer.head_dim
             kept.append(pair)
-        elif qkv & set(info.in_layers):  # the residual stream: feeds every attention layer
+        elif qkv & set(info.in_layers + info.other_layers):  # the residual stream
             hidden_in.update(info.in_layers)
             hidden_out.update(info.out_layers)
         elif not qkv & set(info.out_layers):  # a partial cut of q/k/v would split heads

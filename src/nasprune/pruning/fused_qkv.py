@@ -10,10 +10,10 @@ whole heads go (``divisor`` = head size), ``num_heads`` and ``attn_dim`` follow,
 size and its scale stay.
 
 Only layers whose forward merges heads to ``attn_dim`` (not to their input width) qualify.
-Attention layouts that derive the head size from the input width (torchvision's Swin
-``ShiftedWindowAttention``: ``C // num_heads``; MaxViT's relative-position attention) can
-cut neither their heads nor the width around them, and tracing them took Torch-Pruning over
-two minutes: :func:`refuse_unsupported` names such a layer at once.
+Attention layouts nasprune does not handle (torchvision's Swin v2 and MaxViT attention, whose
+Torch-Pruning trace took over two minutes) are refused at once by
+:func:`refuse_unsupported`, naming the layer; Swin v1 is handled in
+:mod:`nasprune.pruning.window_attention`.
 """
 
 from __future__ import annotations
@@ -122,10 +122,8 @@ def fused_units(model: nn.Module, skip: Collection[nn.Module] = ()) -> list[tupl
 
 # Attention modules whose head size comes from their input width: (class name, what).
 _UNSUPPORTED = {
-    "ShiftedWindowAttention": "torchvision's Swin attention computes the head size as "
-                              "input width // num_heads",
-    "ShiftedWindowAttentionV2": "torchvision's Swin attention computes the head size as "
-                                "input width // num_heads",
+    "ShiftedWindowAttentionV2": "torchvision's Swin v2 cosine attention is not handled; v1 "
+                                "is (nasprune.pruning.window_attention)",
     "RelativePositionalMultiHeadAttention": "torchvision's MaxViT attention ties its heads "
                                             "to its input width",
 }

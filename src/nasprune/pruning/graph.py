@@ -36,6 +36,7 @@ from nasprune.pruning.kv_cache import no_kv_cache, without_cache_flag
 from nasprune.pruning.members import CONV_TYPES, Member, constraints, members
 from nasprune.pruning.mha import split_copy
 from nasprune.pruning.surgery import is_conv1d
+from nasprune.pruning.window_attention import window_inputs, window_types, window_units
 
 PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -184,7 +185,8 @@ def build_graph(model: nn.Module, example_inputs) -> tp.DependencyGraph:
                 if any(is_conv1d(m) for m in model.modules()):  # cut by nasprune: no news
                     warnings.filterwarnings("ignore", "Unwrapped parameters detected")
                 graph = tp.DependencyGraph().build_dependency(
-                    model, example_inputs=example_inputs, output_transform=tensors_in)
+                    model, example_inputs=example_inputs, output_transform=tensors_in,
+                    customized_pruners=window_types(model))  # Swin attention: one node
         except NaspruneError:
             raise
         except Exception as exc:  # tracing failures come in many types; name the cause once
@@ -292,9 +294,10 @@ def iter_tp_groups(
         found.append((info, g))
     mark_ffn(model, found)
     mark_fused_ffn(model, found)
-    yield from classify(model, found, fused_inputs(model))
+    yield from classify(model, found, fused_inputs(model) + window_inputs(model))
     yield from gqa_units(model, skip)
     yield from fused_units(model, skip)
+    yield from window_units(model, skip)
     yield from conv1d_units(model, skip)  # GPT-2 style: layers DepGraph does not know
 
 

@@ -16,6 +16,7 @@ from torch import nn
 
 from nasprune.errors import NaspruneError
 from nasprune.pruning.mha import NarrowMultiheadAttention
+from nasprune.pruning.window_attention import WindowAttention
 
 
 def _conv_fields(m: nn.Module) -> dict:
@@ -99,6 +100,16 @@ def _narrow_build(old: nn.Module, rec: dict) -> nn.Module:
                                     old.batch_first)
 
 
+def _window_build(old: nn.Module, rec: dict) -> nn.Module:
+    """A head-pruned Swin attention, rebuilt from the base model's ``ShiftedWindowAttention``
+    (window, shift, biases and dropout are its own; the head size must be too)."""
+    new = WindowAttention.from_swin(old, rec["num_heads"])
+    if new.head_dim != rec["head_dim"]:
+        raise NaspruneError(f"the spec's head size {rec['head_dim']} is not the model's "
+                            f"{new.head_dim}")
+    return new
+
+
 class Skip(nn.Identity):
     """A removed block or Transformer layer: returns its first input and ignores the rest.
 
@@ -149,6 +160,8 @@ KINDS: dict[str, ModuleKind] = {
     "MultiheadAttention": ModuleKind(nn.MultiheadAttention, _mha_fields, _mha_build),
     "NarrowMultiheadAttention": ModuleKind(NarrowMultiheadAttention, _narrow_fields,
                                            _narrow_build, replaces=("MultiheadAttention",)),
+    "WindowAttention": ModuleKind(WindowAttention, _attrs("num_heads", "head_dim"),
+                                  _window_build, replaces=("ShiftedWindowAttention",)),
     "Identity": ModuleKind(nn.Identity, lambda m: {}, None),
     "Skip": ModuleKind(Skip, lambda m: {}, None),
 }
