@@ -203,7 +203,17 @@ def mask_like(model: nn.Module, plans) -> nn.Module:
         for name, idx in p.out_channels.items():
             if not idx:
                 continue
-            mod, i = mods[name], torch.tensor(idx)
+            i = torch.tensor(idx)
+            owner, _, proj = name.rpartition(".")
+            if name not in mods and isinstance(mods.get(owner), nn.MultiheadAttention):
+                # A head cut names the q/k/v projections of the converted layer
+                # (nasprune.pruning.mha): here they are thirds of the packed in-projection.
+                mha = mods[owner]
+                rows = i + ("q_proj", "k_proj", "v_proj").index(proj) * mha.embed_dim
+                mha.in_proj_weight[rows] = 0
+                mha.in_proj_bias[rows] = 0
+                continue
+            mod = mods[name]
             if isinstance(mod, nn.MultiheadAttention):
                 e = mod.embed_dim
                 for off in (0, e, 2 * e):

@@ -4,8 +4,9 @@ unstructured pruning, block removal, width specs and masks.
 ``groups`` lists what can be pruned, ``prune`` removes channels, ``CRITERIA`` names the
 importance measures, ``mask_smallest`` zeroes small weights, ``residual_blocks`` and
 ``without_blocks`` find and drop whole blocks (Transformer layers too); ``attention`` makes
-a Transformer's heads and FFN widths the units and keeps its hidden width. Only ``graph`` and ``structured`` touch
-Torch-Pruning. Nothing here imports training, metrics, search or the methods: methods that
+a Transformer's heads and FFN widths the units and keeps its hidden width (``mha``,
+``fused_qkv``, ``window_attention``: PyTorch, timm and Swin attention). Torch-Pruning is
+touched by ``graph``, ``members``, ``structured`` and ``window_attention`` (a leaf pruner). Nothing here imports training, metrics, search or the methods: methods that
 need data, training or measurements (``threshold`` with its report, ``remove_blocks``,
 ``sensitivity``, ``slim``, gradual pruning) live in :mod:`nasprune.methods`, and their old
 names here still resolve, lazily.

@@ -16,8 +16,9 @@ dependency groups of a model with recognised attention layers are sorted into un
 Attention families are recognised by a small registry (``FAMILIES``, one entry per layout):
 Hugging Face BERT-style (``query``/``key``/``value`` + ``num_attention_heads``,
 ``attention_head_size``, ``all_head_size``) and q_proj-style (``q_proj``/``k_proj``/``v_proj``
-+ ``num_attention_heads``, ``head_dim``: ViT and relatives). Nothing here imports
-``transformers``: layers are matched by their attributes.
++ ``num_attention_heads``, ``head_dim``: ViT and relatives), and PyTorch's
+``nn.MultiheadAttention`` once :mod:`nasprune.pruning.mha` has given it separate q/k/v
+projections. Nothing here imports ``transformers``: layers are matched by their attributes.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 
 from nasprune.errors import NaspruneError
+from nasprune.pruning.mha import NarrowMultiheadAttention
 
 HEADS, FFN, CHANNELS = "heads", "ffn", "channels"
 
@@ -47,10 +49,15 @@ class AttentionFamily:
     dim_attr: str
     all_attr: str | None = None  # heads × head size, when the layer stores it
     config_head_dim: bool = False
+    # Only layers of this type (a layout matched by attributes alone could belong to a
+    # module whose forward derives the head size from another width).
+    module_type: type[nn.Module] | None = None
 
     def matches(self, module: nn.Module, widths: bool = True) -> bool:
         """``module`` has this layout; with ``widths``, q/k/v are all heads × head size wide
         (grouped-query layouts are not handled: their groups stay out of pruning)."""
+        if self.module_type is not None and not isinstance(module, self.module_type):
+            return False
         heads, dim = getattr(module, self.heads_attr, None), getattr(module, self.dim_attr, None)
         if not (isinstance(heads, int) and isinstance(dim, int) and heads > 0 and dim > 0):
             return False
@@ -64,6 +71,9 @@ FAMILIES: dict[str, AttentionFamily] = {
                                "attention_head_size", "all_head_size"),
     "hf-qkv-proj": AttentionFamily("hf-qkv-proj", ("q_proj", "k_proj", "v_proj"),
                                    "num_attention_heads", "head_dim", config_head_dim=True),
+    # nn.MultiheadAttention, converted for pruning (nasprune.pruning.mha)
+    "torch-mha": AttentionFamily("torch-mha", ("q_proj", "k_proj", "v_proj"), "num_heads",
+                                 "head_dim", module_type=NarrowMultiheadAttention),
 }
 
 
@@ -122,18 +132,20 @@ def transformer_layers(model: nn.Module) -> list[str]:
     return found
 
 
-def classify(model: nn.Module, found: Sequence) -> list:
+def classify(model: nn.Module, found: Sequence, fused_qkv: Sequence[str] = ()) -> list:
     """Mark head and FFN groups and drop the hidden width, for ``(ChannelGroup, x)`` pairs.
 
+    ``fused_qkv`` names the fused q/k/v Linears of attention cut outside DepGraph
+    (:mod:`nasprune.pruning.fused_qkv`): whatever feeds them is the hidden width too.
     A model without recognised attention comes back unchanged. A head group is renamed
     after its attention layer (``bert.encoder.layer.0.attention.self``) and gets
     ``divisor`` = head size; an FFN group keeps its name (its first layer).
     """
     layers = attention_layers(model)
-    if not layers:
+    if not layers and not fused_qkv:
         return list(found)
     by_qkv = {frozenset(a.projections): a for a in layers.values()}
-    qkv = {p for a in layers.values() for p in a.projections}
+    qkv = {p for a in layers.values() for p in a.projections} | set(fused_qkv)
     kept, hidden_in, hidden_out = [], set(), set()
     for pair in found:
         info = pair[0]
@@ -141,7 +153,7 @@ def classify(model: nn.Module, found: Sequence) -> list:
         if layer is not None and info.channels == layer.heads * layer.head_dim:
             info.name, info.kind, info.divisor = layer.name, HEADS, layer.head_dim
             kept.append(pair)
-        elif qkv & set(info.in_layers):  # the residual stream: feeds every attention layer
+        elif qkv & set(info.in_layers + info.other_layers):  # the residual stream
             hidden_in.update(info.in_layers)
             hidden_out.update(info.out_layers)
         elif not qkv & set(info.out_layers):  # a partial cut of q/k/v would split heads

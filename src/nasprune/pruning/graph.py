@@ -24,10 +24,19 @@ from nasprune.errors import NaspruneError
 from nasprune.pruning.attention import CHANNELS, classify
 from nasprune.pruning.conv1d import conv1d_units
 from nasprune.pruning.flow import Flow, tensors_in, trace_flow
+from nasprune.pruning.fused_qkv import (
+    fused_inputs,
+    fused_projections,
+    fused_units,
+    mark_fused_ffn,
+    refuse_unsupported,
+)
 from nasprune.pruning.gqa import gqa_projections, gqa_units, mark_ffn
 from nasprune.pruning.kv_cache import no_kv_cache, without_cache_flag
 from nasprune.pruning.members import CONV_TYPES, Member, constraints, members
+from nasprune.pruning.mha import split_copy
 from nasprune.pruning.surgery import is_conv1d
+from nasprune.pruning.window_attention import window_inputs, window_types, window_units
 
 PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -159,6 +168,7 @@ def build_graph(model: nn.Module, example_inputs) -> tp.DependencyGraph:
     (:mod:`nasprune.pruning.flow`) those whose output reaches any returned tensor — in a list
     or dict too — without passing another prunable layer, or feeds no prunable layer.
     """
+    refuse_unsupported(model)
     was_training = model.training
     model.eval()
     before = _forward_hooks(model)
@@ -175,7 +185,8 @@ def build_graph(model: nn.Module, example_inputs) -> tp.DependencyGraph:
                 if any(is_conv1d(m) for m in model.modules()):  # cut by nasprune: no news
                     warnings.filterwarnings("ignore", "Unwrapped parameters detected")
                 graph = tp.DependencyGraph().build_dependency(
-                    model, example_inputs=example_inputs, output_transform=tensors_in)
+                    model, example_inputs=example_inputs, output_transform=tensors_in,
+                    customized_pruners=window_types(model))  # Swin attention: one node
         except NaspruneError:
             raise
         except Exception as exc:  # tracing failures come in many types; name the cause once
@@ -250,7 +261,8 @@ def iter_tp_groups(
     if heads is None:
         heads, shapes = _probe(model, example_inputs)
     skip = resolve_ignored(model, ignored) + list(heads)
-    own_cut = gqa_projections(model)  # rotary/GQA attention: its heads are cut in gqa.py
+    # Rotary/GQA and fused-qkv attention: their heads are cut in gqa.py / fused_qkv.py.
+    own_cut = gqa_projections(model) + fused_projections(model)
     found = []
     flow: Flow = getattr(graph, "nasprune_flow", None) or Flow()
     for g in graph.get_all_groups(ignored_layers=skip + own_cut,
@@ -281,8 +293,11 @@ def iter_tp_groups(
         )
         found.append((info, g))
     mark_ffn(model, found)
-    yield from classify(model, found)
+    mark_fused_ffn(model, found)
+    yield from classify(model, found, fused_inputs(model) + window_inputs(model))
     yield from gqa_units(model, skip)
+    yield from fused_units(model, skip)
+    yield from window_units(model, skip)
     yield from conv1d_units(model, skip)  # GPT-2 style: layers DepGraph does not know
 
 
@@ -291,7 +306,13 @@ def groups(
     example_inputs,
     ignored: Iterable[str | nn.Module] | None = None,
 ) -> list[ChannelGroup]:
-    """List the prunable channel groups of ``model`` (the model is not modified)."""
+    """List the prunable channel groups of ``model`` (the model is not modified).
+
+    ``nn.MultiheadAttention`` layers are listed as pruning sees them: one head group each
+    (:mod:`nasprune.pruning.mha`).
+    """
+    ignored = ignored_names(model, ignored)  # module objects do not survive the copy
+    model = split_copy(model)
     graph = build_graph(model, example_inputs)
     found = [info for info, _ in iter_tp_groups(model, graph, example_inputs, ignored)]
     order = {n: i for i, (n, _) in enumerate(model.named_modules())}

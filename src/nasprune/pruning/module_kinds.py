@@ -15,6 +15,8 @@ from typing import Any
 from torch import nn
 
 from nasprune.errors import NaspruneError
+from nasprune.pruning.mha import NarrowMultiheadAttention
+from nasprune.pruning.window_attention import WindowAttention
 
 
 def _conv_fields(m: nn.Module) -> dict:
@@ -84,6 +86,30 @@ def _mha_build(old: nn.MultiheadAttention, rec: dict) -> nn.Module:
         batch_first=old.batch_first)
 
 
+def _narrow_fields(m: NarrowMultiheadAttention) -> dict:
+    return {"embed_dim": m.embed_dim, "num_heads": m.num_heads, "head_dim": m.head_dim,
+            "kdim": m.kdim, "vdim": m.vdim}
+
+
+def _narrow_build(old: nn.Module, rec: dict) -> nn.Module:
+    """A head-pruned attention layer, rebuilt from the base model's ``nn.MultiheadAttention``
+    (or an earlier ``NarrowMultiheadAttention``): its dropout, bias and batch_first."""
+    bias = old.out_proj.bias is not None
+    return NarrowMultiheadAttention(rec["embed_dim"], rec["num_heads"], rec["head_dim"],
+                                    old.dropout, bias, rec["kdim"], rec["vdim"],
+                                    old.batch_first)
+
+
+def _window_build(old: nn.Module, rec: dict) -> nn.Module:
+    """A head-pruned Swin attention, rebuilt from the base model's ``ShiftedWindowAttention``
+    (window, shift, biases and dropout are its own; the head size must be too)."""
+    new = WindowAttention.from_swin(old, rec["num_heads"])
+    if new.head_dim != rec["head_dim"]:
+        raise NaspruneError(f"the spec's head size {rec['head_dim']} is not the model's "
+                            f"{new.head_dim}")
+    return new
+
+
 class Skip(nn.Identity):
     """A removed block or Transformer layer: returns its first input and ignores the rest.
 
@@ -102,6 +128,8 @@ class ModuleKind:
     cls: type[nn.Module]
     fields: Callable[[Any], dict]
     build: Callable[[Any, dict], nn.Module] | None  # None: no shape to change (Identity)
+    # Other allow-listed types ``build`` may replace: the unpruned form of this layer.
+    replaces: tuple[str, ...] = ()
 
 
 def _attrs(*names: str) -> Callable[[nn.Module], dict]:
@@ -130,6 +158,10 @@ KINDS: dict[str, ModuleKind] = {
     "PReLU": ModuleKind(nn.PReLU, _attrs("num_parameters"),
                         lambda old, rec: nn.PReLU(rec["num_parameters"])),
     "MultiheadAttention": ModuleKind(nn.MultiheadAttention, _mha_fields, _mha_build),
+    "NarrowMultiheadAttention": ModuleKind(NarrowMultiheadAttention, _narrow_fields,
+                                           _narrow_build, replaces=("MultiheadAttention",)),
+    "WindowAttention": ModuleKind(WindowAttention, _attrs("num_heads", "head_dim"),
+                                  _window_build, replaces=("ShiftedWindowAttention",)),
     "Identity": ModuleKind(nn.Identity, lambda m: {}, None),
     "Skip": ModuleKind(Skip, lambda m: {}, None),
 }

@@ -25,9 +25,11 @@ from nasprune.pruning.attention import (
     sync_heads,
 )
 from nasprune.pruning.conv1d import fused_heads, sync_conv1d
+from nasprune.pruning.fused_qkv import fused_layers, sync_fused
 from nasprune.pruning.gqa import gqa_heads
 from nasprune.pruning.masks import MASK
 from nasprune.pruning.module_kinds import CONVS, KINDS, ModuleKind, kind_fields, kind_of
+from nasprune.pruning.window_attention import window_heads
 
 SPEC_VERSION = 1
 
@@ -45,6 +47,8 @@ def capture_spec(model: nn.Module) -> dict:
     heads = {n: a.heads for n, a in attention_layers(model, widths=False).items()}
     heads.update(fused_heads(model))
     heads.update(gqa_heads(model))
+    heads.update({n: m.num_heads for n, m in fused_layers(model).items()})
+    heads.update(window_heads(model))
     if heads:  # Transformers: head counts (checked on load) and the config's widths
         spec["attention"] = {"heads": heads, "config": config_widths(model)}
     return spec
@@ -87,7 +91,7 @@ def _prototype(kind: str) -> nn.Module:
         cls = KINDS[kind].cls
         args = {"Linear": (1, 1), "LayerNorm": (1,), "GroupNorm": (1, 1), "Embedding": (1, 1),
                 "PReLU": (), "MultiheadAttention": (1, 1), "Identity": (),
-                "Skip": ()}.get(kind, (1,))
+                "Skip": (), "WindowAttention": (1, [1, 1], [0, 0], 1, 1)}.get(kind, (1,))
         if kind in {c.__name__ for c in CONVS}:
             args = (1, 1, 1)
         _PROTOTYPES[kind] = cls(*args)
@@ -184,12 +188,12 @@ def _rebuild_modules(model: nn.Module, modules: dict[str, dict]) -> None:
             if type(current) is not KINDS[kind].cls:
                 _replace(model, current, KINDS[kind].cls())
             continue
-        if kind_of(current) != kind:
+        if kind_of(current) != kind and type(current).__name__ not in KINDS[kind].replaces:
             raise NaspruneError(f"the spec says '{name}' is a {kind} but the model has a "
                                 f"{type(current).__name__}: the checkpoint is for a "
                                 "different model")
         fields = {k: v for k, v in rec.items() if k != "type"}
-        if kind_fields(current, kind) == fields:
+        if kind_of(current) == kind and kind_fields(current, kind) == fields:
             continue
         try:
             # Built where the old one lives: on the meta device a spec is checked for free.
@@ -274,7 +278,8 @@ def apply_spec(model: nn.Module, spec: dict) -> nn.Module:
 
 def _restore_attention(model: nn.Module, rec: dict) -> None:
     """Head attributes follow the rebuilt projections; they must match the recorded counts."""
-    heads = {**sync_heads(model), **sync_conv1d(model), **gqa_heads(model)}
+    heads = {**sync_heads(model), **sync_conv1d(model), **gqa_heads(model),
+             **sync_fused(model), **window_heads(model)}
     if rec and heads != rec.get("heads", {}):
         raise NaspruneError(f"the spec records attention heads {rec.get('heads')} but the "
                             f"rebuilt model has {heads}: the checkpoint is for a different "

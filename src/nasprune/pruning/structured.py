@@ -43,6 +43,7 @@ from nasprune.pruning.graph import (
     output_shapes,
 )
 from nasprune.pruning.layers import split_dropped_blocks, without_blocks
+from nasprune.pruning.mha import pack_attention, split_attention
 from nasprune.registry import did_you_mean
 
 Ratios = float | Mapping[str, float] | str
@@ -198,7 +199,7 @@ def plan(model: nn.Module, example_inputs, ratios: Ratios, criterion: str = "l1"
     """What ``prune`` with the same arguments removes, without touching ``model``."""
     ignored = ignored_names(model, ignored)  # module objects do not survive the copy
     ratios, _ = split_dropped_blocks(model, example_inputs, ratios)
-    work = copy.deepcopy(model)
+    work = split_attention(copy.deepcopy(model))
     _, plans = _plan(work, example_inputs, ratios, criterion, round_to, min_channels, ignored,
                      data, global_target, seed)
     return [p for p, _ in plans]
@@ -258,7 +259,8 @@ def prune(
     """
     ignored = ignored_names(model, ignored)  # module objects do not survive the copy
     ratios, dropped = split_dropped_blocks(model, example_inputs, ratios)
-    pruned = copy.deepcopy(model)
+    # nn.MultiheadAttention loses whole heads: converted first, packed back if untouched.
+    pruned = split_attention(copy.deepcopy(model))
     graph, plans = _plan(pruned, example_inputs, ratios, criterion, round_to, min_channels,
                          ignored, data, global_target, seed)
     if not plans:
@@ -269,6 +271,7 @@ def prune(
     frozen = {n for n, p in pruned.named_parameters() if not p.requires_grad}
     _cut(pruned, graph, plans)
     heads = sync_heads(pruned)
+    pack_attention(pruned)
     sync_conv1d(pruned)
     sync_conv1d_config(pruned)
     sync_gqa_config(pruned)

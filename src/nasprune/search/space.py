@@ -18,7 +18,8 @@ import numpy as np
 from torch import nn
 
 from nasprune.errors import NaspruneError
-from nasprune.pruning.graph import ChannelGroup, groups
+from nasprune.pruning.graph import ChannelGroup, groups, ignored_names
+from nasprune.pruning.mha import split_copy
 from nasprune.search.budget import Budget, bisect_scale, fill, refine
 from nasprune.search.costmodel import CostModel
 
@@ -69,6 +70,8 @@ class SearchSpace:
     ) -> None:
         if round_to is not None and (not isinstance(round_to, int) or round_to < 1):
             raise NaspruneError(f"round_to must be a positive integer, got {round_to!r}")
+        ignored = ignored_names(model, ignored)  # module objects do not survive the copy
+        model = split_copy(model)  # nn.MultiheadAttention as pruning sees it: heads as units
         self.groups: list[ChannelGroup] = groups(model, example_inputs, ignored=ignored)
         if not self.groups:
             raise NaspruneError("the model has no prunable channel groups to search over")

@@ -37,6 +37,7 @@ from torch import nn
 
 from nasprune.pruning.criteria import CRITERIA, ScoreContext, to_group, weight_rows
 from nasprune.pruning.graph import build_graph, ignored_names, iter_tp_groups, members
+from nasprune.pruning.mha import split_attention
 from nasprune.pruning.structured import _global_ratios  # the ranking prune("global") uses
 from nasprune.search.budget import Budget
 from nasprune.search.space import SearchSpace
@@ -63,7 +64,8 @@ def channel_scores(model: nn.Module, example_inputs: Any, ignored: Any, criterio
                    data: Any, seed: int) -> dict[str, dict[str, torch.Tensor]]:
     """Per ranking ("global", "tp-global"): group name → channel scores (higher = keep)."""
     names = ignored_names(model, ignored)  # module objects do not survive the copy
-    work = copy.deepcopy(model)  # a data-driven criterion (taylor) writes gradients
+    # A data-driven criterion (taylor) writes gradients; attention heads as pruning sees them.
+    work = split_attention(copy.deepcopy(model))
     graph = build_graph(work, example_inputs)
     score = CRITERIA.get(criterion)
     ctx = ScoreContext(work, example_inputs, data, seed)
