@@ -33,10 +33,10 @@ from nasprune.pruning.conv1d import sync_conv1d, sync_conv1d_config
 from nasprune.pruning.criteria import CRITERIA, ScoreContext
 from nasprune.pruning.criteria.taylor import NEEDS_DATA
 from nasprune.pruning.gqa import sync_gqa_config
+from nasprune.pruning.grouping import cut_group
 from nasprune.pruning.graph import (
     ChannelGroup,
     build_graph,
-    constraints,
     ignored_names,
     iter_tp_groups,
     members,
@@ -175,13 +175,12 @@ def _plan(model: nn.Module, example_inputs, ratios: Ratios, criterion: str,
     for (info, group_members, s), (_, tp_group) in zip(scored, pairs, strict=True):
         ratio = requested[info.name]
         keep = info.kept(ratio, round_to, min_channels)
-        _, aligned = constraints(group_members, info.channels)
         if s is None:
             removed = []
         elif info.kind == HEADS:
             removed = select_heads(s, keep, info.divisor)
         else:
-            removed = select(s, keep, info.divisor, aligned)
+            removed = select(s, keep, info.divisor, info.aligned)
         gone = set(removed)
         outs = {m.name: sorted(int(i) for i, r in zip(m.idx.tolist(), m.root.tolist(),
                                                       strict=True) if r in gone)
@@ -292,7 +291,7 @@ def _cut(pruned: nn.Module, graph, plans: list) -> None:
         attn = [(m, m.embed_dim // m.num_heads) for m in pruned.modules()
                 if isinstance(m, nn.MultiheadAttention) and m in graph.module2node]
         try:
-            tp_group.prune(p.removed)
+            cut_group(graph, tp_group, p.removed)
         except Exception as exc:  # Torch-Pruning asserts on layouts it cannot cut
             raise NaspruneError(
                 f"cannot prune group '{p.group.name}': {type(exc).__name__}: {exc}; "
