@@ -15,6 +15,7 @@ block of ``C/s``) and when the group must be left alone.
 
 from __future__ import annotations
 
+
 def class_layout(classes: list[list[int]], channels: int) -> int | None:
     """The number of blocks ``s`` when every class is ``{j, j + C/s, ..., j + (s-1)C/s}``.
 

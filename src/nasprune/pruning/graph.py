@@ -25,16 +25,16 @@ from nasprune.pruning.attention import CHANNELS, classify
 from nasprune.pruning.conv1d import conv1d_units
 from nasprune.pruning.coupling import coupled_limits
 from nasprune.pruning.flow import Flow, tensors_in, trace_flow
-from nasprune.pruning.grouping import all_groups
 from nasprune.pruning.gqa import gqa_projections, gqa_units, mark_ffn
+from nasprune.pruning.grouping import all_groups
 from nasprune.pruning.kv_cache import no_kv_cache, without_cache_flag
 from nasprune.pruning.members import CONV_TYPES, Member, constraints, members
-from nasprune.pruning.shuffle import install as _guard_reshapes
-from nasprune.pruning.shuffle import scrambled
+from nasprune.pruning.reshapes import install as _guard_reshapes
+from nasprune.pruning.reshapes import scrambled
 from nasprune.pruning.surgery import is_conv1d
 
 PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
-_guard_reshapes()  # channel shuffles: marked, not a ZeroDivisionError (pruning/shuffle.py)
+_guard_reshapes()  # channel shuffles: marked, not a ZeroDivisionError (pruning/reshapes.py)
 
 
 @dataclass

@@ -33,7 +33,6 @@ from nasprune.pruning.conv1d import sync_conv1d, sync_conv1d_config
 from nasprune.pruning.criteria import CRITERIA, ScoreContext
 from nasprune.pruning.criteria.taylor import NEEDS_DATA
 from nasprune.pruning.gqa import sync_gqa_config
-from nasprune.pruning.grouping import cut_group
 from nasprune.pruning.graph import (
     ChannelGroup,
     build_graph,
@@ -42,6 +41,7 @@ from nasprune.pruning.graph import (
     members,
     output_shapes,
 )
+from nasprune.pruning.grouping import cut_group
 from nasprune.registry import did_you_mean
 
 Ratios = float | Mapping[str, float] | str
