@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import re
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +198,10 @@ def load(directory: str | os.PathLike, base: nn.Module | None = None) -> nn.Modu
     model = apply_spec(base_model(doc, base), doc["spec"])
     if any(t.is_meta for t in model.state_dict().values()):
         model = model.to_empty(device="cpu")  # every value is then loaded below
+    # safetensors keep no per-module state-dict versions; the rebuilt model's own are the
+    # saved model's (same code), and some modules refuse a load without them (MNASNet).
+    tensors = OrderedDict(tensors)
+    tensors._metadata = getattr(model.state_dict(), "_metadata", None)  # type: ignore[attr-defined]
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:

@@ -23,6 +23,7 @@ from torch import nn
 from nasprune.errors import NaspruneError
 from nasprune.pruning.attention import CHANNELS, classify
 from nasprune.pruning.conv1d import conv1d_units
+from nasprune.pruning.coupling import coupled_limits
 from nasprune.pruning.flow import Flow, tensors_in, trace_flow
 from nasprune.pruning.fused_qkv import (
     fused_inputs,
@@ -32,13 +33,17 @@ from nasprune.pruning.fused_qkv import (
     refuse_unsupported,
 )
 from nasprune.pruning.gqa import gqa_projections, gqa_units, mark_ffn
+from nasprune.pruning.grouping import all_groups
 from nasprune.pruning.kv_cache import no_kv_cache, without_cache_flag
 from nasprune.pruning.members import CONV_TYPES, Member, constraints, members
 from nasprune.pruning.mha import split_copy
+from nasprune.pruning.reshapes import install as _guard_reshapes
+from nasprune.pruning.reshapes import scrambled
 from nasprune.pruning.surgery import is_conv1d
 from nasprune.pruning.window_attention import window_inputs, window_types, window_units
 
 PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+_guard_reshapes()  # channel shuffles: marked, not a ZeroDivisionError (pruning/reshapes.py)
 
 
 @dataclass
@@ -57,6 +62,9 @@ class ChannelGroup:
     # What the channels are: "channels", "heads" (one attention layer's heads, named after
     # it) or "ffn" (a Transformer feed-forward width); see nasprune.pruning.attention.
     kind: str = CHANNELS
+    # Remove the same offsets from every block of channels // divisor (a grouped conv's
+    # input, GhostNet's coupled halves; see nasprune.pruning.coupling).
+    aligned: bool = False
 
     def kept(self, ratio: float, round_to: int | None = None, min_channels: int = 1) -> int:
         """Channels this group keeps at prune ratio ``ratio`` (``kept_channels`` + divisor)."""
@@ -265,12 +273,13 @@ def iter_tp_groups(
     own_cut = gqa_projections(model) + fused_projections(model)
     found = []
     flow: Flow = getattr(graph, "nasprune_flow", None) or Flow()
-    for g in graph.get_all_groups(ignored_layers=skip + own_cut,
-                                  root_module_types=PRUNABLE_TYPES):
+    for g, classes in all_groups(graph, skip + own_cut, PRUNABLE_TYPES):
+        if scrambled(g):
+            continue
         root = g[0].dep.target.module
         channels = int(graph.get_out_channels(root))
         group_members = members(model, graph, g)
-        limits = constraints(group_members, channels)
+        limits = coupled_limits(classes, constraints(group_members, channels), channels)
         if limits is None or flow.untied([m.module for m in group_members if m.role == "out"],
                                          {m.module for m in group_members}):
             continue
@@ -290,6 +299,7 @@ def iter_tp_groups(
             in_layers=dedup(in_l),
             other_layers=dedup(other),
             divisor=limits[0],
+            aligned=limits[1],
         )
         found.append((info, g))
     mark_ffn(model, found)

@@ -65,17 +65,39 @@ def _grouped(conv: nn.Module) -> bool:
     )
 
 
+def _width(mod: nn.Module, role: str) -> int | None:
+    """How many channels of ``role`` ("out"/"in") ``mod`` has, where its type says."""
+    if isinstance(mod, CONV_TYPES):
+        return mod.out_channels if role == "out" or _depthwise(mod) else mod.in_channels
+    if isinstance(mod, nn.Linear):
+        return mod.out_features if role == "out" else mod.in_features
+    if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+        return mod.num_features
+    if isinstance(mod, nn.LayerNorm) and len(mod.normalized_shape) == 1:
+        return mod.normalized_shape[0]
+    return None
+
+
+def _depthwise(conv: nn.Module) -> bool:
+    return conv.groups > 1 and conv.groups == conv.out_channels == conv.in_channels
+
+
 def constraints(group_members: list[Member], channels: int) -> tuple[int, bool] | None:
     """``(divisor, aligned)`` for a group, or None when it cannot be pruned exactly.
 
     Grouped convs keep their conv groups equally wide (divisor = groups); when the group
     feeds a grouped conv's *input*, the same offsets must go from every conv group (Torch-
     Pruning slices its weight that way: ``aligned``). Attention keeps heads equally wide.
-    Both need the layer's channels to be the group's channels one to one.
+    Both need the layer's channels to be the group's channels one to one. A channel map
+    that points past a layer's width (Torch-Pruning lost track of a chunk, as in EdgeNeXt's
+    split blocks) makes the group unprunable, never an IndexError.
     """
     divisor, aligned = 1, False
     for m in group_members:
         mod, split = m.module, 1
+        width = _width(mod, m.role)
+        if width is not None and m.idx.numel() and int(m.idx.max()) >= width:
+            return None  # the tracer lost a split/chunk: its channel map is not this layer's
         if isinstance(mod, CONV_TYPES) and mod.groups > 1:
             if not _grouped(mod):
                 continue  # depthwise: in and out channels go together, no constraint

@@ -272,8 +272,24 @@ def apply_spec(model: nn.Module, spec: dict) -> nn.Module:
     validate_spec(spec)
     _rebuild_modules(model, spec["modules"])
     _restore_tensors(model, spec["tensors"])
+    _sync_norm_sizes(model)
     _restore_attention(model, spec.get("attention", {}))
     return model
+
+
+def _sync_norm_sizes(model: nn.Module) -> None:
+    """Norm subclasses (torchvision's and timm's ``LayerNorm2d``) are resized as raw
+    tensors, not rebuilt: their size attributes follow the resized weights."""
+    for m in model.modules():
+        w = getattr(m, "weight", None)
+        if kind_of(m) is not None or not isinstance(w, torch.Tensor):
+            continue
+        if isinstance(m, nn.LayerNorm):
+            m.normalized_shape = tuple(w.shape)
+        elif isinstance(m, nn.modules.batchnorm._NormBase):
+            m.num_features = int(w.shape[0])
+        elif isinstance(m, nn.GroupNorm):
+            m.num_channels = int(w.shape[0])
 
 
 def _restore_attention(model: nn.Module, rec: dict) -> None:

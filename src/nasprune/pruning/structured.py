@@ -36,12 +36,12 @@ from nasprune.pruning.gqa import sync_gqa_config
 from nasprune.pruning.graph import (
     ChannelGroup,
     build_graph,
-    constraints,
     ignored_names,
     iter_tp_groups,
     members,
     output_shapes,
 )
+from nasprune.pruning.grouping import cut_group
 from nasprune.pruning.layers import split_dropped_blocks, without_blocks
 from nasprune.pruning.mha import pack_attention, split_attention
 from nasprune.registry import did_you_mean
@@ -177,13 +177,12 @@ def _plan(model: nn.Module, example_inputs, ratios: Ratios, criterion: str,
     for (info, group_members, s), (_, tp_group) in zip(scored, pairs, strict=True):
         ratio = requested[info.name]
         keep = info.kept(ratio, round_to, min_channels)
-        _, aligned = constraints(group_members, info.channels)
         if s is None:
             removed = []
         elif info.kind == HEADS:
             removed = select_heads(s, keep, info.divisor)
         else:
-            removed = select(s, keep, info.divisor, aligned)
+            removed = select(s, keep, info.divisor, info.aligned)
         gone = set(removed)
         outs = {m.name: sorted(int(i) for i, r in zip(m.idx.tolist(), m.root.tolist(),
                                                       strict=True) if r in gone)
@@ -300,7 +299,7 @@ def _cut(pruned: nn.Module, graph, plans: list) -> None:
         attn = [(m, m.embed_dim // m.num_heads) for m in pruned.modules()
                 if isinstance(m, nn.MultiheadAttention) and m in graph.module2node]
         try:
-            tp_group.prune(p.removed)
+            cut_group(graph, tp_group, p.removed)
         except Exception as exc:  # Torch-Pruning asserts on layouts it cannot cut
             raise NaspruneError(
                 f"cannot prune group '{p.group.name}': {type(exc).__name__}: {exc}; "
