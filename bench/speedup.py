@@ -183,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compare-widths", action="store_true",
                    help="global vs per-group measured width steps vs TP global "
                         "(bench/speedup_widths.py); cells stored under 'widths' in --json")
+    p.add_argument("--cpu-time", action="store_true",
+                   help="time runs by the calling thread's CPU time, not wall clock (1 "
+                        "thread only: on a machine so loaded that runs are preempted)")
     p.add_argument("--cache", default=None,
                    help="latency tables and width steps cache (default: a temporary one)")
     p.add_argument("--json", default="bench/results/speedup.json")
@@ -196,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     doc = json.loads(out.read_text()) if out.exists() else {"cells": {}}
     doc["machine"] = {"cpu": cpu_name(), "cores": __import__("os").cpu_count(),
                       "python": platform.python_version(), "torch": torch.__version__}
+    if args.cpu_time:
+        use_cpu_time(args.threads)
     cache = args.cache or tempfile.mkdtemp(prefix="nasprune-speedup-")
     if args.compare_widths:
         return compare_widths(args, doc, out, cache, argv)
@@ -220,6 +225,28 @@ def main(argv: list[str] | None = None) -> int:
           f"{torch.__version__}, {args.threads} thread(s):\n")
     print(md)
     return 0
+
+
+def use_cpu_time(threads: int) -> None:
+    """Every timing loop (tables, width steps, comparisons) measures the calling thread's
+    CPU time: with one thread, torch and ONNX Runtime compute on that thread, and the time
+    spent preempted by other processes is left out."""
+    import nasprune.metrics.runtime as runtime_mod
+
+    if threads != 1:
+        raise SystemExit("--cpu-time needs --threads 1 (other threads' time is not counted)")
+
+    def cpu_ms(run, repeats: int, warmup: int = 0) -> np.ndarray:
+        for _ in range(warmup):
+            run()
+        out = np.empty(repeats)
+        for i in range(repeats):
+            t0 = time.thread_time()
+            run()
+            out[i] = (time.thread_time() - t0) * 1e3
+        return out
+
+    runtime_mod.time_ms = cpu_ms  # fastest_ms and compare_latency call it
 
 
 def compare_widths(args, doc: dict, out: Path, cache: str, argv: list[str] | None) -> int:

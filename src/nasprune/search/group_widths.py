@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from nasprune._io import replace_file
-from nasprune.metrics.runtime import Runtime, _threads, time_ms
+from nasprune.metrics.runtime import Runtime, fastest_ms
 from nasprune.search.widths import STEPS
 
 FORMAT = 1
@@ -83,11 +83,9 @@ def _layer(module: nn.Module, geo: Any, in_c: int, out_c: int) -> tuple[nn.Modul
 
 def layer_ms(module: nn.Module, shape: tuple, runtime: Runtime, rounds: int,
              repeats: int, warmup: int) -> float:
-    """Fastest run of one standalone layer (the estimator load disturbs least)."""
-    run = runtime.session(module, shape)
-    with _threads(runtime.threads):
-        return float(min(time_ms(run, repeats, warmup if r == 0 else 0).min()
-                         for r in range(rounds)))
+    """Fastest of ``rounds × repeats`` runs of one standalone layer (the estimator load
+    disturbs least)."""
+    return fastest_ms(module, shape, runtime, warmup, rounds * repeats)
 
 
 class _Timer:
