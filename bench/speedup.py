@@ -26,6 +26,9 @@ Resumable: every finished (network, runtime, batch) cell is stored in ``--json``
 Usage: ``nice .venv/bin/python bench/speedup.py [--quick] [--nets resnet20,resnet56,
 mobilenetv2] [--runtimes torch,onnxruntime] [--batches 1,64] [--threads 1]``. ``--quick``:
 ResNet-20, batch 1, 3 trials, 5 candidates, short timing (a smoke run, not a measurement).
+``--compare-widths``: instead, one global measured width step against per-group measured
+steps against Torch-Pruning global, at 50 % of the MACs and at ``--target``
+(:mod:`speedup_widths`); ``--cache DIR`` keeps tables and steps between runs.
 """
 
 from __future__ import annotations
@@ -177,6 +180,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=9)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--quick", action="store_true", help="a smoke run (see the docstring)")
+    p.add_argument("--compare-widths", action="store_true",
+                   help="global vs per-group measured width steps vs TP global "
+                        "(bench/speedup_widths.py); cells stored under 'widths' in --json")
+    p.add_argument("--cpu-time", action="store_true",
+                   help="time runs by the calling thread's CPU time, not wall clock (1 "
+                        "thread only: on a machine so loaded that runs are preempted)")
+    p.add_argument("--cache", default=None,
+                   help="latency tables and width steps cache (default: a temporary one)")
     p.add_argument("--json", default="bench/results/speedup.json")
     args = p.parse_args(argv)
     if args.quick:
@@ -188,7 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     doc = json.loads(out.read_text()) if out.exists() else {"cells": {}}
     doc["machine"] = {"cpu": cpu_name(), "cores": __import__("os").cpu_count(),
                       "python": platform.python_version(), "torch": torch.__version__}
-    cache = tempfile.mkdtemp(prefix="nasprune-speedup-")
+    if args.cpu_time:
+        use_cpu_time(args.threads)
+    cache = args.cache or tempfile.mkdtemp(prefix="nasprune-speedup-")
+    if args.compare_widths:
+        return compare_widths(args, doc, out, cache, argv)
     for name in args.nets.split(","):
         for runtime in args.runtimes.split(","):
             for batch in (int(b) for b in args.batches.split(",")):
@@ -205,6 +220,60 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{key}: {doc['cells'][key]['seconds']:.0f} s", file=sys.stderr)
     md = table(list(doc["cells"].values()), args.target)
     out.with_suffix(".md").write_text(md + "\n")
+    print(f"`{' '.join(['bench/speedup.py', *(argv or sys.argv[1:])])}` on "
+          f"{doc['machine']['cpu']} ({doc['machine']['cores']} cores), torch "
+          f"{torch.__version__}, {args.threads} thread(s):\n")
+    print(md)
+    return 0
+
+
+def use_cpu_time(threads: int) -> None:
+    """Every timing loop (tables, width steps, comparisons) measures the calling thread's
+    CPU time: with one thread, torch and ONNX Runtime compute on that thread, and the time
+    spent preempted by other processes is left out."""
+    import nasprune.metrics.runtime as runtime_mod
+
+    if threads != 1:
+        raise SystemExit("--cpu-time needs --threads 1 (other threads' time is not counted)")
+
+    def cpu_ms(run, repeats: int, warmup: int = 0) -> np.ndarray:
+        for _ in range(warmup):
+            run()
+        out = np.empty(repeats)
+        for i in range(repeats):
+            t0 = time.thread_time()
+            run()
+            out[i] = (time.thread_time() - t0) * 1e3
+        return out
+
+    runtime_mod.time_ms = cpu_ms  # fastest_ms and compare_latency call it
+
+
+def compare_widths(args, doc: dict, out: Path, cache: str, argv: list[str] | None) -> int:
+    """``--compare-widths``: one resumable cell per (network, runtime, batch)."""
+    from speedup_widths import compare_cell, compare_table
+
+    cells = doc.setdefault("widths", {})
+    for name in args.nets.split(","):
+        for runtime in args.runtimes.split(","):
+            for batch in (int(b) for b in args.batches.split(",")):
+                key = f"{name}/{runtime}/{args.threads}t/b{batch}"
+                if key in cells:
+                    print(f"widths {key}: done before, skipped", file=sys.stderr)
+                    continue
+                model, x = network(name)
+                rt = Runtime(runtime, threads=args.threads, batch_size=batch)
+                start = time.perf_counter()
+                cells[key] = {"net": name, "runtime": rt.describe(), "batch": batch,
+                              **compare_cell(model, x, rt, args, cache),
+                              "date": datetime.date.today().isoformat(),
+                              "load": __import__("os").getloadavg()[0],
+                              "seconds": time.perf_counter() - start}
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(json.dumps(doc, indent=1) + "\n")  # resumable: after each cell
+                print(f"widths {key}: {cells[key]['seconds']:.0f} s", file=sys.stderr)
+    md = compare_table(list(cells.values()), args.target)
+    out.with_name(out.stem + "-widths.md").write_text(md + "\n")
     print(f"`{' '.join(['bench/speedup.py', *(argv or sys.argv[1:])])}` on "
           f"{doc['machine']['cpu']} ({doc['machine']['cores']} cores), torch "
           f"{torch.__version__}, {args.threads} thread(s):\n")

@@ -170,8 +170,10 @@ def test_width_step_is_measured_among_steps_that_keep_groups_prunable(r20) -> No
 
 def test_search_command_measures_widths_and_prune_reuses_them(monkeypatch, tmp_path, capsys,
                                                               digits_cnn_checkpoint) -> None:
-    """No --round-to with a speed-up target: the step is measured, recorded, and reused."""
+    """No --round-to with a speed-up target: each group's step is measured, recorded in the
+    JSON, honoured by the search's widths, and reused by `prune --ratios`."""
     from nasprune.cli import main
+    from nasprune.search.group_widths import measured_steps
 
     monkeypatch.setenv("NASPRUNE_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "s.json"
@@ -179,27 +181,39 @@ def test_search_command_measures_widths_and_prune_reuses_them(monkeypatch, tmp_p
                  "random", "--trials", "2", "--target-speedup", "1.01", "--allow-miss",
                  "--bn-batches", "2", "--val-size", "100", "--quiet", "--out", str(out)])
     printed = capsys.readouterr().out
-    assert code == 0 and "widths: multiples of " in printed and "measured on torch" in printed
+    assert code == 0 and "widths: per-group steps measured on torch" in printed
     doc = json.loads(out.read_text())
-    step = doc["round_to"] or 1
-    assert step in (1, 4)  # the narrow CNN's groups have 8 channels: 8 and 16 are not tried
-    assert f"widths: multiples of {step} " in printed
+    base = nasprune.load(digits_cnn_checkpoint)
+    x = torch.randn(1, 1, 8, 8)
+    # The JSON records exactly what the (cached) measurement chose, for every group.
+    steps, info = measured_steps(base, x, Runtime("torch"))
+    assert "measured" not in info and doc["round_to"] == steps
+    assert set(steps) == {"features.0", "features.3", "features.7", "features.10"}
+    # The narrow CNN's groups have 8 and 16 channels: steps over half a group are not tried.
+    assert steps["features.0"] in (1, 4) and steps["features.7"] in (1, 4, 8)
     assert doc["budget"]["speedup"] == 1.01 and "delivery" in doc
     pruned_dir = tmp_path / "pruned"
     assert main(["prune", "--checkpoint", str(digits_cnn_checkpoint), "--ratios", str(out),
                  "--out", str(pruned_dir)]) == 0
-    widths = [m.out_channels for m in nasprune.load(pruned_dir).modules()
-              if isinstance(m, torch.nn.Conv2d)]
-    x = torch.randn(1, 1, 8, 8)
-    again = nasprune.prune(nasprune.load(digits_cnn_checkpoint), x, doc["ratios"],
-                           round_to=doc["round_to"])
-    assert widths == [m.out_channels for m in again.modules()
-                      if isinstance(m, torch.nn.Conv2d)]
-    # A recorded step of 4 is honoured (free widths at 30 % pruning would be 6 of 8).
-    doc4 = {**doc, "round_to": 4, "ratios": dict.fromkeys(doc["ratios"], 0.3)}
+    kept = nasprune.load(pruned_dir).nasprune_pruning["channels"]
+    assert nasprune.load(pruned_dir).nasprune_pruning["round_to"] == steps
+    for name, (full, k) in kept.items():  # multiples of the group's step (or untouched)
+        assert k == full or k % steps[name] == 0, (name, k, steps[name])
+    again = nasprune.prune(base, x, doc["ratios"], round_to=doc["round_to"])
+    assert again.nasprune_pruning["channels"] == kept
+    # Recorded steps that differ per group are honoured (free widths at 40 % pruning are
+    # 5 of 8 and 10 of 16).
+    doc4 = {**doc, "round_to": {"features.0": 4, "features.7": 8},
+            "ratios": dict.fromkeys(doc["ratios"], 0.4)}
     (tmp_path / "r4.json").write_text(json.dumps(doc4))
     assert main(["prune", "--checkpoint", str(digits_cnn_checkpoint), "--ratios",
                  str(tmp_path / "r4.json"), "--out", str(tmp_path / "p4")]) == 0
-    convs = [m.out_channels for m in nasprune.load(tmp_path / "p4").modules()
-             if isinstance(m, torch.nn.Conv2d)]
-    assert convs and all(c % 4 == 0 for c in convs), convs
+    kept = nasprune.load(tmp_path / "p4").nasprune_pruning["channels"]
+    assert {n: k for n, (_, k) in kept.items()} == {"features.0": 4, "features.3": 5,
+                                                   "features.7": 8, "features.10": 10}
+    # A recorded step that is not a positive integer: one clear error, exit 2.
+    (tmp_path / "bad.json").write_text(json.dumps({**doc4, "round_to": {"features.0": 0}}))
+    assert main(["prune", "--checkpoint", str(digits_cnn_checkpoint), "--ratios",
+                 str(tmp_path / "bad.json"), "--out", str(tmp_path / "p5")]) == 2
+    assert "round_to must be a positive integer" in capsys.readouterr().err
+    assert not (tmp_path / "p5").exists()

@@ -79,7 +79,7 @@ def _prune_input_shape(args: argparse.Namespace, meta: dict | None,
                         "--input-shape C,H,W (or --data NAME)")
 
 
-def _ratios_doc(path: str) -> tuple[dict, int | None]:
+def _ratios_doc(path: str) -> tuple[dict, int | dict | None]:
     """The ``{group: ratio}`` of a ratios file, a search result or a spec's pruning record,
     and the ``round_to`` a search recorded beside them."""
     import json
@@ -93,8 +93,15 @@ def _ratios_doc(path: str) -> tuple[dict, int | None]:
         raise NaspruneError(f"cannot read ratios from '{path}': {exc}") from exc
     round_to = None
     if isinstance(doc, dict) and isinstance(doc.get("ratios"), dict):
-        if isinstance(doc.get("round_to"), int) and not isinstance(doc["round_to"], bool):
-            round_to = doc["round_to"]  # the width step the search measured and used
+        # The width step(s) the search measured and used: one int or {group: step}.
+        round_to = doc.get("round_to")
+        if round_to is not None:
+            from nasprune.pruning.graph import check_steps
+
+            try:
+                check_steps(round_to)
+            except NaspruneError as exc:
+                raise NaspruneError(f"'{path}': {exc}") from None
         doc = doc["ratios"]  # a search result or a spec's pruning record
     if not isinstance(doc, dict) or not doc:
         raise NaspruneError(f"'{path}' must hold a JSON object {{group name: prune ratio}}")

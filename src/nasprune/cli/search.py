@@ -74,7 +74,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-keep", type=float, default=None, metavar="F")
     p.add_argument("--round-to", type=int, default=None, metavar="N",
                    help="widths in multiples of N (default: 1, or with a latency/speed-up "
-                   "target the step the runtime is measured fastest at)")
+                   "target each group's step the runtime is measured fast at)")
     p.add_argument("--bn-batches", type=int, default=None, metavar="N",
                    help="training batches for adaptive BN (default 20)")
     p.add_argument("--val-size", type=int, default=None, metavar="N",
@@ -226,11 +226,11 @@ def run_search_command(cfg: SearchConfig, progress: bool = True) -> dict:
     example = None if cfg.task else torch.randn(1, *data.input_shape)
     round_to = cfg.round_to
     if round_to is None and runtime is not None and example is not None:
-        from nasprune.search.widths import measured_round_to
+        from nasprune.search.group_widths import describe_steps, measured_steps
 
-        round_to, widths = measured_round_to(model, example, runtime)
-        print(f"widths: multiples of {widths['round_to']} (fastest per MAC on "
-              f"{runtime.describe()}; --round-to N overrides)")
+        round_to, _ = measured_steps(model, example, runtime)
+        print(f"widths: per-group steps measured on {runtime.describe()}: "
+              f"{describe_steps(round_to)} (--round-to N overrides)")
     evaluator = Proxy(model, data, bn_batches=cfg.bn_batches, val_size=cfg.val_size,
                       finetune_steps=cfg.finetune_steps, device=cfg.device,
                       example_inputs=example, round_to=round_to, seed=cfg.seed,

@@ -23,13 +23,13 @@ class _Cost:
 
     def __init__(self, table: SensitivityTable, space_or_model: Any, example_inputs: Any,
                  round_to: int | None, min_channels: int, ignored: Any) -> None:
-        from nasprune.pruning import kept_channels
+        from nasprune.pruning.graph import kept_channels, step_of
 
         self.space = space_or_model if hasattr(space_or_model, "cost") else None
         if self.space is not None:  # the space's rounding is what its cost model assumes
             round_to, min_channels = self.space.round_to, self.space.min_channels
-        self.kept = lambda g, r: kept_channels(table.channels[g], r, round_to, min_channels,
-                                               table.divisors.get(g, 1))
+        self.kept = lambda g, r: kept_channels(table.channels[g], r, step_of(round_to, g),
+                                               min_channels, table.divisors.get(g, 1))
         self.table = table
         self.round_to, self.min_channels, self.ignored = round_to, min_channels, ignored
         self.cache: dict[tuple[int, ...], float] = {}

@@ -66,9 +66,11 @@ class ChannelGroup:
     # input, GhostNet's coupled halves; see nasprune.pruning.coupling).
     aligned: bool = False
 
-    def kept(self, ratio: float, round_to: int | None = None, min_channels: int = 1) -> int:
-        """Channels this group keeps at prune ratio ``ratio`` (``kept_channels`` + divisor)."""
-        return kept_channels(self.channels, ratio, round_to, min_channels, self.divisor)
+    def kept(self, ratio: float, round_to: Steps = None, min_channels: int = 1) -> int:
+        """Channels this group keeps at prune ratio ``ratio`` (``kept_channels`` + divisor);
+        ``round_to`` may be one step for all groups or a dict group name → step."""
+        return kept_channels(self.channels, ratio, step_of(round_to, self.name), min_channels,
+                             self.divisor)
 
     @property
     def layers(self) -> list[str]:
@@ -76,6 +78,35 @@ class ChannelGroup:
         for n in self.out_layers + self.in_layers + self.other_layers:
             seen.setdefault(n, None)
         return list(seen)
+
+
+# A width step for every group (an int, or None for 1), or one per group name: the widths
+# at which a runtime's kernels are fast differ between layer shapes (nasprune.search.widths).
+Steps = int | Mapping[str, int] | None
+
+
+def step_of(round_to: Steps, name: str) -> int | None:
+    """Group ``name``'s width step under ``round_to`` (groups a dict leaves out: None)."""
+    if isinstance(round_to, Mapping):
+        return round_to.get(name)
+    return round_to
+
+
+def check_steps(round_to: Steps, names: list[str] | None = None) -> None:
+    """One clear error for a bad ``round_to``: not a positive int, or (given the model's
+    group ``names``) a dict naming a group the model does not have."""
+    steps = round_to.values() if isinstance(round_to, Mapping) else [round_to]
+    for v in steps:
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise NaspruneError(f"round_to must be a positive integer, None or a dict of "
+                                f"group name → positive integer, got {round_to!r}")
+    if isinstance(round_to, Mapping) and names is not None:
+        from nasprune.registry import did_you_mean
+
+        unknown = [k for k in round_to if k not in names]
+        if unknown:
+            raise NaspruneError(f"round_to names no prunable group '{unknown[0]}': "
+                                f"{did_you_mean(str(unknown[0]), names)}")
 
 
 def kept_channels(

@@ -35,7 +35,9 @@ from nasprune.pruning.criteria.taylor import NEEDS_DATA
 from nasprune.pruning.gqa import sync_gqa_config
 from nasprune.pruning.graph import (
     ChannelGroup,
+    Steps,
     build_graph,
+    check_steps,
     ignored_names,
     iter_tp_groups,
     members,
@@ -74,14 +76,12 @@ def _check_ratio(value: object, where: str) -> float:
     return float(value)  # type: ignore[arg-type]
 
 
-def _check_options(criterion: str, round_to: int | None, min_channels: int, data=None) -> None:
+def _check_options(criterion: str, round_to: Steps, min_channels: int, data=None) -> None:
     CRITERIA.get(criterion)  # unknown names fail here with a did-you-mean hint
     if criterion == "taylor" and data is None:
         # Checked up front so the answer does not depend on whether any channel is removed.
         raise NaspruneError(f"criterion 'taylor' needs training data: {NEEDS_DATA}")
-    if round_to is not None and (isinstance(round_to, bool) or not isinstance(round_to, int)
-                                 or round_to < 1):
-        raise NaspruneError(f"round_to must be a positive integer or None, got {round_to!r}")
+    check_steps(round_to)
     if isinstance(min_channels, bool) or not isinstance(min_channels, int) or min_channels < 1:
         raise NaspruneError(f"min_channels must be a positive integer, got {min_channels!r}")
 
@@ -131,7 +131,7 @@ def select(scores: torch.Tensor, keep: int, divisor: int = 1, aligned: bool = Fa
 
 
 def _global_ratios(scored: list[tuple[ChannelGroup, torch.Tensor]], target: float,
-                   round_to: int | None, min_channels: int) -> dict[str, float]:
+                   round_to: Steps, min_channels: int) -> dict[str, float]:
     """Per-group ratios that remove ``target`` of all channels, lowest scores first.
 
     Scores are normalised by their group mean so groups compare fairly (Torch-Pruning's
@@ -154,12 +154,13 @@ def _global_ratios(scored: list[tuple[ChannelGroup, torch.Tensor]], target: floa
 
 
 def _plan(model: nn.Module, example_inputs, ratios: Ratios, criterion: str,
-          round_to: int | None, min_channels: int, ignored, data, global_target, seed: int):
+          round_to: Steps, min_channels: int, ignored, data, global_target, seed: int):
     """Score and choose on ``model`` (may set its ``.grad``): (graph, [(GroupPlan, tp_group)])."""
     _check_options(criterion, round_to, min_channels, data)
     graph = build_graph(model, example_inputs)
     pairs = list(iter_tp_groups(model, graph, example_inputs, ignored))
     requested = _requested(ratios, [g.name for g, _ in pairs], global_target)
+    check_steps(round_to, [g.name for g, _ in pairs])
     score = CRITERIA.get(criterion)
     ctx = ScoreContext(model, example_inputs, data, seed)
     scored = []
@@ -192,7 +193,7 @@ def _plan(model: nn.Module, example_inputs, ratios: Ratios, criterion: str,
 
 
 def plan(model: nn.Module, example_inputs, ratios: Ratios, criterion: str = "l1",
-         round_to: int | None = None, min_channels: int = 1,
+         round_to: Steps = None, min_channels: int = 1,
          ignored: Iterable[str | nn.Module] | None = None, data=None,
          global_target: float | None = None, seed: int = 0) -> list[GroupPlan]:
     """What ``prune`` with the same arguments removes, without touching ``model``."""
@@ -231,7 +232,7 @@ def prune(
     example_inputs,
     ratios: Ratios,
     criterion: str = "l1",
-    round_to: int | None = None,
+    round_to: Steps = None,
     min_channels: int = 1,
     ignored: Iterable[str | nn.Module] | None = None,
     data=None,
@@ -247,7 +248,8 @@ def prune(
     choosing the lowest group-normalised importance across the whole network, so each group
     gets its own ratio. ``criterion`` names an entry of ``CRITERIA``; ``taylor`` needs
     ``data`` (a built-in Dataset, a :class:`~nasprune.task.Task` or a ``DataLoader``: its
-    gradients come from the task's loss on its first training batches). ``round_to`` keeps channel counts multiples of it; every group keeps at least
+    gradients come from the task's loss on its first training batches). ``round_to`` keeps channel counts multiples of it (a dict group name → step: each group
+    its own step, e.g. measured by :mod:`nasprune.search.widths`); every group keeps at least
     ``min_channels``. The output layer and ``ignored`` layers are never pruned. ``seed``
     seeds the ``random`` criterion and the batches ``taylor`` draws. The input
     model is untouched; the copy keeps its train/eval mode and ``nasprune_arch`` and records
@@ -308,14 +310,14 @@ def _cut(pruned: nn.Module, graph, plans: list) -> None:
         _rescale_attention(attn)
 
 
-def _record(plans: list, criterion: str, round_to: int | None,
+def _record(plans: list, criterion: str, round_to: Steps,
             min_channels: int) -> dict[str, Any]:
     """The ``nasprune_pruning`` record of a structured prune (ratios and widths per group)."""
     return {
         "method": "structured",
         "criterion": criterion,
         "ratios": {p.group.name: p.ratio for p, _ in plans},
-        "round_to": round_to,
+        "round_to": dict(round_to) if isinstance(round_to, Mapping) else round_to,
         "min_channels": min_channels,
         "channels": {p.group.name: [p.group.channels, p.keep] for p, _ in plans},
     }

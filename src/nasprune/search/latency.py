@@ -19,7 +19,8 @@ Timings run on a :class:`~nasprune.metrics.runtime.Runtime` — torch eager (or 
 ONNX Runtime — since a network's speed depends on the kernels that run it: the same pruned
 ResNet-20 is 1.5x faster than the unpruned one in eager PyTorch and slower on ONNX Runtime.
 Layers are timed at widths that are multiples of the space's ``round_to`` (the widths the
-search will produce), because runtimes' kernels are much faster at some widths than others.
+search will produce; per side, when each group has its own step), because runtimes'
+kernels are much faster at some widths than others.
 
 Tables are cached as JSON under ``~/.cache/nasprune/latency/<fingerprint>.json`` (or
 ``$NASPRUNE_CACHE_DIR/latency``), the fingerprint covering the layer geometry, the runtime
@@ -34,6 +35,7 @@ import json
 import math
 import os
 import platform
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,7 @@ from nasprune._io import replace_file
 from nasprune.device import resolve_device
 from nasprune.errors import NaspruneError
 from nasprune.metrics.runtime import Runtime, compare_latency, fastest_ms
+from nasprune.pruning.graph import step_of
 
 GRID = tuple(round(0.1 * i, 1) for i in range(1, 11))
 FORMAT = 2
@@ -138,6 +141,8 @@ class LatencyModel:
                                 f"'{unsupported[0]}' is {cm.layers[unsupported[0]].kind}")
         dev_name = _device_name(torch.device(runtime.device))
         step = space.round_to or 1
+        if isinstance(step, Mapping):  # per-group steps, in group order
+            step = [[g.name, step_of(step, g.name) or 1] for g in space.groups]
         key = {
             "format": FORMAT, "torch": torch.__version__, "device": dev_name,
             "runtime": runtime.key(), "step": step, "grid": list(GRID),
@@ -164,29 +169,43 @@ class LatencyModel:
 
 
 def _standalone(module: nn.Module, geo: Any, g: float, out_prunable: bool,
-                in_prunable: bool, step: int = 1) -> tuple[nn.Module, tuple[int, ...]]:
+                in_prunable: bool, step: int | tuple[int, int] = 1
+                ) -> tuple[nn.Module, tuple[int, ...]]:
     """A fresh layer like ``module`` with its prunable sides scaled by ``g`` (to multiples
-    of ``step``, as the search's rounding will), and its input."""
-    def scaled(n: int, multiple: int = 1) -> int:
+    of ``step``, or of ``(out step, in step)``, as the search's rounding will), and its
+    input."""
+    out_step, in_step = step if isinstance(step, tuple) else (step, step)
+
+    def scaled(n: int, multiple: int = 1, step: int = 1) -> int:
         multiple = math.lcm(multiple, step) if n >= math.lcm(multiple, step) else multiple
         return min(n, max(multiple, int(round(n * g / multiple)) * multiple))
 
     if geo.kind == "linear":
-        in_f = scaled(geo.in_dim) if in_prunable else geo.in_dim
-        out_f = scaled(geo.out_dim) if out_prunable else geo.out_dim
+        in_f = scaled(geo.in_dim, 1, in_step) if in_prunable else geo.in_dim
+        out_f = scaled(geo.out_dim, 1, out_step) if out_prunable else geo.out_dim
         shape = (*geo.in_shape[:-1], in_f)
         return nn.Linear(in_f, out_f, bias=geo.bias), shape
     if geo.depthwise:
-        c = scaled(geo.in_dim) if out_prunable else geo.in_dim
+        c = scaled(geo.in_dim, 1, out_step) if out_prunable else geo.in_dim
         in_c, out_c, groups = c, c, c
     else:
         groups = geo.groups
-        in_c = scaled(geo.in_dim, groups) if in_prunable else geo.in_dim
-        out_c = scaled(geo.out_dim, groups) if out_prunable else geo.out_dim
+        in_c = scaled(geo.in_dim, groups, in_step) if in_prunable else geo.in_dim
+        out_c = scaled(geo.out_dim, groups, out_step) if out_prunable else geo.out_dim
     conv = type(module)(in_c, out_c, module.kernel_size, stride=module.stride,
                         padding=module.padding, dilation=module.dilation, groups=groups,
                         bias=geo.bias, padding_mode=module.padding_mode)
     return conv, (in_c, *geo.in_shape[1:])
+
+
+def layer_steps(space: Any) -> list[tuple[int, int]]:
+    """Each counted layer's (output, input) width step: its output group's step, and the
+    gcd of the steps of the groups its input concatenates (a sum of their multiples)."""
+    cm = space.cost_model
+    step = np.array([step_of(space.round_to, g.name) or 1 for g in space.groups])
+    out = [int(step[o]) if o >= 0 else 1 for o in cm._out_g]
+    inn = [math.gcd(*step[row > 0].tolist()) if (row > 0).any() else 1 for row in cm._in_mat]
+    return list(zip(out, inn, strict=True))
 
 
 def measure_table(model: nn.Module, space: Any, runtime: Runtime, warmup: int,
@@ -196,7 +215,7 @@ def measure_table(model: nn.Module, space: Any, runtime: Runtime, warmup: int,
     named = dict(model.named_modules())
     out_p = cm._out_g >= 0
     in_p = (cm._in_mat.sum(1) > 0) | cm._dw
-    step = space.round_to or 1
+    steps = layer_steps(space)
     table = np.zeros((len(cm.layer_names), len(GRID)))
     for li, name in enumerate(cm.layer_names):
         geo = cm.layers[name]
@@ -204,7 +223,7 @@ def measure_table(model: nn.Module, space: Any, runtime: Runtime, warmup: int,
             if not out_p[li] and not in_p[li] and gi < len(GRID) - 1:
                 continue  # fixed-width layer: only its full width matters
             layer, shape = _standalone(named[name], geo, g, bool(out_p[li]), bool(in_p[li]),
-                                       step)
+                                       steps[li])
             table[li, gi] = fastest_ms(layer, shape, runtime, warmup, repeats)
         if not out_p[li] and not in_p[li]:
             table[li, :] = table[li, -1]

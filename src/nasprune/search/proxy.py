@@ -67,7 +67,7 @@ class Proxy:
         batch_size: int = 64,
         example_inputs: Any = None,
         criterion: str = "l1",
-        round_to: int | None = None,
+        round_to: int | dict[str, int] | None = None,
         min_channels: int = 1,
         ignored=None,
         finetune_lr: float = 0.01,

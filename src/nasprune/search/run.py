@@ -125,7 +125,7 @@ def search(
     space: SearchSpace | str | None = None,
     min_keep: float = 0.1,
     max_keep: float = 1.0,
-    round_to: int | None = None,
+    round_to: int | dict[str, int] | str | None = None,
     ignored: Any = None,
     bn_batches: int = 20,
     val_size: int = 1000,
@@ -171,8 +171,8 @@ def search(
     counted in ``trials``, never picked); the best is the best at the highest rung reached.
     Latency and speed-up budgets are predicted from a table measured on ``runtime`` (a
     :class:`~nasprune.metrics.runtime.Runtime`; default torch eager on ``device``);
-    ``round_to="auto"`` picks the width step at which that runtime is fast (see
-    :mod:`.widths`). With ``verify`` the delivered network is then measured there
+    ``round_to`` is one width step, a dict group name → step, or ``"auto"``: each group's
+    step at which that runtime's kernels are fast, measured (see :mod:`.group_widths`). With ``verify`` the delivered network is then measured there
     (``result.delivery``, see :mod:`.verify`).
     """
     start = time.perf_counter()
@@ -182,7 +182,8 @@ def search(
     _check_args(target, trials, objective, seed)
     asked = as_rungs(rungs)
     strat = STRATEGIES.get(strategy)
-    runtime, round_to = _timing(target, model, example_inputs, device, runtime, round_to)
+    runtime, round_to = _timing(target, model, example_inputs, device, runtime, round_to,
+                                latency_cache)
     if space is None or isinstance(space, str):
         space = make_space(space or "per-group", model, example_inputs, ignored=ignored,
                            min_keep=min_keep, max_keep=max_keep, round_to=round_to)
@@ -223,9 +224,9 @@ def search(
 
 
 def _timing(target: Budget, model: Any, example_inputs: Any, device: Any, runtime: Any,
-            round_to: Any) -> tuple[Any, Any]:
+            round_to: Any, cache_dir: Any) -> tuple[Any, Any]:
     """The runtime of a timed budget (default: torch eager on ``device``) and ``round_to``
-    (``"auto"``: measured on that runtime)."""
+    (``"auto"``: each group's step, measured on that runtime)."""
     if target.timed and runtime is None:
         from nasprune.search.latency import default_runtime
 
@@ -234,9 +235,9 @@ def _timing(target: Budget, model: Any, example_inputs: Any, device: Any, runtim
         if runtime is None:
             raise NaspruneError("round_to='auto' measures widths on a runtime: give a "
                                 "latency or speed-up budget, or runtime=")
-        from nasprune.search.widths import measured_round_to
+        from nasprune.search.group_widths import measured_steps
 
-        round_to, _ = measured_round_to(model, example_inputs, runtime)
+        round_to, _ = measured_steps(model, example_inputs, runtime, cache_dir=cache_dir)
     return runtime, round_to
 
 

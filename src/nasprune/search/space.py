@@ -18,7 +18,14 @@ import numpy as np
 from torch import nn
 
 from nasprune.errors import NaspruneError
-from nasprune.pruning.graph import ChannelGroup, groups, ignored_names
+from nasprune.pruning.graph import (
+    ChannelGroup,
+    Steps,
+    check_steps,
+    groups,
+    ignored_names,
+    step_of,
+)
 from nasprune.pruning.mha import split_copy
 from nasprune.search.budget import Budget, bisect_scale, fill, refine
 from nasprune.search.costmodel import CostModel
@@ -50,8 +57,8 @@ def _bounds(value: float | Sequence[float] | dict[str, float], names: list[str],
 class SearchSpace:
     """Keep ratios in ``[lower[i], upper[i]]`` for each dependency group of ``model``.
 
-    ``min_channels`` and ``round_to`` are the surgery's own options, so the analytic widths
-    equal the real ones; pass the same values to :func:`nasprune.prune`. Its keep vector
+    ``min_channels`` and ``round_to`` (one width step, or a dict group name → step) are the
+    surgery's own options, so the analytic widths equal the real ones; pass the same values to :func:`nasprune.prune`. Its keep vector
     has one ratio per group; a lower-dimensional space (:mod:`.stage_space`) overrides the
     methods that map its own vector to groups (``group_keep``, ``nearest_keep``, ...).
     """
@@ -65,17 +72,17 @@ class SearchSpace:
         ignored: Iterable[str | nn.Module] | None = None,
         min_keep: float | Sequence[float] | dict[str, float] = 0.1,
         max_keep: float | Sequence[float] | dict[str, float] = 1.0,
-        round_to: int | None = None,
+        round_to: Steps = None,
         min_channels: int = 1,
     ) -> None:
-        if round_to is not None and (not isinstance(round_to, int) or round_to < 1):
-            raise NaspruneError(f"round_to must be a positive integer, got {round_to!r}")
+        check_steps(round_to)
         ignored = ignored_names(model, ignored)  # module objects do not survive the copy
         model = split_copy(model)  # nn.MultiheadAttention as pruning sees it: heads as units
         self.groups: list[ChannelGroup] = groups(model, example_inputs, ignored=ignored)
         if not self.groups:
             raise NaspruneError("the model has no prunable channel groups to search over")
         self.names = [g.name for g in self.groups]
+        check_steps(round_to, self.names)
         self.dim = len(self.groups)
         self.lower = _bounds(min_keep, self.names, "min_keep")
         self.upper = _bounds(max_keep, self.names, "max_keep")
@@ -93,8 +100,8 @@ class SearchSpace:
         self._f_channels = self.channels.astype(float)
         # Per-group rounding steps: round_to and the group's divisor (conv groups, heads).
         self._div = np.array([g.divisor for g in self.groups], dtype=float)
-        self._step = np.array([math.lcm(round_to or 1, g.divisor) for g in self.groups],
-                              dtype=float)
+        self._step = np.array([math.lcm(step_of(round_to, g.name) or 1, g.divisor)
+                               for g in self.groups], dtype=float)
         self._any_step, self._any_div = bool((self._step > 1).any()), bool((self._div > 1).any())
 
     # --- naming -------------------------------------------------------------------------
