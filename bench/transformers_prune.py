@@ -147,7 +147,7 @@ def architecture(model: torch.nn.Module, base: torch.nn.Module) -> list:
     """Per Transformer layer: [query heads, FFN width], or "dropped"."""
     mods = dict(model.named_modules())
     out = []
-    for name in tm.transformer_layers(base):
+    for name in tm.layer_names(base):
         layer = mods[name]
         if not any(True for _ in layer.parameters()):
             out.append("dropped")
