@@ -32,6 +32,7 @@ from nasprune.pruning import groups
 from nasprune.pruning.attention import FFN, HEADS, transformer_layers
 from nasprune.pruning.layers import output_norm_scores, without_blocks
 from nasprune.search.proxy import Proxy
+from nasprune.search.space import SearchSpace
 
 Pruner = Callable[[float], nn.Module]
 
@@ -198,10 +199,12 @@ def minitron(model: nn.Module, example: Any, units: dict[str, list], order: list
 def searched(model: nn.Module, example: Any, task: Any, target: int, seed: int, args: Any
              ) -> tuple[nn.Module, dict]:
     """``nasprune.search`` at the params target; the best-scoring trial whose real network
-    fits. The analytic cost model can be a few percent off the real count (HF Llama-GQA,
-    being fixed): when no trial fits, the fraction is tightened by the smallest overshoot
-    and the search runs again."""
-    frac = target / count_params(model)
+    fits. The analytic cost model's base can differ from the real count by a constant (it
+    counts HF Llama's tied input/output embedding twice): the target is shifted by that
+    offset before it becomes a fraction of the model's predicted params; when no trial
+    fits, the fraction is tightened by the smallest overshoot and the search runs again."""
+    predicted_base = SearchSpace(model, example).base_params
+    frac = (target + predicted_base - count_params(model)) / predicted_base
     t0 = time.perf_counter()
     kwargs = {} if args.space is None else {"space": args.space}
     for _ in range(3):
@@ -219,7 +222,8 @@ def searched(model: nn.Module, example: Any, task: Any, target: int, seed: int, 
                              "proxy_best": result.best.score, "trial": cand.number,
                              "warm_start_best": result.warm_start_best,
                              "warm_start_score": result.warm_start_score,
-                             "predicted_params": cand.params, "budget_fraction": frac}
+                             "predicted_params": cand.params, "budget_fraction": frac,
+                             "predicted_base_params": predicted_base}
             smallest = min(smallest, real)
         frac *= target / smallest * 0.995
     raise RuntimeError("no searched trial meets the params target")
