@@ -15,7 +15,7 @@ VISION_PY := $(VISION_VENV)/bin/python
 VISION_STAMP := $(VISION_VENV)/.installed-stamp
 VISION_PINS ?= torch==2.14.1 torchvision==0.29.1 timm
 
-.PHONY: demo test lint clean
+.PHONY: demo test coverage lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,7 +37,13 @@ demo: $(STAMP)
 test: $(STAMP) $(VISION_STAMP)
 	$(PY) -m pytest -q -n auto -m "not timing"
 	$(PY) -m pytest -q -m timing
-	$(VISION_PY) -m pytest -q -m vision
+	$(VISION_PY) -m pytest -q -n auto -m "vision and not slow"
+
+# The whole coverage table of issue 14 (every torchvision/timm model searched, pruned, saved
+# and loaded): about half an hour on 2 cores, so `make test` runs only its fast rows.
+coverage: $(STAMP) $(VISION_STAMP)
+	$(VISION_PY) -m pytest -q -n auto -m vision
+	$(PY) -m pytest -q -n auto tests/pruning/test_coverage_hf.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

@@ -30,12 +30,6 @@ pytestmark = pytest.mark.vision
 slow = pytest.mark.slow
 
 
-def _wip(name: str):
-    """Vision Transformers whose heads another change of issue 14 is teaching nasprune."""
-    return pytest.mark.xfail(reason=f"heads of {name} are issue-14 work in progress",
-                             run=False)
-
-
 def _tv(name: str, **kw):
     return lambda: getattr(tvm, name)(weights=None, num_classes=10, **kw)
 
@@ -93,11 +87,14 @@ MODELS = [
     ("timm-rexnet_100", _timm("rexnet_100"), 64, "cls", [slow]),
     ("timm-edgenext_xx_small", _timm("edgenext_xx_small"), 64, "cls", [slow]),
     ("timm-levit_128s", _timm("levit_128s", img_size=64), 64, "cls", [slow]),
-    ("tv-vit_b_16", _tv("vit_b_16", image_size=64), 64, "cls", [_wip("vit_b_16")]),
-    ("tv-swin_t", _tv("swin_t"), 64, "cls", [_wip("swin_t")]),
-    ("tv-maxvit_t", _tv("maxvit_t"), 224, "cls", [_wip("maxvit_t")]),
+    ("tv-vit_b_16", _tv("vit_b_16", image_size=64), 64, "cls", [slow]),
+    ("tv-swin_t", _tv("swin_t"), 64, "cls", [slow]),
+    # MaxViT's attention is refused with one message naming the layer
+    # (test_vision_attention.py checks the refusal).
+    ("tv-maxvit_t", _tv("maxvit_t"), 224, "cls", [pytest.mark.xfail(
+        run=False, reason="MaxViT attention is refused: its heads are not cut exactly yet")]),
     ("timm-deit_tiny_patch16_224", _timm("deit_tiny_patch16_224", img_size=64), 64, "cls",
-     [_wip("deit_tiny_patch16_224")]),
+     [slow]),
 ]
 
 
