@@ -47,7 +47,7 @@ def combine_runs(runs: list[dict[str, dict]], names: list[str],
     refs = [ref for ref in references if any(ref in r for r in runs)]
     head = ["method", *[f"top-1 % ({n})" for n in names], "mean ± std",
             *[f"vs `{ref}` pp (ahead)" for ref in refs], "proxy % (mean)", "MACs %",
-            "params %", "search s", "fine-tune s"]
+            "params %", "search s", "search CPU s", "fine-tune s"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for m in methods:
         rows = [r[m] for r in runs if m in r]
@@ -59,6 +59,8 @@ def combine_runs(runs: list[dict[str, dict]], names: list[str],
                  f"{100 * statistics.fmean(proxies):.1f}" if proxies else "—",
                  _mean(rows, "macs_fraction", 100), _mean(rows, "params_fraction", 100),
                  _mean(rows, "search_seconds", fmt="{:.0f}"),
+                 _mean([row.get("info") or {} for row in rows], "search_cpu_seconds",
+                       fmt="{:.0f}"),
                  _mean(rows, "finetune_seconds", fmt="{:.0f}")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -147,12 +147,16 @@ def test_paired_differences_count_the_seeds_a_method_led():
     sys.path.insert(0, str(BENCH.parent))
     from peers_combine import combine_runs
 
-    runs = [{"a": {"top1": 0.80}, "tp-global": {"top1": 0.78}},
-            {"a": {"top1": 0.79}, "tp-global": {"top1": 0.80}},
-            {"a": {"top1": 0.81}, "tp-global": {"top1": 0.78}}]
+    runs = [{"a": {"top1": 0.80, "info": {"search_cpu_seconds": 10.0}},
+             "tp-global": {"top1": 0.78}},
+            {"a": {"top1": 0.79, "info": {"search_cpu_seconds": 20.0}},
+             "tp-global": {"top1": 0.80}},
+            {"a": {"top1": 0.81, "info": {"search_cpu_seconds": 45.0}},
+             "tp-global": {"top1": 0.78}}]
     table = combine_runs(runs, ["s0", "s1", "s2"])
     # Differences +2, -1, +3 pp: mean +1.33, sample std 2.08, ahead on 2 of 3.
     assert "| `a` | 80.00 | 79.00 | 81.00 | 80.00 ± 1.00 | +1.33 ± 2.08 (2/3) |" in table
+    assert table.splitlines()[2].endswith("| — | 25 | — |")  # the search's mean CPU seconds
     assert "| `tp-global` | 78.00 | 80.00 | 78.00 | 78.67 ± 1.15 | — |" in table
 
 
