@@ -4,14 +4,15 @@ For one trained checkpoint, each MACs budget, strategy, space and seed: ``naspru
 with the default proxy (adaptive BN on 20 training batches, top-1 on 1,000 validation
 images) for ``--trials`` trials; then the pick is re-scored on ``--rescore`` validation
 images (the same BN re-estimation), so a lucky 1,000-image score does not decide. Reports
-the best proxy after every 10 trials, the re-scored pick, wall and CPU seconds per trial
-(the machine is shared: CPU seconds are the fairer cost).
+the best proxy after every ``--every`` trials, the re-scored pick, wall and CPU seconds per
+trial (the machine is shared: CPU seconds are the fairer cost). Run with one space and
+several strategies it compares the strategies by the proxy they reach per CPU-minute.
 
 Usage: ``nice .venv/bin/python bench/space.py --checkpoint ../shared/baselines/resnet20-cifar10
 --data-dir ../shared/data/cifar10-jpg.tar.gz [--budgets 0.3,0.5] [--strategies evolution,tpe]
-[--spaces per-group,stage] [--trials 30] [--seeds 0] [--json FILE]``.
+[--spaces per-group,stage] [--trials 30] [--every 10] [--seeds 0] [--json FILE]``.
 Prints one line per search and a Markdown table for BENCHMARKS.md; ``--json`` is rewritten
-after every search, so an interrupted run keeps what it finished. ``--projection
+after every search, and a re-run with the same file skips the searches it holds. ``--projection
 resnet20,resnet56,mobilenetv2`` instead times both spaces' budget projection (CPU ms per
 projection, worst fit to the budget) on untrained zoo models.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,7 +41,8 @@ def best_so_far(result: nasprune.search.SearchResult, every: int) -> list[float]
     return [float(run[min(i, len(run)) - 1]) for i in range(every, len(run) + 1, every)]
 
 
-def one_search(model, x, data, proxy, rescore, budget, strategy, space, seed, trials) -> dict:
+def one_search(model, x, data, proxy, rescore, budget, strategy, space, seed, trials,
+               every: int) -> dict:
     """One search and its re-scored pick."""
     wall, cpu = time.perf_counter(), time.process_time()
     result = search(model, x, data, strategy=strategy, target=Budget(macs=budget),
@@ -50,17 +53,21 @@ def one_search(model, x, data, proxy, rescore, budget, strategy, space, seed, tr
     return {
         "budget": budget, "strategy": strategy, "space": space, "seed": seed,
         "trials": len(result.trials), "proxy": float(result.best.score),
-        "curve": best_so_far(result, 10), "rescored": float(rescore.accuracy(net)),
+        "curve": best_so_far(result, every), "every": every, "rescored": float(rescore.accuracy(net)),
         "macs": count_macs(net, x) / count_macs(model, x),
         "wall_s_per_trial": wall / len(result.trials), "cpu_s_per_trial": cpu / len(result.trials),
+        "cpu_s": cpu,
     }
 
 
 def table(rows: list[dict]) -> str:
     """Markdown: one row per (budget, strategy, space), seeds averaged."""
-    out = ["| MACs | strategy | space | seeds | best proxy @10 / @20 / @30 (1k images) | "
-           "pick re-scored (10k images) | MACs kept | wall s / trial | CPU s / trial |",
-           "|---:|---|---|---:|---|---:|---:|---:|---:|"]
+    every = rows[0].get("every", 10) if rows else 10
+    marks = " / ".join(f"@{every * (i + 1)}" for i in range(len(rows[0]["curve"]) if rows else 0))
+    out = [f"| MACs | strategy | space | seeds | best proxy {marks} (1k images) | "
+           "pick re-scored (10k images) | MACs kept | wall s / trial | CPU s / trial | "
+           "CPU s / search |",
+           "|---:|---|---|---:|---|---:|---:|---:|---:|---:|"]
     keys = dict.fromkeys((r["budget"], r["strategy"], r["space"]) for r in rows)
     for b, st, sp in keys:
         rs = [r for r in rows if (r["budget"], r["strategy"], r["space"]) == (b, st, sp)]
@@ -71,7 +78,8 @@ def table(rows: list[dict]) -> str:
             + f" | {np.mean([r['rescored'] for r in rs]):.2%} "
             f"| {np.mean([r['macs'] for r in rs]):.1%} "
             f"| {np.mean([r['wall_s_per_trial'] for r in rs]):.1f} "
-            f"| {np.mean([r['cpu_s_per_trial'] for r in rs]):.1f} |")
+            f"| {np.mean([r['cpu_s_per_trial'] for r in rs]):.1f} "
+            f"| {np.mean([r['cpu_s_per_trial'] * r['trials'] for r in rs]):.0f} |")
     return "\n".join(out)
 
 
@@ -108,6 +116,7 @@ def main() -> None:
     ap.add_argument("--strategies", default="evolution,tpe")
     ap.add_argument("--spaces", default="per-group,stage")
     ap.add_argument("--trials", type=int, default=30)
+    ap.add_argument("--every", type=int, default=10, help="best proxy after every N trials")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--val-size", type=int, default=1000)
     ap.add_argument("--rescore", type=int, default=10000)
@@ -130,12 +139,17 @@ def main() -> None:
     rescore = Proxy(model, data, bn_batches=20, val_size=args.rescore, device="cpu",
                     example_inputs=x, seed=split_seed, progress=False)
     rows: list[dict] = []
+    if args.json and Path(args.json).exists():  # resume: keep the finished searches
+        rows = json.loads(Path(args.json).read_text(encoding="utf-8"))
+    done = {(r["budget"], r["strategy"], r["space"], r["seed"], r["trials"]) for r in rows}
     for budget in (float(b) for b in args.budgets.split(",")):
         for seed in (int(s) for s in args.seeds.split(",")):
             for strategy in args.strategies.split(","):
                 for space in args.spaces.split(","):
+                    if (budget, strategy, space, seed, args.trials) in done:
+                        continue
                     rows.append(one_search(model, x, data, proxy, rescore, budget, strategy,
-                                           space, seed, args.trials))
+                                           space, seed, args.trials, args.every))
                     r = rows[-1]
                     print(f"{budget:.0%} {strategy:9s} {space:9s} seed {seed}: proxy "
                           f"{r['proxy']:.2%} curve {[round(c, 4) for c in r['curve']]} "

@@ -154,16 +154,8 @@ class BlockSpace(SearchSpace):
             genes[i] = min(genes[i], 0.0)
         return genes
 
-    def project(self, keep: np.ndarray, budget: Budget, exact: bool = True) -> np.ndarray:
+    def _onto_budget(self, keep: np.ndarray, load: LoadFn, exact: bool) -> np.ndarray:
         """Blocks as sampled (more dropped only if nothing fits), widths onto the budget."""
-        keep = np.asarray(keep, dtype=float)
-        if keep.shape != (self.dim,) or not np.all(np.isfinite(keep)):
-            raise NaspruneError(f"a keep vector needs {self.dim} finite values")
-        keep = np.clip(keep, self.lower, self.upper)
-        load = self._load_fn(budget)
-        if not exact and load(keep) <= 1.0:
-            return keep
-        self.check_feasible(budget)
         genes = self._fit_blocks(keep, load)
 
         def wload(w: np.ndarray) -> float:

@@ -27,7 +27,7 @@ from nasprune.pruning.graph import (
     step_of,
 )
 from nasprune.pruning.mha import split_copy
-from nasprune.search.budget import Budget, bisect_scale, fill, refine
+from nasprune.search.budget import Budget, LoadFn, bisect_scale, fill, refine
 from nasprune.search.costmodel import CostModel
 
 FEATURE_NAMES = (
@@ -265,15 +265,21 @@ class SearchSpace:
 
         ``exact=True`` scales up or down to sit just under the budget (single-objective
         search); ``exact=False`` only scales down vectors over the budget (multi-objective
-        search, where smaller is a goal of its own).
+        search, where smaller is a goal of its own). The spaces differ only in
+        :meth:`_onto_budget`.
         """
-        keep = np.clip(np.asarray(keep, dtype=float), self.lower, self.upper)
+        keep = np.asarray(keep, dtype=float)
         if keep.shape != (self.dim,) or not np.all(np.isfinite(keep)):
             raise NaspruneError(f"a keep vector needs {self.dim} finite values")
+        keep = np.clip(keep, self.lower, self.upper)
         load = self._load_fn(budget)
         if not exact and load(keep) <= 1.0:
             return keep
         self.check_feasible(budget)
+        return self._onto_budget(keep, load, exact)
+
+    def _onto_budget(self, keep: np.ndarray, load: LoadFn, exact: bool) -> np.ndarray:
+        """Uniform scaling onto the budget, then channel-level filling (and refining)."""
         x, _, s_over = bisect_scale(keep, self.lower, self.upper, load)
         if math.isfinite(s_over):
             target = np.clip(s_over * np.maximum(keep, 1e-9), self.lower, self.upper)

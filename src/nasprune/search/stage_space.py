@@ -29,7 +29,7 @@ import numpy as np
 from torch import nn
 
 from nasprune.errors import NaspruneError
-from nasprune.search.budget import Budget, LoadFn, bisect_scale
+from nasprune.search.budget import LoadFn, bisect_scale
 from nasprune.search.space import SearchSpace
 
 # Bisection steps to locate the coordinate value where a group gains or loses a channel.
@@ -204,16 +204,8 @@ class StageSpace(SearchSpace):
                 break
         return best
 
-    def project(self, keep: np.ndarray, budget: Budget, exact: bool = True) -> np.ndarray:
-        """Map a stage vector onto the budget: uniform scaling, then channel-level filling."""
-        keep = np.asarray(keep, dtype=float)
-        if keep.shape != (self.dim,) or not np.all(np.isfinite(keep)):
-            raise NaspruneError(f"a keep vector needs {self.dim} finite values")
-        keep = np.clip(keep, self.lower, self.upper)
-        load = self._load_fn(budget)
-        if not exact and load(keep) <= 1.0:
-            return keep
-        self.check_feasible(budget)
+    def _onto_budget(self, keep: np.ndarray, load: LoadFn, exact: bool) -> np.ndarray:
+        """Uniform scaling of the stage vector, then channel-level filling."""
         x, _, s_over = bisect_scale(keep, self.lower, self.upper, load)
         if math.isfinite(s_over):
             target = np.clip(s_over * np.maximum(keep, 1e-9), self.lower, self.upper)
