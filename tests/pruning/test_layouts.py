@@ -139,6 +139,26 @@ def test_ghost_halves_are_removed_in_pairs_and_never_emptied():
     assert nearly_all.ghost1.primary[0].out_channels == 1
 
 
+def test_cost_model_counts_the_ghost_halves_exactly():
+    """A primary conv holds half of its aligned group: kept / 2 channels, BN included."""
+    import numpy as np
+
+    from nasprune.metrics import count_macs, count_params
+    from nasprune.search import Budget, SearchSpace
+
+    torch.manual_seed(0)
+    model, x = GhostNetLike().eval(), torch.randn(1, 3, 8, 8)
+    space = SearchSpace(model, x)
+    assert space.cost_model.cost(space.channels) == (count_macs(model, x), count_params(model))
+    for raw in np.random.default_rng(0).uniform(0.2, 1.0, (4, space.dim)):
+        keep = space.project(raw, Budget(macs=0.5))
+        net = prune(model, x, space.prune_ratios(keep))
+        real = (count_macs(net, x), count_params(net))
+        kept = space.kept(keep)
+        assert space.cost_model.cost(kept) == real
+        assert space.cost_model.cost_exact(kept) == real
+
+
 def test_channel_shuffle_is_not_crossed_and_branches_are_pruned():
     torch.manual_seed(0)
     model, x = ShuffleNetLike(), torch.randn(2, 3, 8, 8)

@@ -52,6 +52,9 @@ class CostModel:
         # Output width = mult · kept[group]: GPT-2's fused c_attn is q|k|v (3×), a GQA
         # q_proj serves G query heads per key/value channel (G×).
         self._out_mult = np.zeros(n_l, dtype=np.int64)
+        # ... or kept[group] / div: one of the coupled blocks of an aligned group (GhostNet's
+        # primary conv holds half of cat(primary, cheap(primary)); see pruning.coupling).
+        self._out_div = np.ones(n_l, dtype=np.int64)
         self._out_fixed = np.zeros(n_l, dtype=np.int64)
         self._in_fixed = np.zeros(n_l, dtype=np.int64)
         self._in_mat = np.zeros((n_l, n_g), dtype=np.int64)
@@ -89,6 +92,7 @@ class CostModel:
             self._out_g[li] = g
             c = int(self.channels[g])
             self._out_mult[li] = geo.out_dim // c if c and geo.out_dim % c == 0 else 1
+            self._out_div[li] = _block_share(self.groups[g], geo.out_dim)
         else:
             self._out_fixed[li] = geo.out_dim
         if geo.depthwise and name in owners.out_of:
@@ -125,7 +129,7 @@ class CostModel:
         formula_params |= {id(p) for n, m in model.named_modules() if n in self.layers
                        for p in m.parameters(recurse=False)}
         seen: set[int] = set()
-        per_ch, o_fixed, o_rows, self.other_names = [], [], [], []
+        per_ch, o_fixed, o_rows, o_div, self.other_names = [], [], [], [], []
         # Fixed parameters by module name (a dropped block removes its own).
         self.fixed_by_module: dict[str, int] = {}
         for n, m in model.named_modules():
@@ -138,13 +142,15 @@ class CostModel:
                 gs = owners.controlling(n)
                 dim0 = p.shape[0] if p.dim() else 1
                 total = int(sum(self.channels[g] for g in gs))
-                if gs and dim0 >= total and total:
+                div = _block_share(self.groups[gs[0]], dim0) if len(gs) == 1 else 1
+                if gs and total and (dim0 >= total or div > 1):
                     row = np.zeros(n_g, dtype=np.int64)
                     for g in gs:
                         row[g] += 1
                     per_ch.append(p.numel() // dim0)
-                    o_fixed.append(dim0 - total)
+                    o_fixed.append(max(dim0 - total, 0))
                     o_rows.append(row)
+                    o_div.append(div)
                     self.other_names.append(n)
                 else:
                     self.fixed_by_module[n] = self.fixed_by_module.get(n, 0) + p.numel()
@@ -154,6 +160,7 @@ class CostModel:
         self._o_per = np.array(per_ch, dtype=np.int64)
         self._o_fixed = np.array(o_fixed, dtype=np.int64)
         self._o_mat = np.array(o_rows, dtype=np.int64).reshape(len(o_rows), n_g)
+        self._o_div = np.array(o_div, dtype=np.int64)
         self._fixed_params = int(fixed_params)
 
     def _products(self, products: list[Product]) -> None:
@@ -182,7 +189,7 @@ class CostModel:
     def _prepare_fast(self) -> None:
         """Float copies for :meth:`cost` (exact: every value is an integer below 2**53)."""
         self._fast = not self._has_mha and not (self._kinds == 1).any()
-        self._f_out_mult = self._out_mult.astype(float)
+        self._f_out_mult = self._out_mult / self._out_div
         self._f_free = self._free / np.maximum(self.channels, 1)
         self._f_out_fixed = self._out_fixed.astype(float)
         self._f_in_fixed = self._in_fixed.astype(float)
@@ -194,7 +201,7 @@ class CostModel:
         self._f_kpos = (self._kernel * self._positions).astype(float)
         self._f_bias = self._bias.astype(float)
         if len(self._o_per):
-            self._o_vec = (self._o_per @ self._o_mat).astype(float)
+            self._o_vec = (self._o_per / self._o_div) @ self._o_mat
             self._o_const = int(self._o_per @ self._o_fixed)
         else:
             self._o_vec = np.zeros(len(self.groups))
@@ -203,8 +210,8 @@ class CostModel:
     # ------------------------------------------------------------------------------------
     def widths(self, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Output and input widths of every counted layer for ``kept`` channels per group."""
-        out = np.where(self._out_g >= 0, self._out_mult * kept[self._out_idx],
-                       self._out_fixed)
+        out = np.where(self._out_g >= 0,
+                       self._out_mult * kept[self._out_idx] // self._out_div, self._out_fixed)
         inn = self._in_fixed + self._in_mat @ kept
         inn = np.where(self._dw, out, inn)
         return out, inn
@@ -274,7 +281,7 @@ class CostModel:
         kept = np.asarray(kept, dtype=np.int64)
         if not len(self._o_per):
             return np.zeros(0, dtype=np.int64)
-        return self._o_per * (self._o_fixed + self._o_mat @ kept)
+        return self._o_per * (self._o_fixed + self._o_mat @ kept // self._o_div)
 
     def cost_exact(self, kept: np.ndarray) -> tuple[int, int]:
         """The same in integer arithmetic, layer by layer (general: convT, attention)."""
@@ -283,6 +290,16 @@ class CostModel:
         other = int(self.other_params(kept).sum())
         return (int(macs.sum()) + self.free_macs(kept),
                 int(params.sum()) + other + self._fixed_params)
+
+
+def _block_share(group: ChannelGroup, width: int) -> int:
+    """``s`` when a layer (or tensor) of ``width`` channels holds one of the ``s`` coupled
+    blocks of an aligned group, so it keeps ``kept / s`` channels (exact: such a group keeps
+    a multiple of ``s``); else 1."""
+    c, s = group.channels, group.divisor
+    if group.aligned and s > 1 and width and width * s == c:
+        return s
+    return 1
 
 
 # LayerGeometry, record_layers: re-exported, they were defined here before geometry.py.
