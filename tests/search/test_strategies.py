@@ -44,15 +44,21 @@ def _advertised(capsys) -> dict[str, set[str]]:
 
     with pytest.raises(SystemExit):
         main(["search", "--help"])
-    # The help of the option (not the usage line): "--strategy NAME random, ... --option".
-    cli = re.search(r"--strategy NAME ([a-z, ]+) --option",
-                    " ".join(capsys.readouterr().out.split())).group(1)
+    from nasprune.search.config import DEFAULT_STRATEGY
+
+    # The help of the option (not the usage line): "--strategy NAME random, ... (default X".
+    found = re.search(r"--strategy NAME ([a-z, ]+) \(default ([a-z]+):",
+                      " ".join(capsys.readouterr().out.split()))
+    cli, default = found.group(1), found.group(2)
+    assert default == DEFAULT_STRATEGY
     readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
     row = next(ln for ln in readme.splitlines() if ln.startswith("| search strategies |"))
-    comment = next(ln for ln in readme.splitlines() if 'strategy="evolution",' in ln)
+    # The README's API example passes the default strategy and lists the others.
+    comment = next(ln for ln in readme.splitlines() if f'strategy="{DEFAULT_STRATEGY}",' in ln)
     return {"cli": set(re.findall(r"[a-z]+", cli)),
             "readme table": set(re.findall(r"`([a-z]+)`", row)),
-            "readme example": set(re.findall(r"[a-z]+", comment.split("#", 1)[1]))}
+            "readme example": {DEFAULT_STRATEGY,
+                               *re.findall(r"[a-z]+", comment.split("others:", 1)[1])}}
 
 
 def test_every_advertised_strategy_resolves_to_a_sampler_or_procedure(capsys) -> None:

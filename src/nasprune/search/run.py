@@ -21,6 +21,7 @@ from nasprune.errors import NaspruneError
 from nasprune.search import warm_start as warm
 from nasprune.search._optimize import Progress, Propose, optimize
 from nasprune.search.budget import Budget
+from nasprune.search.config import DEFAULT_STRATEGY
 from nasprune.search.objective import make_objective
 from nasprune.search.proxy import Proxy
 from nasprune.search.result import Candidate, SearchResult, build_result
@@ -113,7 +114,7 @@ def search(
     model: Any,
     example_inputs: Any,
     data: Any,
-    strategy: str = "evolution",
+    strategy: str = DEFAULT_STRATEGY,
     target: Budget | None = None,
     trials: int = 50,
     storage: Any = None,
@@ -143,7 +144,8 @@ def search(
 ) -> SearchResult:
     """Search per-group prune ratios for ``model`` at budget ``target`` (default 50 % MACs).
 
-    ``strategy`` names an entry of ``STRATEGIES``; ``strategy_options`` go to it. ``space``
+    ``strategy`` names an entry of ``STRATEGIES`` (default ``"bayes"``, chosen by
+    measurement: see ``DEFAULT_STRATEGY``); ``strategy_options`` go to it. ``space``
     is a :class:`SearchSpace` or the name of one (``"per-group"``, the default, or
     ``"stage"``: one ratio per stage, see :mod:`nasprune.search.spaces`).
     ``storage`` is None (in memory) or a database URL; ``study`` names the study to create
