@@ -52,10 +52,12 @@ class _Classes:
 
 
 def pruning_group(graph: tp.DependencyGraph, module: nn.Module, fn,
-                  idxs: list[int]) -> tuple[Group, list[list[int]]]:
+                  idxs: list[int], reached: set | None = None) -> tuple[Group, list[list[int]]]:
     """Torch-Pruning's group of ``fn`` on ``module`` at ``idxs``, and its coupled classes.
 
     The graph's index maps must be current (``update_index_mapping`` after every cut).
+    ``reached``, if given, collects the modules whose output channels the walk reached, as
+    it goes (so a caller still knows them when the walk fails).
     """
     if isinstance(module, ops.TORCH_CONV) and module.groups == module.out_channels > 1:
         fn = tp.pruner.function.prune_depthwise_conv_out_channels
@@ -75,6 +77,8 @@ def pruning_group(graph: tp.DependencyGraph, module: nn.Module, fn,
         if not hidx:
             continue
         walked.update(hidx)
+        if reached is not None and graph.is_out_channel_pruning_fn(dep.handler):
+            reached.add(dep.target.module)
         item = merged.setdefault(key, (dep, {}))[1]
         for h in hidx:
             first = item.setdefault(h.idx, h)
@@ -110,7 +114,9 @@ def all_groups(graph: tp.DependencyGraph, ignored: list[nn.Module],
     """Every group rooted at a ``root_types`` layer, as ``get_all_groups`` finds them.
 
     A group whose walk fails (an index map Torch-Pruning built for a split it could not
-    size, as in ShuffleNet's ``chunk``) is skipped, not a crash: its layers stay unpruned.
+    size, as in ShuffleNet's ``chunk``) is skipped, not a crash: its layers stay unpruned,
+    and so do the layers whose outputs that walk had reached — they share its channels, so
+    walking again from each of them only fails again (ShuffleNet V2: 20 CPU-s per prune).
     """
     index_mapping.update_index_mapping(graph)
     skip = set(ignored) | set(graph.IGNORED_LAYERS_IN_TRACING)
@@ -121,10 +127,12 @@ def all_groups(graph: tp.DependencyGraph, ignored: list[nn.Module],
         pruner = graph.get_pruner_of_module(m)
         if pruner is None or pruner.get_out_channels(m) is None:
             continue
+        reached: set = set()
         try:
             group, classes = pruning_group(graph, m, pruner.prune_out_channels,
-                                           list(range(pruner.get_out_channels(m))))
+                                           list(range(pruner.get_out_channels(m))), reached)
         except (IndexError, ZeroDivisionError):
+            visited.update(r for r in reached if isinstance(r, nn.Module))
             continue
         outs = [d.target.module for d, _ in group if graph.is_out_channel_pruning_fn(d.handler)]
         visited.update(o for o in outs if isinstance(o, nn.Module))
