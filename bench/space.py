@@ -56,7 +56,6 @@ def one_search(model, x, data, proxy, rescore, budget, strategy, space, seed, tr
         "curve": best_so_far(result, every), "every": every, "rescored": float(rescore.accuracy(net)),
         "macs": count_macs(net, x) / count_macs(model, x),
         "wall_s_per_trial": wall / len(result.trials), "cpu_s_per_trial": cpu / len(result.trials),
-        "cpu_s": cpu,
     }
 
 

@@ -144,8 +144,8 @@ def search(
 ) -> SearchResult:
     """Search per-group prune ratios for ``model`` at budget ``target`` (default 50 % MACs).
 
-    ``strategy`` names an entry of ``STRATEGIES`` (default ``"bayes"``, chosen by
-    measurement: see ``DEFAULT_STRATEGY``); ``strategy_options`` go to it. ``space``
+    ``strategy`` names an entry of ``STRATEGIES`` (default: ``DEFAULT_STRATEGY``, chosen
+    by measurement); ``strategy_options`` go to it. ``space``
     is a :class:`SearchSpace` or the name of one (``"per-group"``, the default, or
     ``"stage"``: one ratio per stage, see :mod:`nasprune.search.spaces`).
     ``storage`` is None (in memory) or a database URL; ``study`` names the study to create
