@@ -15,6 +15,8 @@
 #                                   one class per language for read_text_corpus
 #   DEST/topics/                    English fortune files: one topic per file (and the
 #                                   language-model corpus)
+#   DEST/topic-id/                  the TOPIC_CLASSES files of topics/: the topic
+#                                   classification corpus (one class per file)
 # Licences and origins are summarised in BENCHMARKS.md ("Transformers on real data").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +27,10 @@ declare -A LANGS=(
   [pl]="fortunes-pl" [ru]="fortunes-ru" [cs]="fortunes-cs" [pt]="fortunes-br"
   [eo]="fortunes-eo"
 )
+# Topics for classification: the files of the English package with at least ~150 fortunes
+# whose subjects are distinct (people, cookie, miscellaneous, wisdom, platitudes... are
+# general quotations that no reader could tell apart).
+TOPIC_CLASSES="art computers drugs education food law linux perl politics science sports startrek"
 mkdir -p "$DEST/debs" "$DEST/pkg" "$DEST/licences"
 
 for lang in "${!LANGS[@]}"; do
@@ -81,9 +87,16 @@ if [ ! -d "$DEST/topics" ]; then
   mv "$tmp" "$DEST/topics"
 fi
 
+if [ ! -d "$DEST/topic-id" ]; then
+  tmp="$(mktemp -d "$DEST/.topic-id.XXXXXX")"
+  for t in $TOPIC_CLASSES; do cp "$DEST/topics/$t" "$tmp/"; done
+  mv "$tmp" "$DEST/topic-id"
+fi
+
 column -t -s $'\t' "$DEST/MANIFEST.tsv"
 for lang in $(printf '%s\n' "${!LANGS[@]}" | sort); do
   printf '%s: %s files, %s bytes\n' "$lang" "$(find "$DEST/langid/$lang" -type f | wc -l)" \
     "$(find "$DEST/langid/$lang" -type f -exec cat {} + | wc -c)"
 done
 echo "topics: $(find "$DEST/topics" -type f | wc -l) files in $DEST/topics"
+echo "topic-id: $(find "$DEST/topic-id" -type f | wc -l) files in $DEST/topic-id"

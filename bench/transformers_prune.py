@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import transformers_methods as tm
 from transformers_table import table
-from transformers_train import load_hf
+from transformers_train import BERT_MAX_LEN, bert_corpus, load_hf
 
 import nasprune
 from nasprune.data import classification_task, language_model_task, read_text_corpus
@@ -45,7 +45,7 @@ from nasprune.metrics.runtime import time_ms
 from nasprune.search.proxy import Proxy
 from nasprune.task import dataset_task, example_inputs
 
-CHECKPOINTS = {"vit": "vit-tiny-cifar10", "bert": "bert-fortunes-langid",
+CHECKPOINTS = {"vit": "vit-tiny-cifar10", "bert": "bert-fortunes-topics",
                "llama": "llama-fortunes-en"}
 METHODS = ("tp-uniform", "uniform", "minitron", "blocks", "searched")
 # Per model: validation samples the proxy scores on (images, texts, 128-token blocks) and
@@ -94,10 +94,8 @@ def load_setup(name: str, args: argparse.Namespace) -> Setup:
             lm=False)
     tok = load_tokenizer(str(directory / "tokenizer.json"))
     if name == "bert":
-        corpus = read_text_corpus(args.fortunes / "langid", classes="folder", records="fortune",
-                                  max_per_class=2500, min_chars=20, seed=0,
-                                  name="fortunes-langid")
-        task = classification_task(corpus, tok, max_len=64, batch_size=32, seed=0)
+        task = classification_task(bert_corpus(args.fortunes), tok, max_len=BERT_MAX_LEN,
+                                   batch_size=32, seed=0)
     else:
         corpus = read_text_corpus(args.fortunes / "topics", classes="file", records="fortune",
                                   val_fraction=0.05, test_fraction=0.05, seed=0,
