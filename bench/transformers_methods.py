@@ -37,24 +37,10 @@ from nasprune.search.space import SearchSpace
 Pruner = Callable[[float], nn.Module]
 
 
-def layer_names(model: nn.Module) -> list[str]:
-    """The Transformer layers: nasprune's ``transformer_layers``, or where it finds none
-    (it does not recognise HF Llama's grouped-query attention yet) the entries of a
-    ``ModuleList`` whose every entry holds a ``self_attn``."""
-    found = transformer_layers(model)
-    if found:
-        return found
-    for name, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and len(module) and all(
-                isinstance(getattr(m, "self_attn", None), nn.Module) for m in module):
-            return [f"{name}.{key}" for key in module._modules]
-    return []
-
-
 def layer_params(model: nn.Module) -> int:
     """Parameters inside the Transformer layers (what the methods can remove)."""
     mods = dict(model.named_modules())
-    return sum(count_params(mods[n]) for n in layer_names(model))
+    return sum(count_params(mods[n]) for n in transformer_layers(model))
 
 
 def largest_under(prune_at: Pruner, target: int, steps: int = 14) -> tuple[nn.Module, float]:
@@ -152,7 +138,7 @@ def engine_uniform(model: nn.Module, example: Any, units: dict[str, list],
 def block_order(model: nn.Module, example: Any, task: Any) -> tuple[list[str], dict]:
     """Transformer layers, least important first (nasprune's output-norm score,
     ``‖layer(x) − x‖ / ‖x‖`` on 4 training batches), and the scores."""
-    blocks = layer_names(model)
+    blocks = transformer_layers(model)
     scores = output_norm_scores(model, blocks, example, data=task, batches=4)
     return sorted(blocks, key=lambda b: (scores[b], blocks.index(b))), scores
 

@@ -42,6 +42,7 @@ from nasprune.data import classification_task, language_model_task, read_text_co
 from nasprune.data.text import TokenBatches, load_tokenizer
 from nasprune.metrics import count_params
 from nasprune.metrics.runtime import time_ms
+from nasprune.pruning.attention import transformer_layers
 from nasprune.search.proxy import Proxy
 from nasprune.task import dataset_task, example_inputs
 
@@ -145,7 +146,7 @@ def architecture(model: torch.nn.Module, base: torch.nn.Module) -> list:
     """Per Transformer layer: [query heads, FFN width], or "dropped"."""
     mods = dict(model.named_modules())
     out = []
-    for name in tm.layer_names(base):
+    for name in transformer_layers(base):
         layer = mods[name]
         if not any(True for _ in layer.parameters()):
             out.append("dropped")

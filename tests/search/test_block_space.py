@@ -14,8 +14,10 @@ import nasprune
 from nasprune.errors import NaspruneError
 from nasprune.metrics import count_macs, count_params
 from nasprune.pruning import without_blocks
+from nasprune.pruning.layers import output_norm_scores
 from nasprune.pruning.module_kinds import Skip
 from nasprune.search import Budget
+from nasprune.search import warm_start as warm
 from nasprune.search.block_space import BlockSpace
 from nasprune.search.spaces import make_space
 from tiny_transformers import FAMILIES, tiny_transformer
@@ -90,6 +92,28 @@ def test_blocks_beyond_the_sampled_ones_go_only_when_nothing_else_fits():
     assert space.fractions(out)[0] <= 0.8 * lowest
     with pytest.raises(NaspruneError, match="latency"):
         space.project(keep, Budget(speedup=2.0))
+
+
+@pytest.mark.parametrize("budget", [0.3, 0.5])
+def test_warm_start_keeps_every_block_and_adds_the_depth_axis(budget):
+    model, x = tiny_transformer("vit", layers=4)
+    space = BlockSpace(model, x)
+    found = dict(warm.candidates(space, Budget(params=budget), model, x))
+    # The one-knob baselines keep the depth (uniform once dropped every block here).
+    assert space.dropped(found["uniform"]) == space.dropped(found["global"]) == []
+    scores = output_norm_scores(model, space.blocks, x)
+    order = sorted(space.blocks, key=scores.get)
+    assert space.dropped(found["uniform-depth3"]) == order[:1]
+    assert sorted(space.dropped(found["uniform-depth2"])) == sorted(order[:2])
+    for name, keep in found.items():
+        params = space.fractions(keep)[1]
+        assert params <= budget, name
+        if name != "uniform-depth2":  # full width at depth 2 may fall short of 0.5
+            assert params >= budget - 0.06, name
+        widths = space.kept(keep)[: space.n_groups]
+        if name.startswith("uniform"):  # one ratio: every FFN group keeps the same width
+            ffn = [w for g, w in zip(space.groups, widths, strict=True) if g.kind == "ffn"]
+            assert len(set(ffn)) == 1, name
 
 
 def test_a_whole_ratio_drops_only_a_block():

@@ -10,6 +10,13 @@ evaluates, at the search's own budget:
 - ``tp-global``: the same ranking under Torch-Pruning's raw-mean L1 score (a group's raw
   per-layer norms averaged, then divided by their mean), its ``MetaPruner`` default.
 
+In the blocks space (:mod:`nasprune.search.block_space`) they keep every block, and
+Minitron's depth axis joins them:
+
+- ``uniform-depth<d>``: the ``n - d`` blocks whose residual branch changes its input least
+  (``‖block(x) − x‖ / ‖x‖`` on a few training batches) dropped, one ratio for the widths of
+  the rest, for every depth ``d`` from ``n - 1`` down to half the ``n`` blocks.
+
 Each is one knob (the ratio, the number of channels the ranking removes) bisected on the
 space's cost model to the largest network at or below the budget, as the baselines
 bisect theirs, and is written as a keep vector in the space's bounds. The vectors are
@@ -37,6 +44,7 @@ from torch import nn
 
 from nasprune.pruning.criteria import CRITERIA, ScoreContext, to_group, weight_rows
 from nasprune.pruning.graph import build_graph, ignored_names, iter_tp_groups, members
+from nasprune.pruning.layers import output_norm_scores
 from nasprune.pruning.mha import split_attention
 from nasprune.pruning.structured import _global_ratios  # the ranking prune("global") uses
 from nasprune.search.budget import Budget
@@ -78,11 +86,37 @@ def channel_scores(model: nn.Module, example_inputs: Any, ignored: Any, criterio
 
 
 def uniform_keep(space: SearchSpace, budget: Budget, steps: int = 40) -> np.ndarray | None:
-    """One prune ratio for every group: the smallest whose network fits the budget."""
+    """One prune ratio for every group: the smallest whose network fits the budget.
+
+    The point is built from per-group ratios (``nearest_keep``), so a space with more than
+    widths keeps its other coordinates whole: every block of the blocks space stays."""
     def at(r: float) -> np.ndarray:
-        return np.clip(np.full(space.dim, 1.0 - r), space.lower, space.upper)
+        return space.nearest_keep(np.full(len(space.names), 1.0 - r))
 
     return _smallest_fitting(at, space, budget, 0.0, 1.0, steps, integer=False)
+
+
+def depth_keeps(space: SearchSpace, budget: Budget, model: nn.Module, example_inputs: Any,
+                data: Any) -> list[tuple[str, np.ndarray]]:
+    """The ``uniform-depth<d>`` candidates of a space with blocks (none for the others)."""
+    blocks: list[str] = getattr(space, "blocks", [])
+    if not blocks:
+        return []
+    scores = output_norm_scores(model, blocks, example_inputs, data=data)
+    order = sorted(blocks, key=lambda b: (scores[b], blocks.index(b)))
+    out = []
+    for depth in range(len(blocks) - 1, (len(blocks) - 1) // 2, -1):
+        gone = set(order[: len(blocks) - depth])
+        genes = np.array([0.0 if b in gone else 1.0 for b in blocks])
+
+        def at(r: float, genes: np.ndarray = genes) -> np.ndarray:
+            widths = space.nearest_keep(np.full(len(space.names), 1.0 - r))
+            return np.concatenate([widths[: len(space.names)], genes])
+
+        keep = _smallest_fitting(at, space, budget, 0.0, 1.0, 40, integer=False)
+        if keep is not None:
+            out.append((f"uniform-depth{depth}", keep))
+    return out
 
 
 def ranking_keep(space: SearchSpace, budget: Budget,
@@ -124,6 +158,7 @@ def candidates(space: SearchSpace, budget: Budget, model: nn.Module, example_inp
     for name, scores in channel_scores(model, example_inputs, ignored, criterion, data,
                                        seed).items():
         found.append((name, ranking_keep(space, budget, scores)))
+    found += depth_keeps(space, budget, model, example_inputs, data)
     out, seen = [], set()
     for name, keep in found:
         if keep is None:
@@ -174,5 +209,5 @@ def is_repeat(trial: optuna.Trial, name: str) -> bool:
                for t in trial.study.get_trials(deepcopy=False, states=live))
 
 
-__all__ = ["ATTR", "NAMES", "candidates", "channel_scores", "enqueue", "is_repeat",
+__all__ = ["ATTR", "NAMES", "candidates", "channel_scores", "depth_keeps", "enqueue", "is_repeat",
            "ranking_keep", "raw_mean_l1", "start", "uniform_keep"]
