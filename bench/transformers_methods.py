@@ -12,7 +12,8 @@ delivering a network at or below a params target (absolute, counted on the real 
   pair, FFN width filling the rest of the target, scored on the same proxy the search
   uses (the layers dropped are the least important by nasprune's output-norm score);
 - ``blocks``: block drop only (least important first, as many as the target needs);
-- ``searched``: ``nasprune.search`` over per-layer heads and FFN width.
+- ``searched``: ``nasprune.search`` over per-layer heads, FFN width and (``--space blocks``,
+  the default) depth, warm-started with the zero-search candidates.
 """
 
 from __future__ import annotations
@@ -192,12 +193,11 @@ def searched(model: nn.Module, example: Any, task: Any, target: int, seed: int, 
     predicted_base = SearchSpace(model, example).base_params
     frac = (target + predicted_base - count_params(model)) / predicted_base
     t0 = time.perf_counter()
-    kwargs = {} if args.space is None else {"space": args.space}
     for _ in range(3):
         result = nasprune.search(
             model, example, task, strategy=args.strategy,
             target=nasprune.Budget(params=min(frac, 1.0)), trials=args.trials, seed=seed,
-            val_size=args.val_size, bn_batches=0, progress=False, **kwargs)
+            val_size=args.val_size, bn_batches=0, progress=False, space=args.space)
         smallest = math.inf
         for cand in sorted(result.trials, key=lambda c: -c.score):
             net = nasprune.prune(model, example, cand.ratios)

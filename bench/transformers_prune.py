@@ -43,6 +43,7 @@ from nasprune.data.text import TokenBatches, load_tokenizer
 from nasprune.metrics import count_params
 from nasprune.metrics.runtime import time_ms
 from nasprune.pruning.attention import transformer_layers
+from nasprune.search.config import DEFAULT_STRATEGY
 from nasprune.search.proxy import Proxy
 from nasprune.task import dataset_task, example_inputs
 
@@ -249,8 +250,11 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("bench/results/transformers/prune"))
     p.add_argument("--fortunes", type=Path, default=Path("data/fortunes"))
     p.add_argument("--cifar", default="../shared/data/cifar10-jpg.tar.gz")
-    p.add_argument("--strategy", default="evolution")
-    p.add_argument("--space", default=None, help="search space name (default: per-group)")
+    p.add_argument("--strategy", default=DEFAULT_STRATEGY,
+                   help=f"search strategy (default: nasprune's, {DEFAULT_STRATEGY})")
+    p.add_argument("--space", default="blocks",
+                   help="search space name (default: blocks: per-layer heads, FFN width and "
+                        "depth)")
     p.add_argument("--trials", type=int, default=30, help="search trials (warm start included)")
     p.add_argument("--val-size", type=int, default=None,
                    help=f"validation samples the proxy (search, Minitron grid) scores on; "

@@ -131,6 +131,12 @@ def test_removing_heads_whose_output_columns_are_zero_changes_nothing():
     assert torch.equal(_logits(pruned, ex), _logits(model, ex))
 
 
+def test_pruning_a_vit_prints_no_torch_pruning_notice(recwarn):
+    model, x = _vit()  # its position embeddings and class token are parameters outside a layer
+    nasprune.prune(model, x, 0.5)
+    assert not [str(w.message) for w in recwarn if "Unwrapped" in str(w.message)]
+
+
 def test_head_counts_round_to_whole_heads_and_never_remove_all():
     model, ex = _bert()
     for ratio, heads in ((0.95, 1), (0.3, 3), (0.1, 4), (0.6, 2)):

@@ -39,7 +39,6 @@ from nasprune.pruning.members import CONV_TYPES, Member, constraints, members
 from nasprune.pruning.mha import split_copy
 from nasprune.pruning.reshapes import install as _guard_reshapes
 from nasprune.pruning.reshapes import scrambled
-from nasprune.pruning.surgery import is_conv1d
 from nasprune.pruning.window_attention import window_inputs, window_types, window_units
 
 PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -221,8 +220,11 @@ def build_graph(model: nn.Module, example_inputs) -> tp.DependencyGraph:
                 p.requires_grad_(True)
             flow = trace_flow(model, lambda: call(model, example_inputs), PRUNABLE_TYPES)
             with torch.enable_grad(), warnings.catch_warnings():
-                if any(is_conv1d(m) for m in model.modules()):  # cut by nasprune: no news
-                    warnings.filterwarnings("ignore", "Unwrapped parameters detected")
+                # Torch-Pruning's notice that it cuts parameters outside a layer along their
+                # last dimension: right for position embeddings, class tokens and RMSNorm
+                # weights (channels last), HF Conv1D weights are cut by nasprune; repeated
+                # for every trial of a search it would bury the search's own output.
+                warnings.filterwarnings("ignore", "Unwrapped parameters detected")
                 graph = tp.DependencyGraph().build_dependency(
                     model, example_inputs=example_inputs, output_transform=tensors_in,
                     customized_pruners=window_types(model))  # Swin attention: one node
