@@ -111,9 +111,13 @@ def test_warm_start_keeps_every_block_and_adds_the_depth_axis(budget):
         if name != "uniform-depth2":  # full width at depth 2 may fall short of 0.5
             assert params >= budget - 0.06, name
         widths = space.kept(keep)[: space.n_groups]
-        if name.startswith("uniform"):  # one ratio: every FFN group keeps the same width
-            ffn = [w for g, w in zip(space.groups, widths, strict=True) if g.kind == "ffn"]
-            assert len(set(ffn)) == 1, name
+        kept = {kind: {w / g.channels for g, w in zip(space.groups, widths, strict=True)
+                       if g.kind == kind} for kind in ("heads", "ffn")}
+        if name.startswith(("uniform", "ffn")):  # one ratio: every FFN keeps the same width
+            assert len(kept["ffn"]) == 1, name
+        if name.startswith("ffn"):  # Minitron's width axis: the heads stay whole
+            assert kept["heads"] == {1.0} and kept["ffn"] != {1.0}, name
+    assert ("ffn-depth3" in found) == (budget == 0.5)  # at 0.3 even no FFN at all is too big
 
 
 def test_a_whole_ratio_drops_only_a_block():

@@ -10,12 +10,18 @@ evaluates, at the search's own budget:
 - ``tp-global``: the same ranking under Torch-Pruning's raw-mean L1 score (a group's raw
   per-layer norms averaged, then divided by their mean), its ``MetaPruner`` default.
 
-In the blocks space (:mod:`nasprune.search.block_space`) they keep every block, and
+On a Transformer (a space with both attention-head and FFN groups) one more:
+
+- ``ffn``: every head kept, one prune ratio for every FFN width — Minitron's width axis
+  without the heads, where its best uniform network usually lies.
+
+In the blocks space (:mod:`nasprune.search.block_space`) all of them keep every block, and
 Minitron's depth axis joins them:
 
-- ``uniform-depth<d>``: the ``n - d`` blocks whose residual branch changes its input least
-  (``‖block(x) − x‖ / ‖x‖`` on a few training batches) dropped, one ratio for the widths of
-  the rest, for every depth ``d`` from ``n - 1`` down to half the ``n`` blocks.
+- ``uniform-depth<d>`` (and ``ffn-depth<d>`` on a Transformer): the ``n - d`` blocks whose
+  residual branch changes its input least (``‖block(x) − x‖ / ‖x‖`` on a few training
+  batches) dropped, the rest as ``uniform`` (``ffn``), for every depth ``d`` from ``n - 1``
+  down to half the ``n`` blocks.
 
 Each is one knob (the ratio, the number of channels the ranking removes) bisected on the
 space's cost model to the largest network at or below the budget, as the baselines
@@ -42,6 +48,7 @@ import torch
 from optuna.trial import TrialState
 from torch import nn
 
+from nasprune.pruning.attention import FFN, HEADS
 from nasprune.pruning.criteria import CRITERIA, ScoreContext, to_group, weight_rows
 from nasprune.pruning.graph import build_graph, ignored_names, iter_tp_groups, members
 from nasprune.pruning.layers import output_norm_scores
@@ -85,20 +92,33 @@ def channel_scores(model: nn.Module, example_inputs: Any, ignored: Any, criterio
     return out
 
 
-def uniform_keep(space: SearchSpace, budget: Budget, steps: int = 40) -> np.ndarray | None:
-    """One prune ratio for every group: the smallest whose network fits the budget.
+def uniform_keep(space: SearchSpace, budget: Budget, kinds: set[str] | None = None,
+                 genes: np.ndarray | None = None, steps: int = 40) -> np.ndarray | None:
+    """One prune ratio for every group (of ``kinds``, the others kept whole): the smallest
+    whose network fits the budget.
 
     The point is built from per-group ratios (``nearest_keep``), so a space with more than
-    widths keeps its other coordinates whole: every block of the blocks space stays."""
+    widths keeps its other coordinates whole — every block of the blocks space stays —
+    unless ``genes`` gives them (the blocks space's keep/drop genes)."""
+    chosen = np.array([kinds is None or g.kind in kinds for g in space.groups])
+
     def at(r: float) -> np.ndarray:
-        return space.nearest_keep(np.full(len(space.names), 1.0 - r))
+        point = space.nearest_keep(np.where(chosen, 1.0 - r, 1.0))
+        return point if genes is None else np.concatenate([point[: len(chosen)], genes])
 
     return _smallest_fitting(at, space, budget, 0.0, 1.0, steps, integer=False)
 
 
+def _width_axes(space: SearchSpace) -> list[tuple[str, set[str] | None]]:
+    """``("uniform", every group)``, and ``("ffn", FFN groups)`` on a Transformer."""
+    kinds = {g.kind for g in space.groups}
+    return [("uniform", None)] + ([("ffn", {FFN})] if {HEADS, FFN} <= kinds else [])
+
+
 def depth_keeps(space: SearchSpace, budget: Budget, model: nn.Module, example_inputs: Any,
                 data: Any) -> list[tuple[str, np.ndarray]]:
-    """The ``uniform-depth<d>`` candidates of a space with blocks (none for the others)."""
+    """The ``uniform-depth<d>`` (``ffn-depth<d>``) candidates of a space with blocks (none
+    for the others)."""
     blocks: list[str] = getattr(space, "blocks", [])
     if not blocks:
         return []
@@ -108,14 +128,10 @@ def depth_keeps(space: SearchSpace, budget: Budget, model: nn.Module, example_in
     for depth in range(len(blocks) - 1, (len(blocks) - 1) // 2, -1):
         gone = set(order[: len(blocks) - depth])
         genes = np.array([0.0 if b in gone else 1.0 for b in blocks])
-
-        def at(r: float, genes: np.ndarray = genes) -> np.ndarray:
-            widths = space.nearest_keep(np.full(len(space.names), 1.0 - r))
-            return np.concatenate([widths[: len(space.names)], genes])
-
-        keep = _smallest_fitting(at, space, budget, 0.0, 1.0, 40, integer=False)
-        if keep is not None:
-            out.append((f"uniform-depth{depth}", keep))
+        for axis, kinds in _width_axes(space):
+            keep = uniform_keep(space, budget, kinds, genes)
+            if keep is not None:
+                out.append((f"{axis}-depth{depth}", keep))
     return out
 
 
@@ -158,6 +174,8 @@ def candidates(space: SearchSpace, budget: Budget, model: nn.Module, example_inp
     for name, scores in channel_scores(model, example_inputs, ignored, criterion, data,
                                        seed).items():
         found.append((name, ranking_keep(space, budget, scores)))
+    found += [(axis, uniform_keep(space, budget, kinds))
+              for axis, kinds in _width_axes(space)[1:]]
     found += depth_keeps(space, budget, model, example_inputs, data)
     out, seen = [], set()
     for name, keep in found:
