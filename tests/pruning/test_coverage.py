@@ -14,17 +14,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-try:  # a torchvision built for another torch fails with RuntimeError, not ImportError
-    import timm
-    import torchvision.models as tvm
-    from torchvision.models import detection, segmentation
-except Exception as exc:  # noqa: BLE001
-    pytest.skip(f"torchvision/timm are not usable beside torch {torch.__version__} "
-                f"({type(exc).__name__}); run in the vision environment (make test)",
-                allow_module_level=True)
-
 import nasprune
 from coverage_checks import check_coverage, digit_images
+from vision_env import vision_modules
+
+timm, tvm, detection, segmentation = vision_modules(
+    "timm", "torchvision.models", "torchvision.models.detection",
+    "torchvision.models.segmentation")
 
 pytestmark = pytest.mark.vision
 slow = pytest.mark.slow

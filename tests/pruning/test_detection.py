@@ -22,14 +22,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-try:  # a torchvision built for another torch fails with RuntimeError, not ImportError
-    from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_fpn
-except Exception as exc:  # noqa: BLE001
-    pytest.skip(f"torchvision is not usable beside torch {torch.__version__} "
-                f"({type(exc).__name__}); run in the vision environment (make test)",
-                allow_module_level=True)
-
 import nasprune
+from vision_env import vision_modules
+
+(detection,) = vision_modules("torchvision.models.detection")
+fasterrcnn_mobilenet_v3_large_fpn = detection.fasterrcnn_mobilenet_v3_large_fpn
 
 pytestmark = [pytest.mark.vision, pytest.mark.slow]
 

@@ -15,14 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-try:  # a torchvision built for another torch fails with RuntimeError, not ImportError
-    import timm
-    import torchvision
-except Exception as exc:  # noqa: BLE001
-    pytest.skip(f"torchvision/timm are not usable beside torch {torch.__version__} "
-                f"({type(exc).__name__}); run in the vision environment (make test)",
-                allow_module_level=True)
-
 import nasprune
 from nasprune.checkpoint import load, read_spec, save
 from nasprune.errors import NaspruneError
@@ -30,6 +22,9 @@ from nasprune.metrics import count_macs
 from nasprune.pruning import groups, plan
 from nasprune.pruning.mha import NarrowMultiheadAttention
 from nasprune.search.space import SearchSpace
+from vision_env import vision_modules
+
+timm, torchvision = vision_modules("timm", "torchvision")
 
 pytestmark = pytest.mark.vision
 
