@@ -168,7 +168,7 @@ def test_rungs_variant_is_a_row_of_its_own(peers, tmp_path):
     cfg = load_experiment_config(peers.experiment_config(s, tmp_path))
     specs = resolve_methods(cfg)
     assert [(p.name, p.strategy, p.settings.rungs) for p in specs] == [
-        ("nas:evolution", "evolution", None),
+        ("nas:evolution", "evolution", "auto"),
         ("nas:evolution@rungs", "evolution", "100:0,300:5")]
 
 

@@ -238,4 +238,4 @@ def test_a_nas_method_can_search_in_rungs(run, tmp_path):
     with pytest.raises(NaspruneError, match="rungs"):
         load_experiment_config(small_config(search={"rungs": "100:0,50"}))
     specs = resolve_methods(load_experiment_config(cfg))
-    assert specs[1].settings.rungs == "100:0,200:3" and specs[0].settings.rungs is None
+    assert specs[1].settings.rungs == "100:0,200:3" and specs[0].settings.rungs == "auto"

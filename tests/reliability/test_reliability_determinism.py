@@ -32,7 +32,7 @@ def base(trained_narrow_digits_cnn):
 def trajectory(model, data, strategy: str, seed: int):
     result = run_search(model, X, data, strategy=strategy, target=Budget(macs=0.5),
                         trials=TRIALS, seed=seed, progress=False, bn_batches=2, val_size=128,
-                        device="cpu", **OPTIONS.get(strategy, {}))
+                        device="cpu", rungs=None, **OPTIONS.get(strategy, {}))
     trials = sorted(result.study.get_trials(deepcopy=False), key=lambda t: t.number)
     return result, [(t.number, t.state.name, dict(t.params), t.value,
                      tuple(t.user_attrs.get("keep", ()))) for t in trials]

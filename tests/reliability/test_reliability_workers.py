@@ -182,7 +182,7 @@ def worker_a(checkpoint, digits, tmp_path_factory):
     model = nasprune.load(checkpoint).eval()
     run_search(model, X, digits, strategy="random", target=Budget(macs=0.5), trials=6,
                storage=url, study="shared", seed=0, progress=False, bn_batches=2,
-               val_size=128, device="cpu")
+               val_size=128, device="cpu", rungs=None)
     return db, model
 
 

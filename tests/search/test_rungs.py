@@ -14,7 +14,7 @@ from optuna.trial import TrialState, create_trial
 from nasprune.errors import NaspruneError
 from nasprune.search import Budget, Proxy, SearchSpace, check_proxy, search
 from nasprune.search.result import build_result
-from nasprune.search.rungs import Rung, Rungs, as_rungs
+from nasprune.search.rungs import Rung, Rungs, as_rungs, auto_rungs
 
 RUNGS = "60:0,150:5,269:15"  # digits: 269 validation images in all
 FAST = {"bn_batches": 2, "progress": False, "device": "cpu"}
@@ -211,6 +211,41 @@ def test_check_proxy_reports_one_spearman_per_rung(trained, digits, space) -> No
     assert out["proxy"] == out["rungs"][-1]["scores"]
     assert out["rungs"][0]["scores"][0] == Proxy(trained, digits, val_size=60,
                                                  **FAST).score(cands[0])
+
+
+# --- rungs="auto", the default ----------------------------------------------------------
+def test_auto_rungs_switch_on_only_below_sixty_percent_of_the_unpruned_score() -> None:
+    assert auto_rungs(1000, 0.80, 0.40) == Rungs.parse("1000:0,4000:30")
+    assert auto_rungs(60, 0.80, 0.47, eta=2) == Rungs.parse("60:0,240:30", eta=2)
+    assert auto_rungs(1000, 0.80, 0.48) is None  # exactly 60 %: one fidelity
+    assert auto_rungs(1000, -90.0, -140.0) is None  # a negated perplexity is no fraction
+    with pytest.raises(NaspruneError, match="decided by search"):
+        Proxy(None, None, rungs="auto")
+
+
+def test_search_auto_scores_in_rungs_only_where_the_warm_start_collapses(
+        trained, trained_digits_cnn, digits, capsys) -> None:
+    x = digits.example_input()
+    # The narrow CNN (val top-1 ~0.64) keeps ~0.26 at half its MACs: rungs.
+    wrecked = search(trained, x, digits, strategy="random", target=Budget(macs=0.5),
+                     trials=6, val_size=60, seed=0, bn_batches=2, device="cpu")
+    assert wrecked.rungs == "60:0,240:30"
+    assert "rungs 60:0,240:30: the best one-knob network scores" in capsys.readouterr().out
+    assert wrecked.best.rung == 1 and wrecked.stopped  # scored and stopped in rungs
+    assert wrecked.to_dict()["rungs"] == "60:0,240:30"
+    # The default CNN (~0.99) keeps nearly all of it: one fidelity, as rungs=None gives.
+    sound = search(trained_digits_cnn, x, digits, strategy="random", target=Budget(macs=0.5),
+                   trials=3, val_size=60, seed=0, **FAST)
+    plain = search(trained_digits_cnn, x, digits, strategy="random", target=Budget(macs=0.5),
+                   trials=3, val_size=60, seed=0, rungs=None, **FAST)
+    assert sound.rungs is None and not sound.stopped
+    assert [c.score for c in sound.trials] == [c.score for c in plain.trials]
+    # Off on request, and never for an evaluator that already fine-tunes.
+    off = search(trained, x, digits, strategy="random", target=Budget(macs=0.5), trials=2,
+                 val_size=60, seed=0, rungs="off", **FAST)
+    tuned = search(trained, x, digits, strategy="random", target=Budget(macs=0.5), trials=2,
+                   val_size=60, seed=0, finetune_steps=2, **FAST)
+    assert off.rungs is None and tuned.rungs is None
 
 
 # --- the command line -------------------------------------------------------------------

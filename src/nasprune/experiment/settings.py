@@ -58,14 +58,15 @@ class SearchSettings:
     val_size: int = _kw(1000, min=1)
     min_keep: float = _kw(0.1, gt=0.0, max=1.0)
     space: str = _kw("per-group", choices=_registry_names("nasprune.search.spaces", "SPACES"))
-    # Multi-fidelity rungs ("1000:0,4000:30"; None: one fidelity), see nasprune.search.rungs.
-    rungs: str | None = None
+    # Multi-fidelity rungs ("1000:0,4000:30"; None or "off": one fidelity; "auto": on when the
+    # budget wrecks the warm start's networks), see nasprune.search.rungs.
+    rungs: str | None = "auto"
     options: dict[str, Any] = field(default_factory=dict)  # strategy options
 
     def __post_init__(self) -> None:
         from nasprune.search.rungs import as_rungs
 
-        as_rungs(self.rungs)  # a malformed text is a config error now, not after baseline
+        as_rungs(self.rungs, auto=True)  # a malformed text is a config error now, not after baseline
 
 
 @dataclass

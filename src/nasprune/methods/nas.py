@@ -20,13 +20,15 @@ def _search(ctx: Context, s: Any, evaluator: Any, space: Any) -> Any:
                   target=Budget(macs=ctx.cfg.budget), trials=s.trials,
                   storage=f"sqlite:///{(ctx.work / 'study.db').resolve()}",
                   study=ctx.spec.slug, seed=ctx.seed, objective=s.objective,
-                  evaluator=evaluator, space=space, progress=ctx.progress, **s.options)
+                  evaluator=evaluator, space=space, progress=ctx.progress, rungs=s.rungs,
+                  **s.options)
 
 
 @register_method("nas")
 def nas(ctx: Context) -> Pruned:
     """``nas:<strategy>``: the strategy's name is ``ctx.spec.strategy``."""
     from nasprune.search import Proxy
+    from nasprune.search.rungs import AUTO, as_rungs
     from nasprune.search.spaces import make_space
 
     s = ctx.settings
@@ -36,7 +38,8 @@ def nas(ctx: Context) -> Pruned:
     evaluator = Proxy(ctx.model, ctx.data, bn_batches=s.bn_batches, val_size=s.val_size,
                       device=ctx.device, example_inputs=ctx.example,
                       criterion=ctx.cfg.criterion, round_to=ctx.cfg.round_to,
-                      min_channels=space.min_channels, seed=ctx.seed, rungs=s.rungs)
+                      min_channels=space.min_channels, seed=ctx.seed,
+                      rungs=None if as_rungs(s.rungs, auto=True) == AUTO else s.rungs)
     ctx.work.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         # Optuna's notices about its own deprecated/experimental heartbeat classes are not

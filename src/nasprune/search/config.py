@@ -74,9 +74,10 @@ class SearchConfig:
     bn_batches: int = _kw(20, min=0)
     val_size: int = _kw(1000, min=1)
     finetune_steps: int = _kw(0, min=0)
-    # Multi-fidelity: "VAL_SIZE:STEPS,..." (None: one fidelity). Quote one rung in YAML
-    # ('1000:50'): unquoted, YAML 1.1 reads 1000:50 as a base-60 number.
-    rungs: str | None = None
+    # Multi-fidelity: "VAL_SIZE:STEPS,..." (None or "off": one fidelity; "auto": on when the
+    # budget wrecks the warm start's networks). Quote one rung in YAML ('1000:50'):
+    # unquoted, YAML 1.1 reads 1000:50 as a base-60 number.
+    rungs: str | None = "auto"
     rungs_eta: float = _kw(3.0, gt=1.0)  # the best 1/eta of each rung advance
     check_proxy: int = _kw(0, min=0)  # candidates to fine-tune for the proxy check (0: skip)
     check_proxy_epochs: float = _kw(1.0, gt=0.0)

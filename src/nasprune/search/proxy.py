@@ -79,6 +79,12 @@ class Proxy:
     ) -> None:
         from nasprune.task import as_task, is_dataset
 
+        self._settings = dict(  # what with_rungs() builds the same proxy from
+            model=model, data=data, bn_batches=bn_batches, val_size=val_size,
+            finetune_steps=finetune_steps, device=device, batch_size=batch_size,
+            example_inputs=example_inputs, criterion=criterion, round_to=round_to,
+            min_channels=min_channels, ignored=ignored, finetune_lr=finetune_lr, seed=seed,
+            channels_last=channels_last, cache_mb=cache_mb, progress=progress)
         self.bn_batches = check_count("bn_batches", bn_batches)
         self.val_size = check_count("val_size", val_size, low=1)
         self.finetune_steps = check_count("finetune_steps", finetune_steps)
@@ -211,6 +217,10 @@ class Proxy:
         model.eval()
         batches, _ = self._val_head(self.val_size if val_size is None else val_size)
         return self.task.evaluate(model, batches, self.device)
+
+    def with_rungs(self, rungs: Rungs | None) -> Proxy:
+        """The same proxy (model, data, settings), scoring in ``rungs``."""
+        return Proxy(**{**self._settings, "rungs": rungs})
 
     def score(self, ratios: dict[str, float]) -> float:
         """The proxy score of the network pruned to ``ratios``, higher is better (a score

@@ -83,6 +83,7 @@ class SearchResult:
     improvement: float | None = None  # best.score - warm_start_score (≥ 0 in one objective)
     stopped: list[Candidate] = field(default_factory=list)  # stopped early at a rung
     delivery: Any = None  # a verify.Delivery after a latency/speed-up search
+    rungs: str | None = None  # the rungs it scored in ("1000:0,4000:30"; None: one fidelity)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary; ``ratios`` at the top level is what ``nasprune prune`` reads."""
@@ -96,6 +97,7 @@ class SearchResult:
             "trials": len(self.trials),
             "failed": self.failed,
             "stopped": len(self.stopped),
+            "rungs": self.rungs,
             "seconds": self.seconds,
             "base_macs": self.space.base_macs,
             "base_params": self.space.base_params,

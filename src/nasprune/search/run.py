@@ -25,7 +25,7 @@ from nasprune.search.config import DEFAULT_STRATEGY
 from nasprune.search.objective import make_objective
 from nasprune.search.proxy import Proxy
 from nasprune.search.result import Candidate, SearchResult, build_result
-from nasprune.search.rungs import Rungs, as_rungs
+from nasprune.search.rungs import AUTO, AUTO_BELOW, Rungs, as_rungs, auto_rungs
 from nasprune.search.space import SearchSpace
 from nasprune.search.spaces import make_space
 from nasprune.search.strategies import STRATEGIES, Strategy
@@ -137,7 +137,7 @@ def search(
     latency_cache: Any = None,
     score: Any = None,
     warm_start: bool = True,
-    rungs: Rungs | str | None = None,
+    rungs: Rungs | str | None = AUTO,
     runtime: Any = None,
     verify: bool = True,
     **strategy_options: Any,
@@ -171,6 +171,10 @@ def search(
     candidate at the first, the best ``1/eta`` so far at each next one after more
     fine-tuning steps on more validation images, the rest stopped early (PRUNED trials,
     counted in ``trials``, never picked); the best is the best at the highest rung reached.
+    ``"auto"`` (the default) scores the warm-start candidates and the unpruned model first
+    and uses rungs ``VAL:0,4·VAL:30`` only when the best candidate keeps less than 60 % of
+    the unpruned score (:func:`~nasprune.search.rungs.auto_rungs`; an evaluator that
+    already fine-tunes or has rungs is kept as it is).
     Latency and speed-up budgets are predicted from a table measured on ``runtime`` (a
     :class:`~nasprune.metrics.runtime.Runtime`; default torch eager on ``device``);
     ``round_to`` is one width step, a dict group name → step, or ``"auto"``: each group's
@@ -182,7 +186,7 @@ def search(
         data = as_task(data, score=score)
     target = Budget(macs=0.5) if target is None else target
     _check_args(target, trials, objective, seed)
-    asked = as_rungs(rungs)
+    asked = as_rungs(rungs, auto=True)
     strat = STRATEGIES.get(strategy)
     runtime, round_to = _timing(target, model, example_inputs, device, runtime, round_to,
                                 latency_cache)
@@ -198,8 +202,11 @@ def search(
             model, data, bn_batches=bn_batches, val_size=val_size, finetune_steps=finetune_steps,
             device=device, example_inputs=example_inputs, round_to=space.round_to,
             min_channels=space.min_channels, ignored=ignored, seed=seed or 0,
-            progress=progress, rungs=asked)
-    _check_proxy_matches(evaluator, space, asked, objective)
+            progress=progress, rungs=None if asked == AUTO else asked)
+    if asked == AUTO:
+        evaluator = _auto_rungs(evaluator, space, target, model, example_inputs, ignored,
+                                data, seed, objective, progress)
+    _check_proxy_matches(evaluator, space, None if asked == AUTO else asked, objective)
     rungs = getattr(evaluator, "rungs", None)
     directions = ["maximize"] if objective == "single" else ["maximize", "minimize"]
     st = open_study(open_storage(storage), study, directions, sampler,
@@ -218,11 +225,43 @@ def search(
         tracker.close()
     result = build_result(st, space, target, strategy, objective,
                           time.perf_counter() - start, tracker.failed)
+    result.rungs = None if rungs is None else rungs.text()
     if verify and target.timed:
         from nasprune.search.verify import verify_delivery
 
         result.delivery = verify_delivery(result, model, example_inputs, runtime)
     return result
+
+
+def _auto_rungs(evaluator: Any, space: SearchSpace, target: Budget, model: Any,
+                example_inputs: Any, ignored: Any, data: Any, seed: int | None,
+                objective: str, progress: bool) -> Any:
+    """``rungs="auto"``: ``evaluator``, or the same proxy in rungs when the best warm-start
+    candidate keeps too little of the unpruned model's score (:func:`auto_rungs`).
+
+    Deterministic (the proxy is), so a resumed or parallel call decides the same and its
+    study's recorded rung setting matches. Only a plain single-fidelity :class:`Proxy` (not
+    a subclass with its own scoring) of a single-objective search is considered."""
+    if (objective != "single" or type(evaluator) is not Proxy
+            or evaluator.rungs is not None or evaluator.finetune_steps):
+        return evaluator
+    found = warm.candidates(space, target, model, example_inputs, criterion=evaluator.criterion,
+                            ignored=ignored, data=data, seed=seed or 0)
+    if not found:
+        return evaluator
+    try:
+        unpruned = evaluator.score({})
+        best = max(evaluator.score(space.prune_ratios(keep)) for _, keep in found)
+    except Exception:  # noqa: BLE001 -- the study records a failing candidate as its trial
+        return evaluator
+    chosen = auto_rungs(evaluator.val_size, unpruned, best)
+    if chosen is None:
+        return evaluator
+    if progress:
+        print(f"rungs {chosen.text()}: the best one-knob network scores {best:.4g}, "
+              f"{best / unpruned:.0%} of the unpruned model's {unpruned:.4g} (rungs='auto' "
+              f"switches them on below {AUTO_BELOW:.0%}; rungs=None turns them off)")
+    return evaluator.with_rungs(chosen)
 
 
 def _timing(target: Budget, model: Any, example_inputs: Any, device: Any, runtime: Any,

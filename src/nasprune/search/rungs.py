@@ -30,6 +30,14 @@ from nasprune.errors import NaspruneError
 from nasprune.validate import check_count
 
 ETA = 3.0  # keep the best third at each rung, successive halving's usual factor
+# rungs="auto" (the default of search()): rungs when the budget wrecks the network. On the
+# shared ResNet-20 (BENCHMARKS.md, issue 13's peer table) the best one-knob network kept
+# ~48 % of the unpruned proxy score at 30 % of the MACs, where rungs 1000:0,4000:30 gained
+# +0.98 pp after fine-tuning on 3 of 3 seeds, and ~75 % at 50 %, where they lost 0.79 pp:
+# when adaptive BN alone leaves little of the network, a short fine-tune must rank it.
+AUTO = "auto"
+AUTO_BELOW = 0.6
+AUTO_VAL_FACTOR, AUTO_STEPS = 4, 30
 
 
 @dataclass(frozen=True)
@@ -92,13 +100,31 @@ def _text(r: Rung) -> str:
     return f"{r.val_size}:{r.finetune_steps}"
 
 
-def as_rungs(value: Any, eta: float = ETA) -> Rungs | None:
-    """None, ``""`` or ``"off"``: single fidelity; a :class:`Rungs`; or its text spelling."""
+def as_rungs(value: Any, eta: float = ETA, auto: bool = False) -> Rungs | str | None:
+    """None, ``""`` or ``"off"``: single fidelity; a :class:`Rungs`; or its text spelling;
+    with ``auto``, also ``"auto"`` (returned as :data:`AUTO`, for :func:`auto_rungs`)."""
     if value is None or isinstance(value, Rungs):
         return value
     if isinstance(value, str):
-        return None if value.strip().lower() in ("", "off", "none") else Rungs.parse(value, eta)
+        word = value.strip().lower()
+        if word == AUTO:
+            if not auto:
+                raise NaspruneError("rungs='auto' is decided by search() (it scores the "
+                                    "warm start first): give a Proxy explicit rungs or none")
+            return AUTO
+        return None if word in ("", "off", "none") else Rungs.parse(value, eta)
     raise NaspruneError(f"rungs must be text such as '1000:0,4000:50', got {value!r}")
+
+
+def auto_rungs(val_size: int, unpruned: float, best_warm: float,
+               eta: float = ETA) -> Rungs | None:
+    """The rungs ``rungs="auto"`` scores in: ``VAL:0,4·VAL:30`` when the best one-knob
+    network at the budget keeps less than :data:`AUTO_BELOW` of the unpruned model's
+    proxy score, else none (single fidelity). Only a positive score, higher is better
+    (accuracy and the like), is read as a fraction: for others rungs stay off."""
+    if not unpruned > 0 or best_warm >= AUTO_BELOW * unpruned:
+        return None
+    return Rungs((Rung(val_size, 0), Rung(AUTO_VAL_FACTOR * val_size, AUTO_STEPS)), eta)
 
 
 def advances(trial: optuna.Trial, rung: int, score: float, eta: float) -> bool:
@@ -139,4 +165,5 @@ def score_in_rungs(trial: optuna.Trial, proxy: Any, ratios: dict[str, float],
     return scores[-1]
 
 
-__all__ = ["ETA", "Rung", "Rungs", "advances", "as_rungs", "score_in_rungs"]
+__all__ = ["AUTO", "AUTO_BELOW", "ETA", "Rung", "Rungs", "advances", "as_rungs", "auto_rungs",
+           "score_in_rungs"]
