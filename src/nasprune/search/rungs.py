@@ -32,9 +32,10 @@ from nasprune.validate import check_count
 ETA = 3.0  # keep the best third at each rung, successive halving's usual factor
 # rungs="auto" (the default of search()): rungs when the budget wrecks the network. On the
 # shared ResNet-20 (BENCHMARKS.md, issue 13's peer table) the best one-knob network kept
-# ~48 % of the unpruned proxy score at 30 % of the MACs, where rungs 1000:0,4000:30 gained
-# +0.98 pp after fine-tuning on 3 of 3 seeds, and ~75 % at 50 %, where they lost 0.79 pp:
-# when adaptive BN alone leaves little of the network, a short fine-tune must rank it.
+# 45 % of the unpruned proxy score (0.360 of 0.807) at 30 % of the MACs, where rungs
+# 1000:0,4000:30 gained +0.98 pp after fine-tuning on 3 of 3 seeds, and 77 % at 50 %,
+# where they lost 0.79 pp: when adaptive BN alone leaves little of the network, a short
+# fine-tune must rank the candidates. Two budgets on one network chose 60 %.
 AUTO = "auto"
 AUTO_BELOW = 0.6
 AUTO_VAL_FACTOR, AUTO_STEPS = 4, 30
