@@ -87,7 +87,7 @@ def add(sub: argparse._SubParsersAction) -> None:
                    "validation images after K fine-tuning steps, the best 1/ETA so far go on "
                    "to the next rung, the rest stop early (replaces --val-size and "
                    "--finetune-steps for the search); 'off': one fidelity; default 'auto': "
-                   "rungs VAL:0,4*VAL:30 when the best warm-start network keeps less than 60 "
+                   "rungs 1000:0,4000:30 when the best warm-start network keeps less than 60 "
                    "%% of the unpruned model's proxy score (measured: they pay at 30 %% of "
                    "ResNet-20's MACs, not at 50 %%)")
     p.add_argument("--rungs-eta", type=float, default=None, metavar="ETA",

@@ -172,7 +172,7 @@ def search(
     fine-tuning steps on more validation images, the rest stopped early (PRUNED trials,
     counted in ``trials``, never picked); the best is the best at the highest rung reached.
     ``"auto"`` (the default) scores the warm-start candidates and the unpruned model first
-    and uses rungs ``VAL:0,4·VAL:30`` only when the best candidate keeps less than 60 % of
+    and uses rungs ``1000:0,4000:30`` only when the best candidate keeps less than 60 % of
     the unpruned score (:func:`~nasprune.search.rungs.auto_rungs`; an evaluator that
     already fine-tunes or has rungs is kept as it is).
     Latency and speed-up budgets are predicted from a table measured on ``runtime`` (a
@@ -257,11 +257,18 @@ def _auto_rungs(evaluator: Any, space: SearchSpace, target: Budget, model: Any,
     chosen = auto_rungs(evaluator.val_size, unpruned, best)
     if chosen is None:
         return evaluator
+    why = (f"the best one-knob network scores {best:.4g}, {best / unpruned:.0%} of the "
+           f"unpruned model's {unpruned:.4g}")
+    try:
+        in_rungs = evaluator.with_rungs(chosen)
+    except NaspruneError as exc:  # the top rung's samples exceed the proxy's cache_mb
+        if progress:
+            print(f"rungs off: {why}, but the rungs {chosen.text()} cannot be cached ({exc})")
+        return evaluator
     if progress:
-        print(f"rungs {chosen.text()}: the best one-knob network scores {best:.4g}, "
-              f"{best / unpruned:.0%} of the unpruned model's {unpruned:.4g} (rungs='auto' "
-              f"switches them on below {AUTO_BELOW:.0%}; rungs=None turns them off)")
-    return evaluator.with_rungs(chosen)
+        print(f"rungs {chosen.text()}: {why} (rungs='auto' switches them on below "
+              f"{AUTO_BELOW:.0%}; rungs=None turns them off)")
+    return in_rungs
 
 
 def _timing(target: Budget, model: Any, example_inputs: Any, device: Any, runtime: Any,
