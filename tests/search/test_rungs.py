@@ -242,12 +242,14 @@ def test_search_auto_scores_in_rungs_only_where_the_warm_start_collapses(
                    trials=3, val_size=60, seed=0, rungs=None, **FAST)
     assert sound.rungs is None and not sound.stopped
     assert [c.score for c in sound.trials] == [c.score for c in plain.trials]
-    # Off on request, and never for an evaluator that already fine-tunes.
+    # Off on request, for a proxy that already fine-tunes, and without a warm start.
     off = search(trained, x, digits, strategy="random", target=Budget(macs=0.5), trials=2,
                  val_size=60, seed=0, rungs="off", **FAST)
     tuned = search(trained, x, digits, strategy="random", target=Budget(macs=0.5), trials=2,
                    val_size=60, seed=0, finetune_steps=2, **FAST)
-    assert off.rungs is None and tuned.rungs is None
+    cold = search(trained, x, digits, strategy="random", target=Budget(macs=0.5), trials=2,
+                  val_size=60, seed=0, warm_start=False, **FAST)  # nothing to judge it by
+    assert off.rungs is None and tuned.rungs is None and cold.rungs is None
 
 
 # --- the command line -------------------------------------------------------------------

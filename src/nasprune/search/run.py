@@ -14,7 +14,9 @@ study's first trials are the zero-search baselines (:mod:`nasprune.search.warm_s
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 from typing import Any
 
 from nasprune.errors import NaspruneError
@@ -99,15 +101,11 @@ def _proposer(strategy: Strategy, space: SearchSpace, proxy: Proxy, target: Budg
     return propose
 
 
-def _warm_start(st: Any, space: SearchSpace, target: Budget, trials: int, model: Any,
-                example_inputs: Any, proxy: Proxy, ignored: Any, data: Any,
-                seed: int | None) -> None:
+def _warm_start(st: Any, space: SearchSpace, trials: int,
+                candidates: Callable[[], list[tuple[str, Any]]]) -> None:
     """Enqueue the warm-start candidates once per study (not again on resume or per worker)."""
     complete, running, waiting = count(st)
-    warm.start(st, space, trials - complete - running - waiting,
-               lambda: warm.candidates(space, target, model, example_inputs,
-                                       criterion=getattr(proxy, "criterion", "l1"),
-                                       ignored=ignored, data=data, seed=seed or 0))
+    warm.start(st, space, trials - complete - running - waiting, candidates)
 
 
 def search(
@@ -173,8 +171,8 @@ def search(
     counted in ``trials``, never picked); the best is the best at the highest rung reached.
     ``"auto"`` (the default) scores the warm-start candidates and the unpruned model first
     and uses rungs ``1000:0,4000:30`` only when the best candidate keeps less than 60 % of
-    the unpruned score (:func:`~nasprune.search.rungs.auto_rungs`; an evaluator that
-    already fine-tunes or has rungs is kept as it is).
+    the unpruned score (:func:`~nasprune.search.rungs.auto_rungs`; without a warm start,
+    or with an evaluator that already fine-tunes or has rungs, one fidelity).
     Latency and speed-up budgets are predicted from a table measured on ``runtime`` (a
     :class:`~nasprune.metrics.runtime.Runtime`; default torch eager on ``device``);
     ``round_to`` is one width step, a dict group name → step, or ``"auto"``: each group's
@@ -186,6 +184,8 @@ def search(
         data = as_task(data, score=score)
     target = Budget(macs=0.5) if target is None else target
     _check_args(target, trials, objective, seed)
+    if not isinstance(warm_start, bool):
+        raise NaspruneError(f"warm_start must be True or False, got {warm_start!r}")
     asked = as_rungs(rungs, auto=True)
     strat = STRATEGIES.get(strategy)
     runtime, round_to = _timing(target, model, example_inputs, device, runtime, round_to,
@@ -203,19 +203,20 @@ def search(
             device=device, example_inputs=example_inputs, round_to=space.round_to,
             min_channels=space.min_channels, ignored=ignored, seed=seed or 0,
             progress=progress, rungs=None if asked == AUTO else asked)
-    if asked == AUTO:
-        evaluator = _auto_rungs(evaluator, space, target, model, example_inputs, ignored,
-                                data, seed, objective, progress)
+    criterion = getattr(evaluator, "criterion", "l1")
+    # Built once: the auto rungs score them, then the warm start enqueues them.
+    candidates = functools.cache(lambda: warm.candidates(
+        space, target, model, example_inputs, criterion=criterion, ignored=ignored,
+        data=data, seed=seed or 0))
+    if asked == AUTO and warm_start:
+        evaluator = _auto_rungs(evaluator, space, candidates, objective, progress)
     _check_proxy_matches(evaluator, space, None if asked == AUTO else asked, objective)
     rungs = getattr(evaluator, "rungs", None)
     directions = ["maximize"] if objective == "single" else ["maximize", "minimize"]
     st = open_study(open_storage(storage), study, directions, sampler,
                     _study_meta(space, target, objective, rungs))
-    if not isinstance(warm_start, bool):
-        raise NaspruneError(f"warm_start must be True or False, got {warm_start!r}")
     if warm_start:
-        _warm_start(st, space, target, trials, model, example_inputs, evaluator, ignored, data,
-                    seed)
+        _warm_start(st, space, trials, candidates)
     propose = _proposer(strat, space, evaluator, target, model, data, seed, strategy_options)
     tracker = Progress(st, trials, f"search {strategy}", progress)
     try:
@@ -233,9 +234,9 @@ def search(
     return result
 
 
-def _auto_rungs(evaluator: Any, space: SearchSpace, target: Budget, model: Any,
-                example_inputs: Any, ignored: Any, data: Any, seed: int | None,
-                objective: str, progress: bool) -> Any:
+def _auto_rungs(evaluator: Any, space: SearchSpace,
+                candidates: Callable[[], list[tuple[str, Any]]], objective: str,
+                progress: bool) -> Any:
     """``rungs="auto"``: ``evaluator``, or the same proxy in rungs when the best warm-start
     candidate keeps too little of the unpruned model's score (:func:`auto_rungs`).
 
@@ -245,8 +246,7 @@ def _auto_rungs(evaluator: Any, space: SearchSpace, target: Budget, model: Any,
     if (objective != "single" or type(evaluator) is not Proxy
             or evaluator.rungs is not None or evaluator.finetune_steps):
         return evaluator
-    found = warm.candidates(space, target, model, example_inputs, criterion=evaluator.criterion,
-                            ignored=ignored, data=data, seed=seed or 0)
+    found = candidates()
     if not found:
         return evaluator
     try:
