@@ -129,15 +129,16 @@ def all_groups(graph: tp.DependencyGraph, ignored: list[nn.Module],
             continue
         reached: set = set()
         try:
-            group, classes = pruning_group(graph, m, pruner.prune_out_channels,
-                                           list(range(pruner.get_out_channels(m))), reached)
+            found = pruning_group(graph, m, pruner.prune_out_channels,
+                                  list(range(pruner.get_out_channels(m))), reached)
         except (IndexError, ZeroDivisionError):
-            visited.update(r for r in reached if isinstance(r, nn.Module))
-            continue
-        outs = [d.target.module for d, _ in group if graph.is_out_channel_pruning_fn(d.handler)]
-        visited.update(o for o in outs if isinstance(o, nn.Module))
-        if not any(o in skip for o in outs if isinstance(o, nn.Module)):
-            yield group, classes
+            found = None
+        # The layers whose outputs the walk reached: the group's output layers when it
+        # succeeds, those it had got to when it failed. None is a root again.
+        layers = {r for r in reached if isinstance(r, nn.Module)}
+        visited |= layers
+        if found is not None and not layers & skip:
+            yield found
 
 
 def cut_group(graph: tp.DependencyGraph, tp_group, removed: list[int]) -> None:
