@@ -240,8 +240,9 @@ def _auto_rungs(evaluator: Any, space: SearchSpace,
     """``rungs="auto"``: ``evaluator``, or the same proxy in rungs when the best warm-start
     candidate keeps too little of the unpruned model's score (:func:`auto_rungs`).
 
-    Deterministic (the proxy is), so a resumed or parallel call decides the same and its
-    study's recorded rung setting matches. Only a plain single-fidelity :class:`Proxy` (not
+    Deterministic given the space (the proxy is; a latency budget's table is cached per
+    device), so a resumed or parallel call decides the same and its study's recorded rung
+    setting matches. Only a plain single-fidelity :class:`Proxy` (not
     a subclass with its own scoring) of a single-objective search is considered."""
     if (objective != "single" or type(evaluator) is not Proxy
             or evaluator.rungs is not None or evaluator.finetune_steps):
