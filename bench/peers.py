@@ -8,6 +8,8 @@ splits, seed, adaptive-BN step and fine-tuning recipe (nasprune's experiment run
   ``tp.importance.MagnitudeImportance(p=1)`` (L1) and one ``pruning_ratio`` for every
   layer, the final classifier in ``ignored_layers``: Torch-Pruning's documented recipe.
 * ``tp-global`` — the same with ``global_pruning=True`` (one ranking across layers).
+* ``tp-isomorphic`` — ``global_pruning=True, isomorphic=True``: Torch-Pruning's isomorphic
+  pruning (ECCV 2024), which ranks each group only against groups of the same structure.
   For both, ``pruning_ratio`` is bisected until the pruned model's MACs are at the budget:
   the closest of the two bracketing ratios, never more than 1 % over it.
 * nasprune's ``uniform``, ``global``, ``sensitivity`` and the searched ``nas:<strategy>``
@@ -71,7 +73,7 @@ from nasprune.errors import NaspruneError  # noqa: E402
 
 SHARED_TARBALL = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
 MAC_TOLERANCE = 0.01  # Torch-Pruning's result must be within 1 % of the MACs budget
-TP_METHODS = ("tp-uniform", "tp-global")
+TP_METHODS = ("tp-uniform", "tp-global", "tp-isomorphic")
 DEFAULT_METHODS = ["unpruned", "tp-uniform", "tp-global", "uniform", "global",
                    "sensitivity", "nas:evolution", "nas:bayes", "nas:rl"]
 
@@ -176,7 +178,7 @@ def classifier_layers(model: nn.Module, example: torch.Tensor) -> list[nn.Module
 
 
 def tp_prune(model: nn.Module, example: torch.Tensor, ratio: float, global_pruning: bool,
-             round_to: int | None = None) -> nn.Module:
+             round_to: int | None = None, isomorphic: bool = False) -> nn.Module:
     """A pruned copy of ``model``: ``tp.pruner.MetaPruner`` + L1 magnitude, one step."""
     import torch_pruning as tp
 
@@ -185,6 +187,7 @@ def tp_prune(model: nn.Module, example: torch.Tensor, ratio: float, global_pruni
         net, example, importance=tp.importance.MagnitudeImportance(p=1),
         pruning_ratio=float(ratio), global_pruning=global_pruning,
         ignored_layers=classifier_layers(net, example), round_to=round_to,
+        isomorphic=isomorphic,
     )
     pruner.step()
     return net
@@ -192,7 +195,8 @@ def tp_prune(model: nn.Module, example: torch.Tensor, ratio: float, global_pruni
 
 def tp_to_budget(model: nn.Module, example: torch.Tensor, budget: float,
                  global_pruning: bool, round_to: int | None = None, steps: int = 14,
-                 tolerance: float = MAC_TOLERANCE) -> tuple[nn.Module, dict[str, Any]]:
+                 tolerance: float = MAC_TOLERANCE,
+                 isomorphic: bool = False) -> tuple[nn.Module, dict[str, Any]]:
     """Torch-Pruning at ``budget`` (a fraction of the MACs): ``pruning_ratio`` bisected.
 
     Returns the pruned model closest to the budget among the two ratios that bracket it,
@@ -210,7 +214,7 @@ def tp_to_budget(model: nn.Module, example: torch.Tensor, budget: float,
 
     def make(r: float) -> tuple[nn.Module, int]:
         if r not in cache:
-            m = tp_prune(model, example, r, global_pruning, round_to)
+            m = tp_prune(model, example, r, global_pruning, round_to, isomorphic)
             cache[r] = (m, count_macs(m, example))
         return cache[r]
 
@@ -237,7 +241,8 @@ def tp_to_budget(model: nn.Module, example: torch.Tensor, budget: float,
     info = {
         "library": f"torch-pruning {tp.__version__}",
         "pruner": "tp.pruner.MetaPruner", "importance": "MagnitudeImportance(p=1)",
-        "global_pruning": global_pruning, "pruning_ratio": ratio, "round_to": round_to,
+        "global_pruning": global_pruning, "isomorphic": isomorphic,
+        "pruning_ratio": ratio, "round_to": round_to,
         "macs": int(macs), "macs_fraction": macs / base, "budget": budget,
         "off_budget": macs / target - 1.0,
         "within_tolerance": abs(macs / target - 1.0) <= tolerance,
@@ -252,17 +257,18 @@ def _register() -> None:
     from nasprune.data.registry import DATASETS, load_dataset, register_dataset
     from nasprune.methods import METHODS, Context, Pruned, register_method
 
-    def tp_method(global_pruning: bool):
+    def tp_method(global_pruning: bool, isomorphic: bool = False):
+        kind = ("isomorphic ranking" if isomorphic else
+                "global ranking" if global_pruning else "uniform ratio")
+
         def method(ctx: Context) -> Pruned:
             start = time.perf_counter()
             net, info = tp_to_budget(ctx.model, ctx.example, ctx.cfg.budget, global_pruning,
-                                     ctx.cfg.round_to)
+                                     ctx.cfg.round_to, isomorphic=isomorphic)
             if not info["within_tolerance"]:
-                print(f"warning: Torch-Pruning ({'global' if global_pruning else 'uniform'})"
-                      f" ends {info['off_budget']:+.2%} off the MACs budget", file=sys.stderr)
-            info["note"] = ("Torch-Pruning MetaPruner, L1, "
-                            + ("global ranking" if global_pruning else "uniform ratio")
-                            + f" {info['pruning_ratio']:.4f}")
+                print(f"warning: Torch-Pruning ({kind}) ends {info['off_budget']:+.2%} off "
+                      "the MACs budget", file=sys.stderr)
+            info["note"] = f"Torch-Pruning MetaPruner, L1, {kind} {info['pruning_ratio']:.4f}"
             # Recorded like nasprune's own pruned models, so reports and `load` read it.
             net.nasprune_pruning = {"method": "torch-pruning", "criterion": "l1",
                                     "ratios": None, "round_to": ctx.cfg.round_to}
@@ -274,6 +280,8 @@ def _register() -> None:
         register_method("tp-uniform")(tp_method(False))
     if "tp-global" not in METHODS:
         register_method("tp-global")(tp_method(True))
+    if "tp-isomorphic" not in METHODS:
+        register_method("tp-isomorphic")(tp_method(True, isomorphic=True))
 
     import fastnas  # NVIDIA ModelOpt FastNAS, where its benchmark environment has it
 
@@ -547,7 +555,7 @@ def proxy_scores(s: Settings, checkpoint: Path, rows: list[dict[str, Any]]) -> N
         net = None
         if row["method"] in TP_METHODS:
             net = tp_prune(model, x, info["pruning_ratio"], info["global_pruning"],
-                           info.get("round_to")).to(device)
+                           info.get("round_to"), info.get("isomorphic", False)).to(device)
         elif row["method"] == "unpruned":
             net = copy.deepcopy(model)
         if net is not None:

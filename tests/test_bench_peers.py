@@ -39,7 +39,8 @@ def finished(peers, tmp_path_factory):
         "cpu", model="digitscnn", data="digits", baseline_epochs=3, finetune_epochs=1,
         train_subset=600, trials=2, val_size=100, bn_batches=2, latency_warmup=0,
         latency_repeats=1,
-        methods=["unpruned", "tp-uniform", "tp-global", "uniform", "nas:random"],
+        methods=["unpruned", "tp-uniform", "tp-global", "tp-isomorphic", "uniform",
+                 "nas:random"],
         runs=str(tmp / "runs"), out=str(tmp / "out"))
     bench_md = tmp / "BENCHMARKS.md"
     bench_md.write_text("# Benchmarks\n\nEarlier text stays.\n", encoding="utf-8")
@@ -53,11 +54,12 @@ def test_torch_pruning_meets_the_budget_and_is_measured(peers, finished, digits)
 
     s, record, _ = finished
     rows = {r["method"]: r for r in record["rows"]}
-    assert set(rows) == {"unpruned", "tp-uniform", "tp-global", "uniform", "nas:random"}
+    assert set(rows) == {"unpruned", "tp-uniform", "tp-global", "tp-isomorphic", "uniform",
+                         "nas:random"}
     assert record["missing"] == []
     base_macs = rows["unpruned"]["macs"]
     x = digits.example_input(1)
-    for name in ("tp-uniform", "tp-global", "uniform"):
+    for name in ("tp-uniform", "tp-global", "tp-isomorphic", "uniform"):
         r = rows[name]
         assert 0.0 <= r["top1"] <= 1.0
         # digitscnn's narrow layers make the steps of a uniform ratio ~3 % of the MACs.
@@ -73,10 +75,11 @@ def test_torch_pruning_meets_the_budget_and_is_measured(peers, finished, digits)
     tp = rows["tp-uniform"]
     model = load(s.out_dir / "experiment" / "methods" / "tp-uniform" / "model")
     assert evaluate(model, digits, split="test")["top1"] == pytest.approx(tp["top1"], abs=1e-9)
-    for name in ("tp-uniform", "tp-global"):
+    for name in ("tp-uniform", "tp-global", "tp-isomorphic"):
         info = rows[name]["info"]
         assert info["pruner"] == "tp.pruner.MetaPruner"
-        assert info["global_pruning"] is (name == "tp-global")
+        assert info["global_pruning"] is (name != "tp-uniform")
+        assert info["isomorphic"] is (name == "tp-isomorphic")
         assert 0.0 < info["pruning_ratio"] < 0.95
         assert info["macs"] == rows[name]["macs"] and info["tp_count_ops"] > 0
     assert rows["unpruned"]["finetune_seconds"] == 0.0
