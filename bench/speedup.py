@@ -29,6 +29,9 @@ ResNet-20, batch 1, 3 trials, 5 candidates, short timing (a smoke run, not a mea
 ``--compare-widths``: instead, one global measured width step against per-group measured
 steps against Torch-Pruning global, at 50 % of the MACs and at ``--target``
 (:mod:`speedup_widths`); ``--cache DIR`` keeps tables and steps between runs.
+``--delivery``: part 1 only, at the per-group steps the search measures itself
+(``round_to="auto"``), tabled with the search's first choice, the budget's correction by
+measurement (:mod:`nasprune.search.verify`) and what was delivered.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from nasprune.errors import NaspruneError
 from nasprune.metrics import count_macs
 from nasprune.metrics.runtime import Runtime, compare_latency
 from nasprune.search import Budget, SearchSpace, search
+from nasprune.search.group_widths import measured_steps
 from nasprune.search.latency import LatencyModel
 from nasprune.search.widths import measured_round_to
 
@@ -76,8 +80,14 @@ def network(name: str) -> tuple[torch.nn.Module, torch.Tensor]:
 
 
 def delivered(model, x, rt: Runtime, args, cache: str) -> dict[str, Any]:
-    """Part 1: a speed-up-budgeted search and its delivery check."""
-    step, widths = measured_round_to(model, x, rt, rounds=args.rounds, repeats=args.repeats)
+    """Part 1: a speed-up-budgeted search and its delivery check (with ``--delivery``: at
+    the per-group steps the search measures itself, ``round_to="auto"``)."""
+    if args.delivery:  # what round_to="auto" measures (cached in ``cache``)
+        step, widths = measured_steps(model, x, rt, cache_dir=cache)
+        widths = {"steps": step, "seconds": widths.get("seconds")}
+    else:
+        step, widths = measured_round_to(model, x, rt, rounds=args.rounds,
+                                         repeats=args.repeats)
     start = time.perf_counter()
     try:
         result = search(model, x, None, strategy="random", target=Budget(speedup=args.target),
@@ -87,7 +97,8 @@ def delivered(model, x, rt: Runtime, args, cache: str) -> dict[str, Any]:
     except NaspruneError as exc:  # e.g. the target is out of reach on this runtime
         return {"round_to": step, "widths": widths, "error": str(exc)}
     d = result.delivery
-    return {"round_to": step, "widths": widths, "seconds": time.perf_counter() - start,
+    return {"round_to": result.space.round_to, "widths": widths,
+            "seconds": time.perf_counter() - start,
             "macs_fraction": result.best.macs_fraction, **d.to_dict()}
 
 
@@ -138,10 +149,36 @@ def run_cell(name: str, runtime: str, batch: int, args, cache: str) -> dict[str,
     rt = Runtime(runtime, threads=args.threads, batch_size=batch)
     cell: dict[str, Any] = {"net": name, "runtime": rt.describe(), "batch": batch}
     cell["delivery"] = delivered(model, x, rt, args, cache)
+    if args.delivery:
+        return cell
     step = cell["delivery"]["round_to"]
     cell["model_error"] = model_error(model, x, rt, step, args, cache)
     cell["half_macs"] = at_half_macs(model, x, rt, step, args, cache)
     return cell
+
+
+def delivery_table(cells: list[dict[str, Any]], target: float) -> str:
+    """``--delivery``: the search's choice, the correction and what was delivered."""
+    rows = [f"| network | runtime | batch | search's choice: predicted → measured | corrected "
+            f"limit (predicted) | delivered: predicted → measured | p90 ms | MACs kept | "
+            f"met {target:g}x ±5 % | networks timed | s |",
+            "|---|---|--:|--:|--:|--:|--:|--:|:-:|--:|--:|"]
+    for c in cells:
+        d = c["delivery"]
+        head = f"| {c['net']} | {c['runtime'].split(' (')[0]} | {c['batch']} |"
+        if "error" in d:
+            rows.append(f"{head} {d['error'][:160]} | | | | | no | | |")
+            continue
+        first = d["checked"][0]
+        fix = d["corrected"] or {}
+        met = "yes" if d["met"] else f"no (−{d['miss']:.1%})"
+        rows.append(
+            f"{head} {first['predicted_speedup']:.2f}x → {first['speedup']:.2f}x | "
+            + (f"{fix['speedup']:.2f}x |" if fix else "— |"))
+        rows[-1] += (f" {d['predicted_speedup']:.2f}x → {d['measured_speedup']:.2f}x | "
+                     f"{d['p90_ms']:.3g} | {d['macs_fraction']:.1%} | {met} | "
+                     f"{len(d['checked'])} | {d['seconds']:.0f} |")
+    return "\n".join(rows)
 
 
 def table(cells: list[dict[str, Any]], target: float) -> str:
@@ -180,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=9)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--quick", action="store_true", help="a smoke run (see the docstring)")
+    p.add_argument("--delivery", action="store_true",
+                   help="part 1 only, at the search's own per-group steps (round_to='auto'); "
+                        "cells stored under 'delivery' in --json")
     p.add_argument("--compare-widths", action="store_true",
                    help="global vs per-group measured width steps vs TP global "
                         "(bench/speedup_widths.py); cells stored under 'widths' in --json")
@@ -204,21 +244,22 @@ def main(argv: list[str] | None = None) -> int:
     cache = args.cache or tempfile.mkdtemp(prefix="nasprune-speedup-")
     if args.compare_widths:
         return compare_widths(args, doc, out, cache, argv)
+    cells = doc.setdefault("delivery" if args.delivery else "cells", {})
     for name in args.nets.split(","):
         for runtime in args.runtimes.split(","):
             for batch in (int(b) for b in args.batches.split(",")):
                 key = f"{name}/{runtime}/{args.threads}t/b{batch}"
-                if key in doc["cells"]:
+                if key in cells:
                     print(f"{key}: done before, skipped", file=sys.stderr)
                     continue
                 start = time.perf_counter()
-                doc["cells"][key] = {**run_cell(name, runtime, batch, args, cache),
-                                     "date": datetime.date.today().isoformat(),
-                                     "seconds": time.perf_counter() - start}
+                cells[key] = {**run_cell(name, runtime, batch, args, cache),
+                              "date": datetime.date.today().isoformat(),
+                              "seconds": time.perf_counter() - start}
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(json.dumps(doc, indent=1) + "\n")  # resumable: after each cell
-                print(f"{key}: {doc['cells'][key]['seconds']:.0f} s", file=sys.stderr)
-    md = table(list(doc["cells"].values()), args.target)
+                print(f"{key}: {cells[key]['seconds']:.0f} s", file=sys.stderr)
+    md = (delivery_table if args.delivery else table)(list(cells.values()), args.target)
     out.with_suffix(".md").write_text(md + "\n")
     print(f"`{' '.join(['bench/speedup.py', *(argv or sys.argv[1:])])}` on "
           f"{doc['machine']['cpu']} ({doc['machine']['cores']} cores), torch "

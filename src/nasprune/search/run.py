@@ -230,7 +230,8 @@ def search(
     if verify and target.timed:
         from nasprune.search.verify import verify_delivery
 
-        result.delivery = verify_delivery(result, model, example_inputs, runtime)
+        result.delivery = verify_delivery(result, model, example_inputs, runtime,
+                                          evaluator=evaluator)
     return result
 
 
