@@ -14,7 +14,9 @@ splits, seed, adaptive-BN step and fine-tuning recipe (nasprune's experiment run
   the closest of the two bracketing ratios, never more than 1 % over it.
 * nasprune's ``uniform``, ``global``, ``sensitivity`` and the searched ``nas:<strategy>``
   (evolution, bayes, rl by default), exactly as ``nasprune experiment`` runs them;
-  ``nas:<strategy>@rungs`` is the same search scored in multi-fidelity rungs (``--rungs``).
+  ``nas:<strategy>@rungs`` is the same search scored in multi-fidelity rungs (``--rungs``),
+  ``nas:<strategy>@<X>x`` the same search asked for an X-fold speed-up on
+  ``--latency-runtime`` besides the MACs budget (``--budget 1`` for the speed-up alone).
 
 Per method: test top-1, MACs, params, latency at batch 1 and 128 (on the run's device;
 on CUDA runs the CPU latency too), search time and fine-tune time. The table is written
@@ -142,6 +144,7 @@ class Settings:
     latency_warmup: int = 2
     latency_repeats: int = 5
     latency_threads: int | None = 1
+    latency_runtime: str = "torch"  # where latency is measured and @<X>x targets hold
     methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
     out: str | None = None
     runs: str = "runs/peers"  # where the baseline is cached
@@ -328,8 +331,8 @@ def settings_from(protocol: str, **overrides: Any) -> Settings:
     values.update({k: v for k, v in overrides.items() if v is not None})
     s = Settings(**values)
     s.data_dir = resolve_data_dir(s.data, s.data_dir)
-    if not 0.0 < s.budget < 1.0:
-        raise NaspruneError(f"--budget must be a fraction of the MACs in (0, 1), got {s.budget}")
+    if not 0.0 < s.budget <= 1.0:
+        raise NaspruneError(f"--budget must be a fraction of the MACs in (0, 1], got {s.budget}")
     if s.train_subset is not None and s.train_subset < 1:
         raise NaspruneError(f"--train-subset must be a positive image count, got "
                             f"{s.train_subset}")
@@ -425,7 +428,7 @@ def experiment_config(s: Settings, checkpoint: Path, methods: list[str] | None =
         "sensitivity": {"levels": list(s.sensitivity_levels), "bn_batches": s.bn_batches,
                         "val_size": s.val_size},
         "latency": {"batch": 128, "warmup": s.latency_warmup, "repeats": s.latency_repeats,
-                    "threads": s.latency_threads},
+                    "threads": s.latency_threads, "runtime": s.latency_runtime},
         "methods": [_method_entry(m, s) for m in (methods if methods is not None
                                                   else s.methods)],
     }
@@ -433,9 +436,17 @@ def experiment_config(s: Settings, checkpoint: Path, methods: list[str] | None =
 
 def _method_entry(method: str, s: Settings) -> str | dict[str, Any]:
     """An experiment method entry; ``nas:<strategy>@rungs`` is that search scored in
-    ``s.rungs`` (multi-fidelity), as a row of its own beside the plain search."""
+    ``s.rungs`` (multi-fidelity), ``nas:<strategy>@<X>x`` that search asked for an X-fold
+    speed-up on the latency runtime (besides the MACs budget), each a row of its own."""
     if method.startswith("nas:") and method.endswith("@rungs"):
         return {"method": method.removesuffix("@rungs"), "name": method, "rungs": s.rungs}
+    if method.startswith("nas:") and "@" in method and method.endswith("x"):
+        base, _, x = method.rpartition("@")
+        try:
+            return {"method": base, "name": method, "speedup": float(x[:-1])}
+        except ValueError:
+            raise NaspruneError(f"{method!r}: a speed-up row is nas:<strategy>@<X>x, "
+                                "e.g. nas:bayes@2x") from None
     return method
 
 
@@ -850,6 +861,9 @@ def main(argv: list[str] | None = None) -> int:
                     f"(default {','.join(DEFAULT_METHODS)})")
     ap.add_argument("--device", help="cpu, cuda, cuda:N (cpu protocol: cpu; gpu: cuda if any)")
     ap.add_argument("--threads", type=int, help="torch CPU threads")
+    ap.add_argument("--latency-runtime", choices=["torch", "onnxruntime"],
+                    help="where latency is measured and nas:<strategy>@<X>x speed-ups are "
+                         "asked (default torch)")
     ap.add_argument("--train-subset", type=int,
                     help="fine-tune on a seeded subset of this many training images")
     ap.add_argument("--full-train", action="store_true",
@@ -886,7 +900,8 @@ def main(argv: list[str] | None = None) -> int:
             trials=args.trials, rungs=args.rungs, val_size=args.val_size, bn_batches=args.bn_batches,
             methods=methods, device=args.device, threads=args.threads,
             train_subset=args.train_subset, seed=args.seed, out=args.out, runs=args.runs,
-            deadline_minutes=args.deadline_minutes, label=args.label)
+            deadline_minutes=args.deadline_minutes, label=args.label,
+            latency_runtime=args.latency_runtime)
         if args.full_train:
             s.train_subset = None
         command = shlex.join(["python", "bench/peers.py", *argv])

@@ -214,3 +214,18 @@ def test_cuda_run_tables_add_cpu_latency(peers, finished):
     table = peers.markdown_table(rows, "cuda")
     assert "CUDA b1 ms" in table and "CPU b128 ms" in table
     assert table.count("\n") == len(rows) + 1
+
+
+def test_method_rows_with_rungs_or_a_speedup(peers):
+    s = peers.settings_from("cpu", model="digitscnn", data="digits", budget=1.0,
+                            latency_runtime="onnxruntime")
+    assert peers._method_entry("nas:bayes@2x", s) == {"method": "nas:bayes",
+                                                      "name": "nas:bayes@2x", "speedup": 2.0}
+    assert peers._method_entry("nas:tpe@rungs", s)["rungs"] == s.rungs
+    assert peers._method_entry("tp-global", s) == "tp-global"
+    with pytest.raises(NaspruneError, match="nas:<strategy>@<X>x"):
+        peers._method_entry("nas:bayes@fastx", s)
+    cfg = peers.experiment_config(s, Path("ckpt"), ["nas:bayes@1.5x"])
+    assert cfg["latency"]["runtime"] == "onnxruntime" and cfg["budget"] == 1.0
+    assert cfg["methods"] == [{"method": "nas:bayes", "name": "nas:bayes@1.5x",
+                               "speedup": 1.5}]

@@ -239,3 +239,36 @@ def test_a_nas_method_can_search_in_rungs(run, tmp_path):
         load_experiment_config(small_config(search={"rungs": "100:0,50"}))
     specs = resolve_methods(load_experiment_config(cfg))
     assert specs[1].settings.rungs == "100:0,200:3" and specs[0].settings.rungs == "auto"
+
+
+def test_a_nas_method_can_ask_for_a_speedup(run, tmp_path, monkeypatch):
+    """``speedup`` in a method entry: the search also holds that speed-up on the
+    experiment's latency runtime, at widths measured there, and verifies the delivery."""
+    import shutil
+
+    from nasprune.checkpoint import load
+    from nasprune.metrics.runtime import Runtime
+    from nasprune.search.group_widths import measured_steps
+
+    monkeypatch.setenv("NASPRUNE_CACHE_DIR", str(tmp_path / "cache"))  # not the user's
+    out, _ = run
+    shutil.copytree(out, tmp_path / "exp")
+    cfg = small_config(methods=[{"method": "nas:random", "name": "faster", "speedup": 1.05}])
+    result = nasprune.experiment(cfg, tmp_path / "exp", progress=False, report=False)
+    assert [r["status"] for r in result.rows] == ["ok"]
+    method_dir = tmp_path / "exp" / "methods" / "faster"
+    search = json.loads((method_dir / "search.json").read_text())
+    assert search["budget"] == {"macs": 0.5, "params": None, "latency_ms": None,
+                                "speedup": 1.05}
+    info = json.loads((method_dir / "result.json").read_text())["info"]
+    delivery = info["delivery"]
+    assert delivery["target_speedup"] == 1.05 and delivery["runtime"].startswith("torch (cpu, 1")
+    assert delivery["predicted_speedup"] >= 1.05 * 0.99 and delivery["measured_speedup"] > 0
+    # The widths are the steps measured on that runtime (cached), and the saved model has them.
+    base = load(out / "baseline" / "model")
+    steps, _ = measured_steps(base, torch.zeros(1, 1, 8, 8), Runtime("torch", threads=1))
+    assert info["round_to"] == steps
+    assert load(method_dir / "model").nasprune_pruning["round_to"] == steps
+    with pytest.raises(NaspruneError, match="speedup"):
+        load_experiment_config(small_config(methods=[{"method": "nas:random",
+                                                      "speedup": 0.5}]))

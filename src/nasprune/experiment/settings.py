@@ -61,6 +61,10 @@ class SearchSettings:
     # Multi-fidelity rungs ("1000:0,4000:30"; None or "off": one fidelity; "auto": on when the
     # budget wrecks the warm start's networks), see nasprune.search.rungs.
     rungs: str | None = "auto"
+    # A speed-up over the unpruned model on the experiment's latency runtime (batch 1,
+    # latency.threads), besides the MACs budget; widths measured on that runtime unless
+    # round_to is set, and the delivered network verified there (nasprune.search.verify).
+    speedup: float | None = _kw(None, min=1.0)
     options: dict[str, Any] = field(default_factory=dict)  # strategy options
 
     def __post_init__(self) -> None:
