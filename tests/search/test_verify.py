@@ -137,10 +137,10 @@ class _MacsScore:
         return self.space.fractions(self.space.keep_from_ratios(ratios))[0]
 
 
-def test_an_optimistic_table_is_corrected_by_measurement(r20, monkeypatch) -> None:
-    """Every searched candidate sits at a predicted 2x that measures ~1.5x (a fixed cost
-    the table does not know): the budget is tightened by the measurements and the
-    best-scoring re-projected allocation that measures 2x is delivered."""
+def _optimistic(r20, monkeypatch, budget: Budget):
+    """A space whose table predicts latency ∝ MACs (the unpruned network: 1 ms), a runtime
+    where 30 % of the unpruned time never shrinks (what the table does not know), and six
+    candidates projected onto ``budget`` by the table, scored by the MACs they keep."""
     from nasprune.metrics import count_macs
     from nasprune.search import verify
 
@@ -148,24 +148,22 @@ def test_an_optimistic_table_is_corrected_by_measurement(r20, monkeypatch) -> No
     space = SearchSpace(model, x)
     probe = LatencyModel(space, np.ones((len(space.cost_model.layer_names), len(GRID))),
                          GRID, 0.0, 1.0)
-    # A table that predicts latency ∝ MACs: a layer's MACs scale with g² where both its
-    # sides are pruned, else with g.
+    # A layer's MACs scale with g² where both its sides are pruned, else with g.
     both = probe._out_prunable & probe._in_prunable & ~space.cost_model._dw
     macs = space.cost_model.layer_costs(space.channels)[0].astype(float)
     power = np.where(both, 2.0, 1.0)[:, None]
-    space.latency = LatencyModel(space, macs[:, None] * np.asarray(GRID)[None, :] ** power,
-                                 GRID, 0.0, 1.0)
+    space.latency = LatencyModel(
+        space, macs[:, None] * np.asarray(GRID)[None, :] ** power / macs.sum(), GRID, 0.0, 1.0)
     base = count_macs(model, x)
     calls = []
 
-    def fixed_cost(models, *a, **kw):  # measured: 30 % of the unpruned time never shrinks
+    def fixed_cost(models, *a, **kw):
         ms = [0.3 + 0.7 * count_macs(m, x) / base for m in models]
         calls.append(len(models) - 1)
         return [{"median_ms": t, "p90_ms": t, "min_ms": t, "speedup": ms[0] / t,
                  "min_speedup": ms[0] / t} for t in ms]
 
     monkeypatch.setattr(verify, "compare_latency", fixed_cost)
-    budget = Budget(speedup=2.0)
     rng = np.random.default_rng(0)
     keeps = [space.project(rng.uniform(0.3, 1.0, space.dim), budget) for _ in range(6)]
     ev = _MacsScore(space)
@@ -173,12 +171,22 @@ def test_an_optimistic_table_is_corrected_by_measurement(r20, monkeypatch) -> No
                        macs_fraction=0.0, params_fraction=0.0,
                        score=ev.score(space.prune_ratios(k)), seconds=0.0)
              for i, k in enumerate(keeps)]
-    for c in cands:  # the table says 2x; the "runtime" says about 1.5x
-        assert space.latency.base_ms / space.latency.predict(space.kept(np.array(c.keep))) \
-            == pytest.approx(2.0, rel=0.02)
     first = max(cands, key=lambda c: c.score)
     result = SearchResult(best=first, trials=cands, study=None, pareto=[], seconds=0.0,
                           strategy="random", objective="single", budget=budget, space=space)
+    return model, x, result, ev, calls
+
+
+def test_an_optimistic_table_is_corrected_by_measurement(r20, monkeypatch) -> None:
+    """Every searched candidate sits at a predicted 2x that measures ~1.5x: the budget is
+    tightened by the measurements and the best-scoring re-projected allocation that
+    measures 2x is delivered."""
+    budget = Budget(speedup=2.0)
+    model, x, result, ev, calls = _optimistic(r20, monkeypatch, budget)
+    space, first = result.space, result.best
+    for c in result.trials:  # the table says 2x
+        assert space.latency.base_ms / space.latency.predict(space.kept(np.array(c.keep))) \
+            == pytest.approx(2.0, rel=0.02)
     # Without an evaluator nothing can be re-scored: the miss is reported as before.
     d = verify_delivery(result, model, x, Runtime("torch"))
     assert not d.met and d.corrected is None
@@ -197,6 +205,21 @@ def test_an_optimistic_table_is_corrected_by_measurement(r20, monkeypatch) -> No
     last = [r for r in d.checked if r.get("corrected") == d.corrected]
     assert result.best.score == max(r["score"] for r in last if r["speedup"] >= 1.9)
     assert "re-projected onto a predicted" in d.describe() and "MISSES" not in d.describe()
+
+
+def test_a_latency_limit_is_corrected_in_milliseconds(r20, monkeypatch) -> None:
+    """The same with ``latency_ms``: predicted 0.5 ms measures 0.65 ms; the predicted limit
+    is lowered until the measurement is at most 0.5 ms (+5 %)."""
+    budget = Budget(latency_ms=0.5)
+    model, x, result, ev, calls = _optimistic(r20, monkeypatch, budget)
+    d = verify_delivery(result, model, x, Runtime("torch"), evaluator=ev)
+    assert d.met and 0.45 < d.measured_ms <= 0.5 * 1.05, d.checked
+    assert d.checked[0]["median_ms"] == pytest.approx(0.65, abs=0.01)
+    # 0.5 · 0.5 / 0.65, then the secant: 0.29 (where 0.3 + 0.7 · 0.29 = 0.5).
+    assert set(d.corrected) == {"latency_ms"} and 0.27 < d.corrected["latency_ms"] < 0.31
+    assert d.predicted_ms == pytest.approx(d.corrected["latency_ms"], rel=0.02)
+    assert d.measured_ms == pytest.approx(0.3 + 0.7 * result.best.macs_fraction)
+    assert f"re-projected onto a predicted {d.corrected['latency_ms']:.3g} ms" in d.describe()
 
 
 def test_search_command_exits_1_on_a_miss_unless_allowed(monkeypatch, tmp_path, capsys,
