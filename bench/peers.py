@@ -644,14 +644,16 @@ def _ms(lat: dict | None, batch: int) -> str:
     return f"{float(lat[str(batch)]['median_ms']):.2f}"
 
 
-def markdown_table(rows: list[dict[str, Any]], device: str) -> str:
-    """The per-method table (latency columns for the run's device, plus CPU on CUDA)."""
+def markdown_table(rows: list[dict[str, Any]], device: str, runtime: str = "torch") -> str:
+    """The per-method table (latency columns for the run's device, plus CPU on CUDA; on
+    ``runtime`` where it is not torch eager)."""
     devs = [device] + (["cpu"] if device != "cpu" and any("cpu" in r["latency"] for r in rows)
                        else [])
     head = ["method", "top-1 %", "Δ top-1 pp", "proxy %", "MACs (M)", "MACs %", "params (K)",
             "params %"]
     for d in devs:
-        head += [f"{d.upper()} b1 ms", f"{d.upper()} b128 ms"]
+        where = d.upper() if runtime == "torch" or d != device else f"{d.upper()} {runtime}"
+        head += [f"{where} b1 ms", f"{where} b128 ms"]
     head += ["b1 ×", "b128 ×", "search s", "fine-tune s"]
     lines = ["| " + " | ".join(head) + " |",
              "|---|" + "---:|" * (len(head) - 1)]
@@ -710,7 +712,7 @@ def section(s: Settings, result: dict[str, Any], command: str, env: dict[str, An
         "objective (top-1 on those validation images after BN re-estimation) of the "
         "method's pruned network before fine-tuning.",
         "",
-        markdown_table(rows, dev),
+        markdown_table(rows, dev, s.latency_runtime),
         "",
         *[f"- {line}" for line in comparisons(rows)],
     ]
