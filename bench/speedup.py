@@ -91,7 +91,8 @@ def delivered(model, x, rt: Runtime, args, cache: str) -> dict[str, Any]:
     start = time.perf_counter()
     try:
         result = search(model, x, None, strategy="random", target=Budget(speedup=args.target),
-                        trials=args.trials, evaluator=MacsScore(model, x, step),
+                        space=args.space, trials=args.trials,
+                        evaluator=MacsScore(model, x, step),
                         round_to=step, runtime=rt, latency_cache=cache, progress=False,
                         seed=0)
     except NaspruneError as exc:  # e.g. the target is out of reach on this runtime
@@ -147,7 +148,8 @@ def at_half_macs(model, x, rt: Runtime, step: int | None, args,
 def run_cell(name: str, runtime: str, batch: int, args, cache: str) -> dict[str, Any]:
     model, x = network(name)
     rt = Runtime(runtime, threads=args.threads, batch_size=batch)
-    cell: dict[str, Any] = {"net": name, "runtime": rt.describe(), "batch": batch}
+    cell: dict[str, Any] = {"net": name, "runtime": rt.describe(), "batch": batch,
+                            "space": args.space}
     cell["delivery"] = delivered(model, x, rt, args, cache)
     if args.delivery:
         return cell
@@ -165,7 +167,9 @@ def delivery_table(cells: list[dict[str, Any]], target: float) -> str:
             "|---|---|--:|--:|--:|--:|--:|--:|:-:|--:|--:|"]
     for c in cells:
         d = c["delivery"]
-        head = f"| {c['net']} | {c['runtime'].split(' (')[0]} | {c['batch']} |"
+        net = c["net"] + ("" if c.get("space", "per-group") == "per-group" else
+                          f" ({c['space']})")
+        head = f"| {net} | {c['runtime'].split(' (')[0]} | {c['batch']} |"
         if "error" in d:
             rows.append(f"{head} {d['error'][:160]} | | | | | no | | |")
             continue
@@ -217,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=9)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--quick", action="store_true", help="a smoke run (see the docstring)")
+    p.add_argument("--space", default="per-group",
+                   help="the search space of part 1 (per-group, stage, blocks)")
     p.add_argument("--delivery", action="store_true",
                    help="part 1 only, at the search's own per-group steps (round_to='auto'); "
                         "cells stored under 'delivery' in --json")
@@ -248,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.nets.split(","):
         for runtime in args.runtimes.split(","):
             for batch in (int(b) for b in args.batches.split(",")):
-                key = f"{name}/{runtime}/{args.threads}t/b{batch}"
+                key = f"{name}/{runtime}/{args.threads}t/b{batch}" + (
+                    "" if args.space == "per-group" else f"/{args.space}")
                 if key in cells:
                     print(f"{key}: done before, skipped", file=sys.stderr)
                     continue
@@ -298,7 +305,8 @@ def compare_widths(args, doc: dict, out: Path, cache: str, argv: list[str] | Non
     for name in args.nets.split(","):
         for runtime in args.runtimes.split(","):
             for batch in (int(b) for b in args.batches.split(",")):
-                key = f"{name}/{runtime}/{args.threads}t/b{batch}"
+                key = f"{name}/{runtime}/{args.threads}t/b{batch}" + (
+                    "" if args.space == "per-group" else f"/{args.space}")
                 if key in cells:
                     print(f"widths {key}: done before, skipped", file=sys.stderr)
                     continue

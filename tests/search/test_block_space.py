@@ -147,3 +147,44 @@ def test_prune_ratios_file_rebuilds_the_network_on_the_command_line(tmp_path):
     rebuilt = load(tmp_path / "pruned")
     assert (count_macs(rebuilt, x), count_params(rebuilt)) == space.cost(keep)
     assert isinstance(rebuilt.get_submodule(space.blocks[1]), Skip)
+
+
+def test_latency_leaves_dropped_blocks_out_and_a_speedup_budget_holds(tmp_path):
+    from nasprune.metrics.runtime import Runtime
+    from nasprune.search.latency import GRID, LatencyModel
+
+    model, x = _model("resnet20")
+    space = BlockSpace(model, x)
+    names = space.cost_model.layer_names
+    # Every counted layer costs g ms at width factor g; 0.5 ms outside, overhead ×2.
+    table = np.tile(np.asarray(GRID), (len(names), 1))
+    space.latency = LatencyModel(space, table, GRID, 0.5, 2.0)
+    full = np.ones(space.dim)
+    base = space.latency.base_ms
+    assert base == pytest.approx(space.latency.predict(space.kept(full)))
+    assert base == pytest.approx(0.5 + 2.0 * len(names))
+    keep = full.copy()
+    keep[space.n_groups + 1] = 0.0  # the second block goes: its two convs with it
+    inside = [n for n in names if n.startswith(space.blocks[1] + ".")]
+    assert len(inside) == 2
+    assert space.latency.predict(space.kept(keep)) == pytest.approx(base - 2.0 * 2)
+    budget = Budget(speedup=1.5)
+    for v in _vectors(space, 4):
+        out = space.project(v, budget)
+        speedup = base / space.latency.predict(space.kept(out))
+        assert space.dropped(out) == space.dropped(v) and speedup >= 1.5
+        # on the budget, unless the blocks dropped already beat it at full width
+        assert speedup <= 1.5 * 1.03 or np.allclose(out[: space.n_groups], space.group_upper)
+    # Dropping every block is the fastest the space can go, and the refusal says so.
+    lowest = space.latency.predict(space.kept(space.lower))
+    with pytest.raises(NaspruneError, match=rf"only {base / lowest:.2f}x"):
+        space.check_feasible(Budget(speedup=1.01 * base / lowest))
+    # The table of the per-group space serves the blocks space: same layers, calibrated
+    # on the same whole networks (widths only, every block kept).
+    rt = Runtime("torch", threads=1)
+    flat = make_space("per-group", model, x)
+    one = LatencyModel.for_space(flat, model, x, cache_dir=tmp_path, runtime=rt, warmup=1,
+                                 repeats=2)
+    two = LatencyModel.for_space(space, model, x, cache_dir=tmp_path, runtime=rt)
+    assert "measured" in one.meta and "measured" not in two.meta
+    assert (two.a, two.b) == (one.a, one.b) and np.array_equal(two.table, one.table)

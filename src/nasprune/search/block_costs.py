@@ -69,6 +69,10 @@ class BlockCosts:
             else:
                 self._free_group[group, b] += product.macs
 
+    def layers_alive(self, dropped: np.ndarray) -> np.ndarray:
+        """Per counted layer (the cost model's order): 0 inside a dropped block, else 1."""
+        return 1.0 - np.minimum(self._layers_f @ np.asarray(dropped, dtype=float), 1.0)
+
     def per_block(self, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """MACs and params inside each block at ``kept`` channels per group."""
         cm = self.cost_model

@@ -11,7 +11,8 @@ Costs are exact: :class:`~nasprune.search.block_costs.BlockCosts` subtracts ever
 inside the dropped blocks from the analytic cost of the widths. The projection keeps the
 block genes as sampled and scales the widths onto the budget; when even the narrowest
 widths with those blocks do not fit, it drops more blocks, deepest kept one first.
-Latency budgets are not predicted for dropped blocks: they are refused here.
+Latency and speed-up budgets are predicted with the dropped blocks' layers left out
+(:meth:`~nasprune.search.latency.LatencyModel.predict`).
 """
 
 from __future__ import annotations
@@ -124,22 +125,19 @@ class BlockSpace(SearchSpace):
         rows[:, 6] = params / max(1, self.base_params)
         return np.clip(np.concatenate([groups, rows]), 0.0, 1.0)
 
-    def latency_limit(self, budget: Budget) -> float | None:
-        if budget.timed:
-            raise NaspruneError("the blocks space takes MACs and params budgets; latency and "
-                                "speed-up budgets are not predicted for dropped blocks")
-        return None
-
     def _load_fn(self, budget: Budget) -> LoadFn:
-        self.latency_limit(budget)
+        limit = self.latency_limit(budget)
 
         def load(keep: np.ndarray) -> float:
-            macs, params = self.cost(keep)
             out = 0.0
-            if budget.macs is not None:
-                out = max(out, macs / self.base_macs / budget.macs)
-            if budget.params is not None:
-                out = max(out, params / self.base_params / budget.params)
+            if budget.macs is not None or budget.params is not None:
+                macs, params = self.cost(keep)
+                if budget.macs is not None:
+                    out = max(out, macs / self.base_macs / budget.macs)
+                if budget.params is not None:
+                    out = max(out, params / self.base_params / budget.params)
+            if limit is not None:
+                out = max(out, self.latency.predict(self.kept(keep)) / limit)
             return out * (1.0 - 1e-12)  # float noise must not make an exact fit "over"
 
         return load

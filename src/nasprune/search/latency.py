@@ -7,9 +7,10 @@ sides scaled by ``g`` = 0.1 … 1.0), on the target device. A candidate's latenc
 its input and output width survives (MACs scale with their product) and ``T`` is the
 measured curve, linearly interpolated and made non-decreasing (isotonic), so the prediction
 is monotone in every keep ratio — which the budget projection's bisection needs. ``a`` and
-``b`` are fitted to two whole-network measurements (unpruned and uniformly pruned to half
-the channels): they absorb what the layer table leaves out (BatchNorm, activations,
-pooling, Python dispatch between layers).
+``b`` are fitted to whole-network measurements (unpruned and uniformly pruned to 75, 50 and
+30 % of the channels): they absorb what the layer table leaves out (BatchNorm, activations,
+pooling, Python dispatch between layers). In a blocks space a dropped block's layers cost
+nothing, and ``b`` scales away the overhead around them in proportion.
 
 All timings are the fastest of repeated runs (``min_ms``), the estimator least disturbed by
 other processes: the prediction is the latency of an otherwise idle device (on an idle
@@ -112,8 +113,14 @@ class LatencyModel:
         return self.table[rows, lo] * (1 - w) + self.table[rows, hi] * w
 
     def predict(self, kept: np.ndarray) -> float:
-        """Predicted latency in ms of the network with ``kept`` channels per group."""
-        return self.a + self.b * float(self.layer_ms(kept).sum())
+        """Predicted latency in ms of the network with ``kept`` channels per group (in a
+        blocks space, then 1/0 per block: a dropped block's layers cost nothing)."""
+        kept = np.asarray(kept, dtype=float)
+        n = len(self.space.groups)
+        ms = self.layer_ms(kept[:n])
+        if len(kept) > n:
+            ms = ms * self.space.block_costs.layers_alive(kept[n:] < 0.5)
+        return self.a + self.b * float(ms.sum())
 
     @property
     def base_ms(self) -> float:
@@ -248,7 +255,7 @@ def calibrate(model: nn.Module, example_inputs: Any, space: Any, table: np.ndarr
     probe = LatencyModel(space, table, GRID, 0.0, 1.0)
     nets, sums = [], []
     for p in points:
-        keep = np.full(space.dim, p)
+        keep = space.nearest_keep(np.full(len(space.groups), p))  # widths only, all blocks
         sums.append(float(probe.layer_ms(space.kept(keep)).sum()))
         nets.append(model if p >= 1.0 else prune(
             model, example_inputs, space.prune_ratios(keep), round_to=space.round_to,
