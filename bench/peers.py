@@ -16,7 +16,8 @@ splits, seed, adaptive-BN step and fine-tuning recipe (nasprune's experiment run
   (evolution, bayes, rl by default), exactly as ``nasprune experiment`` runs them;
   ``nas:<strategy>@rungs`` is the same search scored in multi-fidelity rungs (``--rungs``),
   ``nas:<strategy>@<X>x`` the same search asked for an X-fold speed-up on
-  ``--latency-runtime`` besides the MACs budget (``--budget 1`` for the speed-up alone).
+  ``--latency-runtime`` besides the MACs budget (``--budget 1`` for the speed-up alone),
+  ``nas:<strategy>@blocks`` (or ``@stage``) the same search in that space; suffixes combine.
 
 Per method: test top-1, MACs, params, latency at batch 1 and 128 (on the run's device;
 on CUDA runs the CPU latency too), search time and fine-tune time. The table is written
@@ -435,19 +436,35 @@ def experiment_config(s: Settings, checkpoint: Path, methods: list[str] | None =
 
 
 def _method_entry(method: str, s: Settings) -> str | dict[str, Any]:
-    """An experiment method entry; ``nas:<strategy>@rungs`` is that search scored in
-    ``s.rungs`` (multi-fidelity), ``nas:<strategy>@<X>x`` that search asked for an X-fold
-    speed-up on the latency runtime (besides the MACs budget), each a row of its own."""
-    if method.startswith("nas:") and method.endswith("@rungs"):
-        return {"method": method.removesuffix("@rungs"), "name": method, "rungs": s.rungs}
-    if method.startswith("nas:") and "@" in method and method.endswith("x"):
-        base, _, x = method.rpartition("@")
-        try:
-            return {"method": base, "name": method, "speedup": float(x[:-1])}
-        except ValueError:
-            raise NaspruneError(f"{method!r}: a speed-up row is nas:<strategy>@<X>x, "
-                                "e.g. nas:bayes@2x") from None
-    return method
+    """An experiment method entry. ``nas:<strategy>`` takes ``@`` suffixes, each row one of
+    its own: ``@rungs`` scores in ``s.rungs`` (multi-fidelity), ``@<X>x`` also asks for an
+    X-fold speed-up on the latency runtime, ``@<space>`` searches that space (``@blocks``,
+    ``@stage``); e.g. ``nas:bayes@2x@blocks``."""
+    if not method.startswith("nas:") or "@" not in method:
+        return method
+    from nasprune.search.spaces import SPACES
+
+    base, *suffixes = method.split("@")
+    entry: dict[str, Any] = {"method": base, "name": method}
+    for suffix in suffixes:
+        if suffix == "rungs":
+            entry["rungs"] = s.rungs
+        elif suffix in SPACES:
+            entry["space"] = suffix
+        elif suffix.endswith("x") and _number(suffix[:-1]) is not None:
+            entry["speedup"] = _number(suffix[:-1])
+        else:
+            raise NaspruneError(f"{method!r}: '@{suffix}' is not @rungs, a speed-up such as "
+                                f"@2x, or a space ({', '.join(SPACES)}): nas:<strategy>@<X>x, "
+                                "e.g. nas:bayes@2x")
+    return entry
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def run_methods(s: Settings, checkpoint: Path, progress: bool = True) -> dict[str, Any]:

@@ -223,6 +223,8 @@ def test_method_rows_with_rungs_or_a_speedup(peers):
                                                       "name": "nas:bayes@2x", "speedup": 2.0}
     assert peers._method_entry("nas:tpe@rungs", s)["rungs"] == s.rungs
     assert peers._method_entry("tp-global", s) == "tp-global"
+    assert peers._method_entry("nas:bayes@2x@blocks", s) == {
+        "method": "nas:bayes", "name": "nas:bayes@2x@blocks", "speedup": 2.0, "space": "blocks"}
     with pytest.raises(NaspruneError, match="nas:<strategy>@<X>x"):
         peers._method_entry("nas:bayes@fastx", s)
     cfg = peers.experiment_config(s, Path("ckpt"), ["nas:bayes@1.5x"])
