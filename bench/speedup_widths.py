@@ -6,7 +6,8 @@ For one network, runtime and batch size:
 * **global**: ``nasprune.search.widths.measured_round_to`` (one step for every group,
   chosen by timing whole networks), **per-group**:
   ``nasprune.search.group_widths.measured_steps`` (each group's layers timed alone);
-* for each, a :class:`SearchSpace` with those steps and its latency table on the runtime;
+* for each, a :class:`SearchSpace` with those steps and its latency table on the runtime
+  (and the ``blocks`` space at the per-group steps: blocks may be dropped too);
   at **50 % of the MACs** the uniform keep vector and ``--trials`` random ones projected
   onto the MACs budget, the one the table predicts fastest; at **speed-up ``--target``**
   the same vectors projected onto the predicted speed-up, the one keeping the most MACs
@@ -33,6 +34,7 @@ from nasprune.metrics.runtime import Runtime, compare_latency
 from nasprune.search import Budget, SearchSpace
 from nasprune.search.group_widths import describe_steps, measured_steps
 from nasprune.search.latency import LatencyModel
+from nasprune.search.spaces import make_space
 from nasprune.search.widths import measured_round_to
 
 
@@ -47,9 +49,11 @@ def _candidates(space: SearchSpace, budget: Budget, trials: int, pick: str) -> n
     return max(keeps, key=lambda k: space.cost(k)[0])
 
 
-def _networks(model, x, rt: Runtime, steps: Any, args, cache: str) -> dict[str, Any]:
-    """The 50 %-MACs and speed-up-target networks at width steps ``steps``."""
-    space = SearchSpace(model, x, round_to=steps)
+def _networks(model, x, rt: Runtime, steps: Any, args, cache: str,
+              space_kind: str = "per-group") -> dict[str, Any]:
+    """The 50 %-MACs and speed-up-target networks at width steps ``steps`` (in the
+    ``blocks`` space: blocks may be dropped too)."""
+    space = make_space(space_kind, model, x, round_to=steps)
     space.latency = LatencyModel.for_space(space, model, x, cache_dir=cache, runtime=rt)
     out: dict[str, Any] = {}
     for key, budget, pick in (("half", Budget(macs=0.5), "fastest"),
@@ -75,7 +79,8 @@ def compare_cell(model: torch.nn.Module, x: torch.Tensor, rt: Runtime, args,
     steps, pg_info = measured_steps(model, x, rt, cache_dir=cache)
     t2 = time.perf_counter()
     arms = {"global": _networks(model, x, rt, step, args, cache),
-            "per_group": _networks(model, x, rt, steps, args, cache)}
+            "per_group": _networks(model, x, rt, steps, args, cache),
+            "blocks": _networks(model, x, rt, steps, args, cache, "blocks")}
     tp_net, _ = tp_to_budget(model, x, 0.5, global_pruning=True)
     named = [(f"{arm}/{key}", v["net"], v["predicted_speedup"])
              for arm, nets in arms.items() for key, v in nets.items() if "net" in v]
@@ -104,9 +109,11 @@ def compare_cell(model: torch.nn.Module, x: torch.Tensor, rt: Runtime, args,
 def compare_table(cells: list[dict[str, Any]], target: float) -> str:
     """Markdown: per cell, measured speed-up as median of per-round ratios / ratio of the
     fastest runs (÷ MACs ratio for each) at 50 % MACs, and both at the target."""
+    blocks = any("blocks/half" in c["results"] for c in cells)
     rows = ["| network | runtime | batch | load | global step | per-group steps | 50 % MACs: "
-            "global | per-group | TP global | speed-up " f"{target:g}x: global | per-group |",
-            "|---|---|--:|--:|--:|---|--:|--:|--:|--:|--:|"]
+            "global | per-group | " + ("blocks | " if blocks else "") + "TP global | speed-up "
+            f"{target:g}x: global | per-group |" + (" blocks |" if blocks else ""),
+            "|---|---|--:|--:|--:|---|--:|--:|--:|--:|--:|" + ("--:|--:|" if blocks else "")]
 
     def half(r: dict) -> str:
         if "error" in r:
@@ -126,6 +133,9 @@ def compare_table(cells: list[dict[str, Any]], target: float) -> str:
         rows.append(
             f"| {c['net']} | {c['runtime'].split(' (')[0]} | {c['batch']} | {c['load']:.0f} | "
             f"{c['global_step']} | {c['per_group_summary']} | {half(r['global/half'])} | "
-            f"{half(r['per_group/half'])} | {half(r['tp_global/half'])} | "
-            f"{tgt(r['global/target'])} | {tgt(r['per_group/target'])} |")
+            f"{half(r['per_group/half'])} | "
+            + (f"{half(r['blocks/half'])} | " if blocks else "")
+            + f"{half(r['tp_global/half'])} | "
+            f"{tgt(r['global/target'])} | {tgt(r['per_group/target'])} |"
+            + (f" {tgt(r['blocks/target'])} |" if blocks else ""))
     return "\n".join(rows)
