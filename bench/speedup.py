@@ -305,8 +305,7 @@ def compare_widths(args, doc: dict, out: Path, cache: str, argv: list[str] | Non
     for name in args.nets.split(","):
         for runtime in args.runtimes.split(","):
             for batch in (int(b) for b in args.batches.split(",")):
-                key = f"{name}/{runtime}/{args.threads}t/b{batch}" + (
-                    "" if args.space == "per-group" else f"/{args.space}")
+                key = f"{name}/{runtime}/{args.threads}t/b{batch}"
                 if key in cells:
                     print(f"widths {key}: done before, skipped", file=sys.stderr)
                     continue

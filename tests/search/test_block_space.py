@@ -179,12 +179,12 @@ def test_latency_leaves_dropped_blocks_out_and_a_speedup_budget_holds(tmp_path):
     lowest = space.latency.predict(space.kept(space.lower))
     with pytest.raises(NaspruneError, match=rf"only {base / lowest:.2f}x"):
         space.check_feasible(Budget(speedup=1.01 * base / lowest))
-    # The table of the per-group space serves the blocks space: same layers, calibrated
+    # The blocks space measures a table the per-group space reuses: same layers, calibrated
     # on the same whole networks (widths only, every block kept).
     rt = Runtime("torch", threads=1)
     flat = make_space("per-group", model, x)
-    one = LatencyModel.for_space(flat, model, x, cache_dir=tmp_path, runtime=rt, warmup=1,
+    one = LatencyModel.for_space(space, model, x, cache_dir=tmp_path, runtime=rt, warmup=1,
                                  repeats=2)
-    two = LatencyModel.for_space(space, model, x, cache_dir=tmp_path, runtime=rt)
+    two = LatencyModel.for_space(flat, model, x, cache_dir=tmp_path, runtime=rt)
     assert "measured" in one.meta and "measured" not in two.meta
     assert (two.a, two.b) == (one.a, one.b) and np.array_equal(two.table, one.table)
