@@ -27,7 +27,7 @@ from torch import nn
 from nasprune.errors import NaspruneError
 from nasprune.pruning.layers import residual_blocks
 from nasprune.search.block_costs import BlockCosts, outermost
-from nasprune.search.budget import Budget, LoadFn, bisect_scale, fill, refine
+from nasprune.search.budget import LoadFn, bisect_scale, fill, refine
 from nasprune.search.space import SearchSpace
 
 KEEP_AT = 0.5  # a block gene at or above this keeps the block
@@ -109,10 +109,9 @@ class BlockSpace(SearchSpace):
         return np.concatenate([super().kept_exact(widths), (~dropped).astype(float)])
 
     # --- costs --------------------------------------------------------------------------
-    def cost(self, keep: np.ndarray) -> tuple[int, int]:
-        """Analytic (MACs, params) of the network pruned to ``keep``, blocks dropped."""
-        widths, dropped = self.split(keep)
-        return self.block_costs.cost(SearchSpace.kept(self, widths), dropped)
+    def cost_of_kept(self, kept: np.ndarray) -> tuple[int, int]:
+        """Analytic (MACs, params) of the network of shape ``kept``, blocks dropped."""
+        return self.block_costs.cost(kept[: self.n_groups], kept[self.n_groups:] < KEEP_AT)
 
     def features(self) -> np.ndarray:
         """Group rows as :meth:`SearchSpace.features`, then one row per block (its index,
@@ -124,23 +123,6 @@ class BlockSpace(SearchSpace):
         rows[:, 5] = macs / max(1, self.base_macs)
         rows[:, 6] = params / max(1, self.base_params)
         return np.clip(np.concatenate([groups, rows]), 0.0, 1.0)
-
-    def _load_fn(self, budget: Budget) -> LoadFn:
-        limit = self.latency_limit(budget)
-
-        def load(keep: np.ndarray) -> float:
-            out = 0.0
-            if budget.macs is not None or budget.params is not None:
-                macs, params = self.cost(keep)
-                if budget.macs is not None:
-                    out = max(out, macs / self.base_macs / budget.macs)
-                if budget.params is not None:
-                    out = max(out, params / self.base_params / budget.params)
-            if limit is not None:
-                out = max(out, self.latency.predict(self.kept(keep)) / limit)
-            return out * (1.0 - 1e-12)  # float noise must not make an exact fit "over"
-
-        return load
 
     # --- projection ---------------------------------------------------------------------
     def _fit_blocks(self, keep: np.ndarray, load: LoadFn) -> np.ndarray:

@@ -157,7 +157,11 @@ class SearchSpace:
 
     def cost(self, keep: np.ndarray) -> tuple[int, int]:
         """Analytic (MACs, params) of the network pruned to ``keep``."""
-        return self.cost_model.cost(self.kept(keep))
+        return self.cost_of_kept(self.kept(keep))
+
+    def cost_of_kept(self, kept: np.ndarray) -> tuple[int, int]:
+        """(MACs, params) of the network of shape ``kept`` (what :meth:`kept` returns)."""
+        return self.cost_model.cost(kept)
 
     def fractions(self, keep: np.ndarray) -> tuple[float, float]:
         macs, params = self.cost(keep)
@@ -212,7 +216,7 @@ class SearchSpace:
             kept = self.kept(keep)
             out = 0.0
             if budget.macs is not None or budget.params is not None:
-                macs, params = self.cost_model.cost(kept)
+                macs, params = self.cost_of_kept(kept)
                 if budget.macs is not None:
                     out = max(out, macs / self.base_macs / budget.macs)
                 if budget.params is not None:
