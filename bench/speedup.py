@@ -83,8 +83,7 @@ def delivered(model, x, rt: Runtime, args, cache: str) -> dict[str, Any]:
     """Part 1: a speed-up-budgeted search and its delivery check (with ``--delivery``: at
     the per-group steps the search measures itself, ``round_to="auto"``)."""
     if args.delivery:  # what round_to="auto" measures (cached in ``cache``)
-        step, widths = measured_steps(model, x, rt, cache_dir=cache)
-        widths = {"steps": step, "seconds": widths.get("seconds")}
+        step, widths = measured_steps(model, x, rt, cache_dir=cache)[0], None
     else:
         step, widths = measured_round_to(model, x, rt, rounds=args.rounds,
                                          repeats=args.repeats)
