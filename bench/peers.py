@@ -451,8 +451,8 @@ def _method_entry(method: str, s: Settings) -> str | dict[str, Any]:
             entry["rungs"] = s.rungs
         elif suffix in SPACES:
             entry["space"] = suffix
-        elif suffix.endswith("x") and _number(suffix[:-1]) is not None:
-            entry["speedup"] = _number(suffix[:-1])
+        elif suffix.endswith("x") and (speedup := _number(suffix[:-1])) is not None:
+            entry["speedup"] = speedup
         else:
             raise NaspruneError(f"{method!r}: '@{suffix}' is not @rungs, a speed-up such as "
                                 f"@2x, or a space ({', '.join(SPACES)}): nas:<strategy>@<X>x, "
