@@ -8,6 +8,7 @@ count. One trial per ``study.optimize`` call keeps that check between trials.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nasprune.errors import NaspruneError
 from nasprune.search.study import count, fail_stale, finished, quiet_optuna
+
+# Optuna's refusal to record a trial that another process already finished: a ValueError,
+# or, when that process failed it as stale and this objective succeeded, the AssertionError
+# "Should not reach." from Optuna's logging of the result (optuna/study/_optimize.py).
+_TOLD_ELSEWHERE = re.compile(r"Cannot tell a (COMPLETE|PRUNED|FAIL) trial|^Should not reach\.$")
 
 # Called before each trial: the parameters a strategy chose itself, or None (the sampler's).
 Propose = Callable[[optuna.Study], "dict[str, float] | None"]
@@ -86,11 +92,12 @@ def optimize(study: optuna.Study, objective: Callable[[optuna.Trial], Any], tria
                 study.optimize(objective, n_trials=1, catch=(Exception,),
                                callbacks=[progress], gc_after_trial=False,
                                show_progress_bar=False)
-            except ValueError as exc:
+            except (ValueError, AssertionError) as exc:
                 # Two workers can both claim one queued trial (Optuna's WAITING -> RUNNING
                 # claim is not exclusive on SQLite under contention); the first to finish
-                # records it and the other's result is dropped, not an error of the search.
-                if "Cannot tell a COMPLETE trial" not in str(exc):
+                # records it — scored, skipped as a repeated warm-start copy (PRUNED), or
+                # failed as stale — and the other's result is dropped, not an error.
+                if not _TOLD_ELSEWHERE.search(str(exc)):
                     raise
             progress.check_failures(max_failures)
 
