@@ -74,6 +74,11 @@ class SearchConfig:
     bn_batches: int = _kw(20, min=0)
     val_size: int = _kw(1000, min=1)
     finetune_steps: int = _kw(0, min=0)
+    # How the proxy fine-tunes (steps or rungs): SGD at 0.01 suits CNNs; a Transformer
+    # fine-tunes with AdamW (lr: the optimizer's default unless given) and distillation.
+    finetune_optimizer: str = _kw("sgd", choices=lambda: _optimizer_names())
+    finetune_lr: float | None = _kw(None, gt=0.0)
+    distill: bool = False
     # Multi-fidelity: "VAL_SIZE:STEPS,..." (None or "off": one fidelity; "auto": on when the
     # budget wrecks the warm start's networks). Quote one rung in YAML ('1000:50'):
     # unquoted, YAML 1.1 reads 1000:50 as a base-60 number.
@@ -85,3 +90,9 @@ class SearchConfig:
     warm_start: bool = True  # first evaluate the zero-search baselines (--no-warm-start: off)
     device: str | None = None
     out: str = "search.json"
+
+
+def _optimizer_names() -> list[str]:
+    from nasprune.train.optim import OPTIMIZERS
+
+    return OPTIMIZERS.names()

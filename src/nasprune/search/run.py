@@ -129,6 +129,9 @@ def search(
     bn_batches: int = 20,
     val_size: int = 1000,
     finetune_steps: int = 0,
+    finetune_optimizer: str = "sgd",
+    finetune_lr: float | None = None,
+    distill: bool = False,
     device: Any = None,
     progress: bool = True,
     max_failures: int = 5,
@@ -151,7 +154,9 @@ def search(
     the module docstring). ``objective="multi"`` maximises the proxy score and minimises the
     budgeted cost (the budget is then only an upper bound) and returns the Pareto front.
     ``evaluator`` (a :class:`Proxy`) defaults to adaptive-BN accuracy on ``val_size``
-    validation images with ``bn_batches`` BN batches. An exception while evaluating a trial
+    validation images with ``bn_batches`` BN batches, after ``finetune_steps`` steps of
+    ``finetune_optimizer`` at ``finetune_lr`` (``distill``: from the unpruned model; see
+    :class:`~nasprune.search.proxy_finetune.FinetuneRecipe`). An exception while evaluating a trial
     fails that trial (its message stored as the ``error`` user attr) and the search goes
     on, unless ``max_failures`` trials fail in a row. Budgets no candidate can meet are
     rejected before anything runs.
@@ -200,6 +205,7 @@ def search(
     if evaluator is None:
         evaluator = Proxy(
             model, data, bn_batches=bn_batches, val_size=val_size, finetune_steps=finetune_steps,
+            finetune_optimizer=finetune_optimizer, finetune_lr=finetune_lr, distill=distill,
             device=device, example_inputs=example_inputs, round_to=space.round_to,
             min_channels=space.min_channels, ignored=ignored, seed=seed or 0,
             progress=progress, rungs=None if asked == AUTO else asked)
