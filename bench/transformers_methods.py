@@ -175,7 +175,7 @@ def minitron(model: nn.Module, example: Any, units: dict[str, list], order: list
                     largest_under(at, target, steps=10)
             except ValueError:
                 continue
-            score = proxy.score_model(copy.deepcopy(net), 0, proxy.val_size)
+            score = proxy.score_model(copy.deepcopy(net), proxy.finetune_steps, proxy.val_size)
             grid.append({"depth": depth, "heads": heads, "ffn_ratio": round(f, 4),
                          "params": count_params(net), "proxy": score})
             if score > best_score:
@@ -183,8 +183,8 @@ def minitron(model: nn.Module, example: Any, units: dict[str, list], order: list
     return best, grid
 
 
-def searched(model: nn.Module, example: Any, task: Any, target: int, seed: int, args: Any
-             ) -> tuple[nn.Module, dict]:
+def searched(model: nn.Module, example: Any, task: Any, target: int, seed: int, args: Any,
+             proxy: Proxy) -> tuple[nn.Module, dict]:
     """``nasprune.search`` at the params target; the best-scoring trial whose real network
     fits. The analytic cost model's base can differ from the real count by a constant (it
     counts HF Llama's tied input/output embedding twice): the target is shifted by that
@@ -197,7 +197,7 @@ def searched(model: nn.Module, example: Any, task: Any, target: int, seed: int, 
         result = nasprune.search(
             model, example, task, strategy=args.strategy,
             target=nasprune.Budget(params=min(frac, 1.0)), trials=args.trials, seed=seed,
-            val_size=args.val_size, bn_batches=0, progress=False, space=args.space)
+            evaluator=proxy, progress=False, space=args.space)
         smallest = math.inf
         for cand in sorted(result.trials, key=lambda c: -c.score):
             net = nasprune.prune(model, example, cand.ratios)
