@@ -195,7 +195,7 @@ def part_cifar(args) -> dict:
     from nasprune.checkpoint import load, read_spec
     from nasprune.data import load_dataset
     from nasprune.search import Proxy, check_proxy
-    from nasprune.search.proxy import spearman
+    from nasprune.search.proxy_check import spearman
 
     meta = read_spec(args.checkpoint).get("meta") or {}
     data = load_dataset("cifar10", root=args.data_dir, seed=int(meta.get("seed", 0)))

@@ -72,7 +72,7 @@ def test_distilling_proxy_leaves_the_teacher_untouched(trained, digits, space):
     assert trained.training  # the teacher's mode is restored
     for k, v in trained.state_dict().items():
         assert torch.equal(v, before[k]), k
-    for p, g in zip(trained.parameters(), grads):  # no gradient reached the teacher
+    for p, g in zip(trained.parameters(), grads, strict=True):  # no gradient reached it
         assert (p.grad is None) if g is None else torch.equal(p.grad, g)
     trained.eval()
 

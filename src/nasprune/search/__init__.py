@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from nasprune._callable_module import make_callable
 from nasprune.search.budget import Budget
-from nasprune.search.proxy import Evaluator, Proxy, check_proxy, spearman
+from nasprune.search.proxy import Evaluator, Proxy
+from nasprune.search.proxy_check import check_proxy, spearman
 from nasprune.search.run import Candidate, SearchResult, build_result, search
 from nasprune.search.rungs import Rung, Rungs
 from nasprune.search.space import SearchSpace
