@@ -125,8 +125,8 @@ def search_config_from_args(args: argparse.Namespace) -> SearchConfig:
             "latency_threads", "latency_batch", "allow_miss", "trials", "storage", "study",
             "objective",
             "min_keep", "max_keep", "round_to", "bn_batches", "val_size", "finetune_steps",
-            "finetune_optimizer", "finetune_lr", "distill", "rungs", "rungs_eta", "check_proxy", "check_proxy_epochs", "seed", "device", "out",
-            "task", "warm_start")
+            "finetune_optimizer", "finetune_lr", "distill", "rungs", "rungs_eta",
+            "check_proxy", "check_proxy_epochs", "seed", "device", "out", "task", "warm_start")
     overrides = {k: getattr(args, k) for k in keys}
     overrides["strategy_options"] = parse_options(args.option)
     overrides["task_args"] = parse_options(args.task_arg, "--task-arg")
@@ -246,8 +246,9 @@ def run_search_command(cfg: SearchConfig, progress: bool = True) -> dict:
         print(f"widths: per-group steps measured on {runtime.describe()}: "
               f"{describe_steps(round_to)} (--round-to N overrides)")
     evaluator = Proxy(model, data, bn_batches=cfg.bn_batches, val_size=cfg.val_size,
-                      finetune_steps=cfg.finetune_steps, finetune_optimizer=cfg.finetune_optimizer,
-                      finetune_lr=cfg.finetune_lr, distill=cfg.distill, device=cfg.device,
+                      finetune_steps=cfg.finetune_steps,
+                      finetune_optimizer=cfg.finetune_optimizer, finetune_lr=cfg.finetune_lr,
+                      distill=cfg.distill, device=cfg.device,
                       example_inputs=example, round_to=round_to, seed=cfg.seed,
                       rungs=None if rungs == AUTO else rungs)
     if example is None:  # the proxy's copy lives on its device; the search traces the model

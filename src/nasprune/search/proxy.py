@@ -6,7 +6,8 @@ EagleEye (Li et al., ECCV 2020) showed that re-estimating those statistics on a 
 batches ("adaptive BN") makes the accuracy right after pruning rank candidates the way
 fine-tuning would. :class:`Proxy` does exactly that — prune a copy, recalibrate BN,
 measure accuracy on a fixed, seeded subset of the *validation* split (never the test split,
-so the final test numbers stay untouched by the search) — optionally after a few SGD steps.
+so the final test numbers stay untouched by the search) — optionally after a few
+fine-tuning steps (:mod:`.proxy_finetune`).
 :func:`~nasprune.search.proxy_check.check_proxy` measures how well it ranks candidates
 against short fine-tuning.
 """
@@ -42,14 +43,13 @@ class Proxy:
     ``bn_batches`` training batches re-estimate BatchNorm statistics; ``val_size``
     validation samples (a fixed seeded subset of a Dataset, or the first batches of the
     task's validation batches holding that many samples) give the score; ``finetune_steps``
-    > 0 first runs that many fine-tuning steps on the training batches: ``finetune_optimizer``
-    at ``finetune_lr`` on the task's loss, with ``distill`` mixed with the unpruned
-    model's soft targets (:class:`~nasprune.search.proxy_finetune.FinetuneRecipe`; the
-    default, SGD at 0.01, was measured for CNNs, AdamW with distillation suits a
-    Transformer). All these
-    batches are drawn once and kept in memory (at most ``cache_mb``; ``cached_bytes`` says
-    how much), so every candidate is scored on identical data and a candidate's score
-    depends only on its ratios (deterministic on CPU). ``criterion``, ``round_to`` and
+    > 0 first runs that many fine-tuning steps on the training batches:
+    ``finetune_optimizer`` at ``finetune_lr`` on the task's loss, with ``distill`` mixed
+    with the unpruned model's soft targets (:class:`~.proxy_finetune.FinetuneRecipe`; the
+    default, SGD at 0.01, was measured for CNNs). All these batches are drawn once and
+    kept in memory (at most ``cache_mb``; ``cached_bytes`` says how much), so every
+    candidate is scored on identical data and a candidate's score depends only on its
+    ratios (deterministic on CPU). ``criterion``, ``round_to`` and
     ``min_channels`` are passed to :func:`nasprune.prune`. ``channels_last`` (default: for
     a Dataset of images, and for a task of ``(images, targets)`` batches when the model
     takes NHWC images) runs candidates in NHWC layout, ~25–30 % faster on CPU.
