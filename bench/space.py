@@ -10,7 +10,7 @@ several strategies it compares the strategies by the proxy they reach per CPU-mi
 
 Usage: ``nice .venv/bin/python bench/space.py --checkpoint ../shared/baselines/resnet20-cifar10
 --data-dir ../shared/data/cifar10-jpg.tar.gz [--budgets 0.3,0.5] [--strategies evolution,tpe]
-[--spaces per-group,stage] [--trials 30] [--every 10] [--seeds 0] [--json FILE]``.
+[--spaces per-group,stage] [--trials 30] [--every 10] [--seeds 0] [--rungs off] [--json FILE]``.
 Prints one line per search and a Markdown table for BENCHMARKS.md; ``--json`` is rewritten
 after every search, and a re-run with the same file skips the searches it holds. ``--projection
 resnet20,resnet56,mobilenetv2`` instead times both spaces' budget projection (CPU ms per
@@ -42,17 +42,18 @@ def best_so_far(result: nasprune.search.SearchResult, every: int) -> list[float]
 
 
 def one_search(model, x, data, proxy, rescore, budget, strategy, space, seed, trials,
-               every: int) -> dict:
+               every: int, rungs: str) -> dict:
     """One search and its re-scored pick."""
     wall, cpu = time.perf_counter(), time.process_time()
     result = search(model, x, data, strategy=strategy, target=Budget(macs=budget),
-                    trials=trials, seed=seed, evaluator=proxy, space=space, progress=False)
+                    trials=trials, seed=seed, evaluator=proxy, space=space, progress=False,
+                    rungs=None if rungs == "off" else rungs)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     net = nasprune.prune(model, x, result.best.ratios)
     rescore.recalibrate(net)
     return {
         "budget": budget, "strategy": strategy, "space": space, "seed": seed,
-        "trials": len(result.trials), "proxy": float(result.best.score),
+        "rungs": result.rungs, "trials": len(result.trials), "proxy": float(result.best.score),
         "curve": best_so_far(result, every), "every": every, "rescored": float(rescore.accuracy(net)),
         "macs": count_macs(net, x) / count_macs(model, x),
         "wall_s_per_trial": wall / len(result.trials), "cpu_s_per_trial": cpu / len(result.trials),
@@ -118,6 +119,9 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=10, help="best proxy after every N trials")
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--val-size", type=int, default=1000)
+    ap.add_argument("--rungs", default="auto",
+                    help="the search's rungs (default auto, as nasprune.search; 'off': one "
+                         "fidelity, so every search scores on the same proxy)")
     ap.add_argument("--rescore", type=int, default=10000)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None)
@@ -148,7 +152,7 @@ def main() -> None:
                     if (budget, strategy, space, seed, args.trials) in done:
                         continue
                     rows.append(one_search(model, x, data, proxy, rescore, budget, strategy,
-                                           space, seed, args.trials, args.every))
+                                           space, seed, args.trials, args.every, args.rungs))
                     r = rows[-1]
                     print(f"{budget:.0%} {strategy:9s} {space:9s} seed {seed}: proxy "
                           f"{r['proxy']:.2%} curve {[round(c, 4) for c in r['curve']]} "
