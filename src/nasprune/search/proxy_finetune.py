@@ -56,9 +56,12 @@ class FinetuneRecipe:
     def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         from nasprune.train.optim import make_optimizer
 
-        # Weight decay as the CNN rungs were measured with; AdamW's is decoupled anyway.
+        if self.optimizer == "sgd":  # exactly as the CNN rungs were measured: every
+            # parameter decayed (make_optimizer spares biases and norms)
+            return torch.optim.SGD(model.parameters(), lr=self.learning_rate, momentum=0.9,
+                                   weight_decay=5e-4)
         return make_optimizer(self.optimizer, model, lr=self.learning_rate, momentum=0.9,
-                              weight_decay=5e-4 if self.optimizer == "sgd" else 0.01)
+                              weight_decay=0.01)
 
 
 def run_steps(model: nn.Module, teacher: nn.Module | None, task: Any, batches: Sequence,
