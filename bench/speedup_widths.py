@@ -59,7 +59,7 @@ def _candidates(space: SearchSpace, budget: Budget, trials: int, pick: str) -> n
     if pick == "fastest":
         # Among the networks that fill the MACs budget (within 2 %): dropping every block
         # at full widths is faster still, but far under the budget — another comparison.
-        full = [k for k in keeps if space.cost(k)[0] >= 0.98 * budget.macs * space.base_macs]
+        full = [k for k in keeps if space.fractions(k)[0] >= 0.98 * budget.macs]
         return min(full or keeps, key=lambda k: space.latency.predict(space.kept(k)))
     return max(keeps, key=lambda k: space.cost(k)[0])
 

@@ -52,8 +52,8 @@ def test_one_step_equals_the_hand_computed_update(distill):
     teacher = nn.Linear(5, 3)
     student = copy.deepcopy(teacher)
     expected = _sgd_step(copy.deepcopy(teacher), 0.1 if distill else 1.0, lr=0.5)
-    run_steps(student, teacher if distill else None, Task(), [_batch()], steps=1,
-              first_step=0, recipe=FinetuneRecipe("sgd", lr=0.5, distill=distill))
+    run_steps(student, teacher, Task(), [_batch()], steps=1, first_step=0,
+              recipe=FinetuneRecipe("sgd", lr=0.5, distill=distill))
     for n, p in student.named_parameters():
         torch.testing.assert_close(p.detach(), expected[n])
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from nasprune.config import _kw
+from nasprune.config import _kw, _registry_names
 
 # The default search strategy, chosen by measurement: on the shared ResNet-20 the GP
 # reached the best proxy per CPU-minute at 50 % and 30 % of the MACs, and the best
@@ -76,7 +76,8 @@ class SearchConfig:
     finetune_steps: int = _kw(0, min=0)
     # How the proxy fine-tunes (steps or rungs): SGD at 0.01 suits CNNs; a Transformer
     # fine-tunes with AdamW (lr: the optimizer's default unless given) and distillation.
-    finetune_optimizer: str = _kw("sgd", choices=lambda: _optimizer_names())
+    finetune_optimizer: str = _kw("sgd",
+                                  choices=_registry_names("nasprune.train.optim", "OPTIMIZERS"))
     finetune_lr: float | None = _kw(None, gt=0.0)
     distill: bool = False
     # Multi-fidelity: "VAL_SIZE:STEPS,..." (None or "off": one fidelity; "auto": on when the
@@ -90,9 +91,3 @@ class SearchConfig:
     warm_start: bool = True  # first evaluate the zero-search baselines (--no-warm-start: off)
     device: str | None = None
     out: str = "search.json"
-
-
-def _optimizer_names() -> list[str]:
-    from nasprune.train.optim import OPTIMIZERS
-
-    return OPTIMIZERS.names()

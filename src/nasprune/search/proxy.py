@@ -203,14 +203,8 @@ class Proxy:
         if steps <= 0:
             return
         torch.manual_seed(self.seed + first_step)
-        teacher = self.model if self.recipe.distill else None
-        was_training = self.model.training
-        self.model.eval()  # the teacher's soft targets without dropout
-        try:
-            run_steps(model, teacher, self.task, self._train_batches, steps, first_step,
-                      self.recipe)
-        finally:
-            self.model.train(was_training)
+        run_steps(model, self.model, self.task, self._train_batches, steps, first_step,
+                  self.recipe)
 
     @torch.no_grad()
     def accuracy(self, model: nn.Module, val_size: int | None = None) -> float:

@@ -64,10 +64,24 @@ class FinetuneRecipe:
                               weight_decay=0.01)
 
 
-def run_steps(model: nn.Module, teacher: nn.Module | None, task: Any, batches: Sequence,
+def run_steps(model: nn.Module, teacher: nn.Module, task: Any, batches: Sequence,
               steps: int, first_step: int, recipe: FinetuneRecipe) -> None:
     """``steps`` steps of ``recipe`` on ``batches`` (cycled, from batch ``first_step``);
-    ``teacher`` (the unpruned model, in eval mode) when the recipe distills."""
+    ``teacher`` (the unpruned model) gives the soft targets when the recipe distills, in
+    eval mode (no dropout), its own mode restored afterwards."""
+    if not recipe.distill:
+        _steps(model, None, task, batches, steps, first_step, recipe)
+        return
+    was_training = teacher.training
+    teacher.eval()
+    try:
+        _steps(model, teacher, task, batches, steps, first_step, recipe)
+    finally:
+        teacher.train(was_training)
+
+
+def _steps(model: nn.Module, teacher: nn.Module | None, task: Any, batches: Sequence,
+           steps: int, first_step: int, recipe: FinetuneRecipe) -> None:
     from nasprune.task import logits_of
     from nasprune.train.distill import soft_target_loss
 
@@ -77,7 +91,7 @@ def run_steps(model: nn.Module, teacher: nn.Module | None, task: Any, batches: S
         batch = batches[i % len(batches)]
         opt.zero_grad(set_to_none=True)
         out, loss = task.compute_loss(model, batch)
-        if recipe.distill:
+        if teacher is not None:
             with torch.no_grad():
                 soft = logits_of(task.forward(teacher, batch))
             loss = (KD_WEIGHT * soft_target_loss(logits_of(out), soft, KD_TEMPERATURE)
