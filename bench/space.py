@@ -47,7 +47,7 @@ def one_search(model, x, data, proxy, rescore, budget, strategy, space, seed, tr
     wall, cpu = time.perf_counter(), time.process_time()
     result = search(model, x, data, strategy=strategy, target=Budget(macs=budget),
                     trials=trials, seed=seed, evaluator=proxy, space=space, progress=False,
-                    rungs=None if rungs == "off" else rungs)
+                    rungs=rungs)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     net = nasprune.prune(model, x, result.best.ratios)
     rescore.recalibrate(net)
