@@ -17,6 +17,10 @@
 #                                   language-model corpus)
 #   DEST/topic-id/                  the TOPIC_CLASSES files of topics/: the topic
 #                                   classification corpus (one class per file)
+#   DEST/supersense/<lexname>       WordNet 3.0's noun definitions (Debian's wordnet-base),
+#                                   one per line, one file per lexicographer file (noun
+#                                   supersense: noun.animal, noun.artifact, ...) with at
+#                                   least SUPERSENSE_MIN synsets: the supersense corpus
 # Licences and origins are summarised in BENCHMARKS.md ("Transformers on real data").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,20 +35,20 @@ declare -A LANGS=(
 # whose subjects are distinct (people, cookie, miscellaneous, wisdom, platitudes... are
 # general quotations that no reader could tell apart).
 TOPIC_CLASSES="art computers drugs education food law linux perl politics science sports startrek"
+# Noun supersenses with fewer synsets than this are left out (noun.Tops: 51, noun.motive: 42).
+SUPERSENSE_MIN=300
 mkdir -p "$DEST/debs" "$DEST/pkg" "$DEST/licences"
 
-for lang in "${!LANGS[@]}"; do
-  for p in ${LANGS[$lang]}; do
-    if ! compgen -G "$DEST/debs/${p}_*.deb" >/dev/null; then
-      (cd "$DEST/debs" && apt-get download -q "$p")
-    fi
-    if [ ! -d "$DEST/pkg/$p" ]; then
-      tmp="$(mktemp -d "$DEST/pkg/.$p.XXXXXX")"
-      dpkg-deb -x "$(ls "$DEST"/debs/"${p}"_*.deb | head -n1)" "$tmp"
-      mv "$tmp" "$DEST/pkg/$p"
-    fi
-    cp "$DEST/pkg/$p/usr/share/doc/$p/copyright" "$DEST/licences/$p"
-  done
+for p in $(printf '%s ' "${LANGS[@]}") wordnet-base; do
+  if ! compgen -G "$DEST/debs/${p}_*.deb" >/dev/null; then
+    (cd "$DEST/debs" && apt-get download -q "$p")
+  fi
+  if [ ! -d "$DEST/pkg/$p" ]; then
+    tmp="$(mktemp -d "$DEST/pkg/.$p.XXXXXX")"
+    dpkg-deb -x "$(ls "$DEST"/debs/"${p}"_*.deb | head -n1)" "$tmp"
+    mv "$tmp" "$DEST/pkg/$p"
+  fi
+  cp "$DEST/pkg/$p/usr/share/doc/$p/copyright" "$DEST/licences/$p"
 done
 
 # The licence as the copyright file states it: the machine-readable License: field when
@@ -93,6 +97,25 @@ if [ ! -d "$DEST/topic-id" ]; then
   mv "$tmp" "$DEST/topic-id"
 fi
 
+# WordNet's data.noun: one synset per line (lines starting with two spaces are the licence
+# header), "offset lex_filenum ss_type ... | gloss"; the lexicographer file names come
+# from the lexnames(5WN) manual page the package ships.
+if [ ! -d "$DEST/supersense" ]; then
+  wn="$DEST/pkg/wordnet-base/usr/share"
+  tmp="$(mktemp -d "$DEST/.supersense.XXXXXX")"
+  zcat "$wn/man/man5/lexnames.5WN.gz" | grep -E $'^[0-9]{2}\tnoun\.' | cut -f1,2 > "$tmp/.lexnames"
+  awk -v dir="$tmp" 'NR == FNR { name[$1] = $2; next }
+    /^  / { next }
+    { i = index($0, " | "); if (i == 0 || !($2 in name)) next
+      gloss = substr($0, i + 3); sub(/[ \t]+$/, "", gloss)
+      print gloss > (dir "/" name[$2]) }' "$tmp/.lexnames" "$wn/wordnet/data.noun"
+  rm "$tmp/.lexnames"
+  for f in "$tmp"/*; do
+    [ "$(wc -l < "$f")" -ge "$SUPERSENSE_MIN" ] || rm "$f"
+  done
+  mv "$tmp" "$DEST/supersense"
+fi
+
 column -t -s $'\t' "$DEST/MANIFEST.tsv"
 for lang in $(printf '%s\n' "${!LANGS[@]}" | sort); do
   printf '%s: %s files, %s bytes\n' "$lang" "$(find "$DEST/langid/$lang" -type f | wc -l)" \
@@ -100,3 +123,4 @@ for lang in $(printf '%s\n' "${!LANGS[@]}" | sort); do
 done
 echo "topics: $(find "$DEST/topics" -type f | wc -l) files in $DEST/topics"
 echo "topic-id: $(find "$DEST/topic-id" -type f | wc -l) files in $DEST/topic-id"
+echo "supersense: $(find "$DEST/supersense" -type f | wc -l) classes, $(cat "$DEST"/supersense/* | wc -l) noun definitions in $DEST/supersense"

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import transformers_methods as tm
 from transformers_table import table
-from transformers_train import BERT_MAX_LEN, bert_corpus, load_hf
+from transformers_train import BERT_CHECKPOINTS, BERT_MAX_LEN, bert_corpus, load_hf
 
 import nasprune
 from nasprune.data import classification_task, language_model_task, read_text_corpus
@@ -48,8 +48,7 @@ from nasprune.search.config import DEFAULT_STRATEGY
 from nasprune.search.proxy import Proxy
 from nasprune.task import dataset_task, example_inputs
 
-CHECKPOINTS = {"vit": "vit-tiny-cifar10", "bert": "bert-fortunes-topics",
-               "llama": "llama-fortunes-en"}
+CHECKPOINTS = {"vit": "vit-tiny-cifar10", "llama": "llama-fortunes-en"}  # bert: --bert-corpus
 METHODS = ("tp-uniform", "uniform", "minitron", "blocks", "searched")
 # Per model: validation samples the proxy scores on (images, texts, 128-token blocks) and
 # fine-tune steps (batches of 64 images, 32 texts, 16 blocks): sized for a shared 2-core CPU.
@@ -84,21 +83,24 @@ class Setup:
 
 def load_setup(name: str, args: argparse.Namespace) -> Setup:
     """The trained checkpoint and its data, split as ``transformers_train.py`` split it."""
-    directory = args.checkpoints / CHECKPOINTS[name]
+    directory = args.checkpoints / (BERT_CHECKPOINTS[args.bert_corpus] if name == "bert"
+                                    else CHECKPOINTS[name])
     model = load_hf(directory).eval()
     meta = nasprune.checkpoint.read_spec(directory)["meta"]
     if name == "vit":
         data = nasprune.load_dataset("cifar10", root=args.cifar, seed=0)
         data.train = data.train.subset(meta["train_subset"], seed=0)
-        data.val = data.val.subset(1000, seed=0)
-        data.test = data.test.subset(2000, seed=0)
+        # Checkpoints saved before the sizes were recorded used 1,000 and 2,000.
+        data.val = data.val.subset(meta.get("val_subset", 1000), seed=0)
+        data.test = data.test.subset(meta.get("test_subset", 2000), seed=0)
         return Setup(name, model, meta, dataset_task(data, batch_size=256), lambda seed: data.loader(
             "train", batch_size=64, shuffle=True, augment=True, seed=seed, drop_last=True),
             lm=False)
     tok = load_tokenizer(str(directory / "tokenizer.json"))
     if name == "bert":
-        task = classification_task(bert_corpus(args.fortunes), tok, max_len=BERT_MAX_LEN,
-                                   batch_size=32, seed=0)
+        max_len = meta.get("max_len", BERT_MAX_LEN[args.bert_corpus])
+        task = classification_task(bert_corpus(args.fortunes, args.bert_corpus), tok,
+                                   max_len=max_len, batch_size=32, seed=0)
     else:
         corpus = read_text_corpus(args.fortunes / "topics", classes="file", records="fortune",
                                   val_fraction=0.05, test_fraction=0.05, seed=0,
@@ -268,6 +270,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("bench/results/transformers/prune"))
     p.add_argument("--fortunes", type=Path, default=Path("data/fortunes"))
     p.add_argument("--cifar", default="../shared/data/cifar10-jpg.tar.gz")
+    p.add_argument("--bert-corpus", choices=sorted(BERT_MAX_LEN), default="supersense",
+                   help="the BERT-style model's task (as trained by transformers_train.py)")
     p.add_argument("--strategy", default=DEFAULT_STRATEGY,
                    help=f"search strategy (default: nasprune's, {DEFAULT_STRATEGY})")
     p.add_argument("--space", default="blocks",

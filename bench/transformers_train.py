@@ -6,8 +6,10 @@ pruning benchmarks start from (issue 14).
     6 layers, 3 heads, MLP 768) on a seeded subset of CIFAR-10 from the shared JPEG tarball
     (the built-in data set: 40k/10k train/val split of the 50k, official 10k test);
 (b) ``bert``: a BERT-style encoder (``BertForSequenceClassification``: hidden 128, 4 layers,
-    4 heads, MLP 512) telling the topic (12 classes: art, computers, ..., startrek) of the
-    English Debian fortune cookies (``bert_corpus``);
+    4 heads, MLP 512) telling the noun supersense (24 classes: noun.animal, noun.artifact,
+    ...) of a WordNet 3.0 definition (``--bert-corpus supersense``, the default), or the
+    topic (12 classes: art, computers, ..., startrek) of an English Debian fortune cookie
+    (``--bert-corpus topics``); see ``bert_corpus``;
 (c) ``llama``: a Llama causal LM (``LlamaForCausalLM``: hidden 256, 4 layers, 8 query
     heads sharing 2 key/value heads — grouped-query attention) on the English fortunes,
     scored by validation/test perplexity.
@@ -46,7 +48,10 @@ from nasprune.data import (
 )
 from nasprune.task import dataset_task
 
-BERT_MAX_LEN = 96  # tokens per text (fortunes are short: most fit)
+# Tokens per text, per BERT corpus (the checkpoint records its own): fortunes are short and
+# most fit in 96; WordNet definitions are shorter still.
+BERT_MAX_LEN = {"topics": 96, "supersense": 64}
+BERT_CHECKPOINTS = {"topics": "bert-fortunes-topics", "supersense": "bert-wordnet-supersense"}
 
 
 def load_hf(directory: str | os.PathLike) -> torch.nn.Module:
@@ -134,43 +139,52 @@ def train_vit(args: argparse.Namespace) -> dict:
               "params": _params(model), "steps": steps, "epochs": round(steps / len(task.train), 2),
               "batches_per_epoch": len(task.train), "train_seconds": round(seconds, 1),
               "val_top1": fit.history[-1]["val_score"], "test_top1": test["score"]}
-    _save(model, out, {"data": "cifar10", "seed": 0, "train_subset": n, **record})
+    _save(model, out, {"data": "cifar10", "seed": 0, "train_subset": n,
+                       "val_subset": len(data.val), "test_subset": len(data.test), **record})
     _rescored(out, task, fit.history[-1]["val_score"], split="val")
     return record
 
 
-def bert_corpus(fortunes: Path, quick: bool = False):
-    """The topic classification corpus: one class per file of ``topic-id/`` (see
-    ``transformers_prepare.sh``), 70/10/20 % train/val/test per class (a larger test split:
-    the classes are small)."""
-    return read_text_corpus(fortunes / "topic-id", classes="file", records="fortune",
+def bert_corpus(root: Path, kind: str = "supersense", quick: bool = False):
+    """The BERT-style model's classification corpus under ``root`` (see
+    ``transformers_prepare.sh``). ``supersense``: WordNet's noun definitions, one class per
+    lexicographer file of ``supersense/``, 80/10/10 % train/val/test per class.
+    ``topics``: one class per fortune file of ``topic-id/``, 70/10/20 % (a larger test
+    split: the classes are small)."""
+    cap = 60 if quick else None
+    if kind == "supersense":
+        return read_text_corpus(root / "supersense", classes="file", records="line",
+                                val_fraction=0.1, test_fraction=0.1, seed=0,
+                                max_per_class=cap, name="wordnet-supersense")
+    return read_text_corpus(root / "topic-id", classes="file", records="fortune",
                             val_fraction=0.1, test_fraction=0.2, min_chars=20, seed=0,
-                            max_per_class=60 if quick else None, name="fortunes-topics")
+                            max_per_class=cap, name="fortunes-topics")
 
 
 def train_bert(args: argparse.Namespace) -> dict:
     from transformers import BertConfig, BertForSequenceClassification
 
-    corpus = bert_corpus(args.fortunes, args.quick)
+    corpus = bert_corpus(args.fortunes, args.bert_corpus, args.quick)
+    max_len = BERT_MAX_LEN[args.bert_corpus]
     tok = train_tokenizer(corpus.train.texts, vocab_size=4096)
-    task = classification_task(corpus, tok, max_len=BERT_MAX_LEN, batch_size=32, seed=0)
+    task = classification_task(corpus, tok, max_len=max_len, batch_size=32, seed=0)
     config = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=128, num_hidden_layers=4,
                         num_attention_heads=4, intermediate_size=512,
-                        max_position_embeddings=BERT_MAX_LEN, num_labels=corpus.num_classes,
+                        max_position_embeddings=max_len, num_labels=corpus.num_classes,
                         pad_token_id=0, hidden_dropout_prob=0.1,
                         attention_probs_dropout_prob=0.1)
     torch.manual_seed(0)
     model = BertForSequenceClassification(config)
     fit, steps, seconds = _fit(model, task, args.bert_minutes, 1e-3, 0.01, args.quick)
     test = nasprune.evaluate(model, task, split="test", progress=False)
-    out = args.out / "bert-fortunes-topics"
-    record = {"model": "bert-4x128", "data": "fortunes topic classification",
+    out = args.out / BERT_CHECKPOINTS[args.bert_corpus]
+    record = {"model": "bert-4x128", "data": f"{corpus.name} classification",
               "classes": corpus.classes, "records": {s: len(corpus.split(s)) for s in
                                                      ("train", "val", "test")},
               "params": _params(model), "steps": steps, "epochs": round(steps / len(task.train), 2),
               "batches_per_epoch": len(task.train), "train_seconds": round(seconds, 1),
               "val_top1": fit.history[-1]["val_score"], "test_top1": test["score"]}
-    _save(model, out, {"data": "fortunes-topics", "seed": 0, **record}, tok)
+    _save(model, out, {"data": corpus.name, "seed": 0, "max_len": max_len, **record}, tok)
     _rescored(out, task, test["score"])
     return record
 
@@ -214,6 +228,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("bench/results/transformers"))
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="tiny runs: check the script works")
+    p.add_argument("--bert-corpus", choices=sorted(BERT_MAX_LEN), default="supersense")
     p.add_argument("--vit-train", type=int, default=10000)
     p.add_argument("--vit-val", type=int, default=1000)
     p.add_argument("--vit-test", type=int, default=2000)
