@@ -33,6 +33,7 @@ from nasprune.pruning import groups
 from nasprune.pruning.attention import FFN, HEADS, transformer_layers
 from nasprune.pruning.layers import output_norm_scores, without_blocks
 from nasprune.search.proxy import Proxy
+from nasprune.search.rungs import Rung
 from nasprune.search.space import SearchSpace
 
 Pruner = Callable[[float], nn.Module]
@@ -159,7 +160,10 @@ def blocks_only(model: nn.Module, order: list[str], scores: dict, target: int) -
 
 def minitron(model: nn.Module, example: Any, units: dict[str, list], order: list[str],
              scores: dict, target: int, proxy: Proxy) -> tuple[nn.Module, list[dict]]:
-    """The best uniform (heads, depth, FFN) network at ``target`` on ``proxy``."""
+    """The best uniform (heads, depth, FFN) network at ``target`` on ``proxy`` (at its top
+    rung where it has rungs: the fidelity the search picks its best by)."""
+    top = proxy.rungs.top if proxy.rungs is not None else Rung(proxy.val_size,
+                                                              proxy.finetune_steps)
     heads_total = units[HEADS][0].channels // units[HEADS][0].divisor
     grid, best, best_score = [], None, -math.inf
     for depth in range(len(order), math.ceil(len(order) / 2) - 1, -1):
@@ -175,7 +179,7 @@ def minitron(model: nn.Module, example: Any, units: dict[str, list], order: list
                     largest_under(at, target, steps=10)
             except ValueError:
                 continue
-            score = proxy.score_model(copy.deepcopy(net), proxy.finetune_steps, proxy.val_size)
+            score = proxy.score_model(copy.deepcopy(net), top.finetune_steps, top.val_size)
             grid.append({"depth": depth, "heads": heads, "ffn_ratio": round(f, 4),
                          "params": count_params(net), "proxy": score})
             if score > best_score:
@@ -199,7 +203,7 @@ def searched(model: nn.Module, example: Any, task: Any, target: int, seed: int, 
             target=nasprune.Budget(params=min(frac, 1.0)), trials=args.trials, seed=seed,
             evaluator=proxy, progress=False, space=args.space)
         smallest = math.inf
-        for cand in sorted(result.trials, key=lambda c: -c.score):
+        for cand in sorted(result.trials, key=lambda c: (-c.rung, -c.score)):  # as result.best
             net = nasprune.prune(model, example, cand.ratios)
             real = count_params(net)
             if real <= target:

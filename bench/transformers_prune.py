@@ -170,14 +170,16 @@ def proxy(setup: Setup, args: argparse.Namespace, cache: dict) -> Proxy:
     """The proxy the search and the Minitron grid score on (built once per model): the
     task's score on ``--val-size`` validation samples, after ``--proxy-steps`` fine-tuning
     steps (``--proxy-optimizer`` at ``--proxy-lr``, ``--proxy-distill``) on the
-    fine-tune's own batches (seed 0: 64 images / 32 texts / 16 blocks)."""
+    fine-tune's own batches (seed 0: 64 images / 32 texts / 16 blocks); with
+    ``--proxy-rungs``, in those multi-fidelity rungs (the same recipe)."""
     if "proxy" not in cache:
-        task = setup.finetune_task(0) if args.proxy_steps else setup.task
+        task = setup.finetune_task(0) if args.proxy_steps or args.proxy_rungs else setup.task
         cache["proxy"] = Proxy(setup.model, task, bn_batches=0, val_size=args.val_size,
                                example_inputs=setup.example, progress=False,
                                finetune_steps=args.proxy_steps,
                                finetune_optimizer=args.proxy_optimizer,
-                               finetune_lr=args.proxy_lr, distill=args.proxy_distill)
+                               finetune_lr=args.proxy_lr, distill=args.proxy_distill,
+                               rungs=args.proxy_rungs)
     return cache["proxy"]
 
 
@@ -250,9 +252,10 @@ def run_one(setup: Setup, method: str, seed: int, args: argparse.Namespace,
     record["finetune_seconds"] = round(time.perf_counter() - t1, 1)
     record["after"] = test_score(setup, net)
     record["latency"] = latency(setup, setup.model, net)
-    record.update(proxy_recipe={"steps": args.proxy_steps, "optimizer": args.proxy_optimizer,
-                         "lr": args.proxy_lr, "distill": args.proxy_distill}
-                  if args.proxy_steps else {"steps": 0})
+    record.update(proxy_recipe={"steps": args.proxy_steps, "rungs": args.proxy_rungs,
+                                "optimizer": args.proxy_optimizer, "lr": args.proxy_lr,
+                                "distill": args.proxy_distill}
+                  if args.proxy_steps or args.proxy_rungs else {"steps": 0})
     record.update(steps=args.steps, lr=args.lr, metric="test ppl" if setup.lm else "test top-1",
                   cpu_seconds=round(time.process_time() - cpu0, 1), load=os.getloadavg()[0])
     out.write_text(json.dumps(record, indent=1))
@@ -288,6 +291,9 @@ def main() -> None:
                    help="fine-tuning steps of the proxy before it scores (default 0: none)")
     p.add_argument("--proxy-optimizer", default="adamw")
     p.add_argument("--proxy-lr", type=float, default=5e-4)
+    p.add_argument("--proxy-rungs", default=None,
+                   help="multi-fidelity rungs of the proxy, VAL:STEPS,... (e.g. 48:0,160:20): "
+                        "the search scores in them, the Minitron grid at the top one")
     p.add_argument("--proxy-distill", action="store_true",
                    help="the proxy fine-tunes by distillation from the unpruned model")
     p.add_argument("--threads", type=int, default=1)

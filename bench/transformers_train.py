@@ -24,7 +24,7 @@ loaded back and re-scored: the score must match.
 Usage: ``nice .venv/bin/python bench/transformers_train.py [--models vit,bert,llama]
 [--fortunes data/fortunes] [--cifar ../shared/data/cifar10-jpg.tar.gz]
 [--out bench/results/transformers] [--threads 1] [--quick]``.
-Prints one JSON line per model and writes it to ``OUT/<model>.json`` (the models can run
+Prints one JSON line per model and writes it to ``OUT/<checkpoint>.json`` (the models can run
 as separate processes at once).
 """
 
@@ -139,6 +139,7 @@ def train_vit(args: argparse.Namespace) -> dict:
               "params": _params(model), "steps": steps, "epochs": round(steps / len(task.train), 2),
               "batches_per_epoch": len(task.train), "train_seconds": round(seconds, 1),
               "val_top1": fit.history[-1]["val_score"], "test_top1": test["score"]}
+    record["checkpoint"] = out.name
     _save(model, out, {"data": "cifar10", "seed": 0, "train_subset": n,
                        "val_subset": len(data.val), "test_subset": len(data.test), **record})
     _rescored(out, task, fit.history[-1]["val_score"], split="val")
@@ -184,6 +185,7 @@ def train_bert(args: argparse.Namespace) -> dict:
               "params": _params(model), "steps": steps, "epochs": round(steps / len(task.train), 2),
               "batches_per_epoch": len(task.train), "train_seconds": round(seconds, 1),
               "val_top1": fit.history[-1]["val_score"], "test_top1": test["score"]}
+    record["checkpoint"] = out.name
     _save(model, out, {"data": corpus.name, "seed": 0, "max_len": max_len, **record}, tok)
     _rescored(out, task, test["score"])
     return record
@@ -215,6 +217,7 @@ def train_llama(args: argparse.Namespace) -> dict:
               "batches_per_epoch": len(task.train), "train_seconds": round(seconds, 1),
               "val_ppl_init": before, "val_ppl": -fit.history[-1]["val_score"],
               "test_ppl": -test["score"]}
+    record["checkpoint"] = out.name
     _save(model, out, {"data": "fortunes-en", "seed": 0, **record}, tok)
     _rescored(out, task, test["score"])
     return record
@@ -246,7 +249,8 @@ def main() -> None:
         record["cpu_seconds"] = round(time.process_time() - cpu0, 1)
         record["quick"] = args.quick
         print(json.dumps({name: record}), flush=True)
-        (args.out / f"{name}.json").write_text(json.dumps(record, indent=1))
+        # Named for the checkpoint: the BERT-style model's corpora must not overwrite each other.
+        (args.out / f"{record['checkpoint']}.json").write_text(json.dumps(record, indent=1))
 
 
 if __name__ == "__main__":
