@@ -163,14 +163,40 @@ def test_token_batches_pad_mask_and_reshuffle():
     assert [next(iter(again))["labels"].tolist() for _ in range(4)] == orders  # reproducible
 
 
+def _rows(batches) -> list[tuple[int, ...]]:
+    """Each sequence of the batches (padding removed), in the order they come."""
+    return [tuple(ids[mask == 1].tolist()) for b in batches
+            for ids, mask in zip(b["input_ids"], b["attention_mask"], strict=True)]
+
+
 def test_language_model_blocks_cover_every_token(corpus_and_tokenizer):
     corpus, tok = corpus_and_tokenizer
     task = language_model_task(corpus, tok, seq_len=32, batch_size=4)
-    ids = [i for b in task.val for i in b["input_ids"][b["attention_mask"] == 1].tolist()]
-    expected = [i for s in encode(tok, corpus.val.texts) for i in (*s, EOS_ID)]
-    assert ids == expected and PAD_ID not in ids
+    stream = [i for s in encode(tok, corpus.val.texts) for i in (*s, EOS_ID)]
+    in_order = [tuple(stream[i:i + 32]) for i in range(0, len(stream), 32)]
+    blocks = _rows(task.val)
+    assert sorted(blocks) == sorted(in_order) and PAD_ID not in sum(blocks, ())
+    assert blocks != in_order and _rows(task.val) == blocks  # one seeded order, every pass
     with pytest.raises(NaspruneError, match="seq_len"):
         language_model_task(corpus, tok, seq_len=1)
+
+
+def test_held_out_splits_start_with_a_sample_of_every_class(corpus_and_tokenizer):
+    """A proxy scores the first samples of the validation split: in corpus order they
+    would all be the first class's (the corpus lists its records class by class)."""
+    corpus, tok = corpus_and_tokenizer
+    assert corpus.val.labels == sorted(corpus.val.labels)  # class by class
+    task = classification_task(corpus, tok, max_len=48, batch_size=8, seed=0)
+    first = next(iter(task.val))["labels"].tolist()
+    assert len(set(first)) == 3
+    for split in ("val", "test"):
+        part = corpus.split(split)
+        labels = [y for b in task.split(split) for y in b["labels"].tolist()]
+        assert sorted(labels) == sorted(part.labels)
+        assert sorted(_rows(task.split(split))) == sorted(
+            tuple(s) for s in encode(tok, part.texts, 48))
+    again = classification_task(corpus, tok, max_len=48, batch_size=8, seed=0)
+    assert [b["labels"].tolist() for b in again.val] == [b["labels"].tolist() for b in task.val]
 
 
 # ---- through nasprune.fit / evaluate ----------------------------------------------------

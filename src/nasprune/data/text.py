@@ -136,10 +136,20 @@ class TokenBatches:
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def _held_out_order(n: int, seed: int) -> list[int]:
+    """One seeded order for a validation or test split, the same on every pass. A corpus
+    lists its records class by class (file by file), and a search proxy scores the first
+    ``val_size`` samples: in corpus order those would be the first classes or files only.
+    Whole-split scores do not depend on the order."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+
+
 def classification_task(corpus: TextCorpus, tokenizer: Any, max_len: int = 128,
                         batch_size: int = 32, seed: int = 0) -> Task:
     """The corpus as sequence classification: ``<s>`` + text ids (cut to ``max_len``), its
-    class as ``labels``; top-1 score. Training batches reshuffle every pass (``seed``)."""
+    class as ``labels``; top-1 score. Training batches reshuffle every pass (``seed``);
+    validation and test batches keep one seeded order (any first ``n`` of them are a random
+    sample of the split)."""
     _positive_int(max_len, "max_len", least=2)
     _positive_int(batch_size, "batch_size")
     if corpus.num_classes < 2:
@@ -150,8 +160,11 @@ def classification_task(corpus: TextCorpus, tokenizer: Any, max_len: int = 128,
         part = corpus.split(name)
         if not len(part):
             raise NaspruneError(f"corpus '{corpus.name}' has an empty {name} split")
-        splits[name] = TokenBatches(encode(tokenizer, part.texts, max_len), part.labels,
-                                    batch_size, seed if name == "train" else None)
+        ids, labels = encode(tokenizer, part.texts, max_len), part.labels
+        if name != "train":
+            order = _held_out_order(len(ids), seed)
+            ids, labels = [ids[i] for i in order], [labels[i] for i in order]
+        splits[name] = TokenBatches(ids, labels, batch_size, seed if name == "train" else None)
     return Task(**splits, name=corpus.name, num_classes=corpus.num_classes)
 
 
@@ -168,7 +181,8 @@ def token_blocks(tokenizer: Any, texts: Sequence[str], seq_len: int) -> list[lis
 def language_model_task(corpus: TextCorpus, tokenizer: Any, seq_len: int = 128,
                         batch_size: int = 16, seed: int = 0) -> Task:
     """The corpus's texts (classes ignored) as causal-LM blocks of ``seq_len`` ids, scored
-    by negative perplexity (``maximize=True``; perplexity = ``-score``)."""
+    by negative perplexity (``maximize=True``; perplexity = ``-score``). Training blocks
+    reshuffle every pass (``seed``); validation and test blocks keep one seeded order."""
     _positive_int(seq_len, "seq_len", least=2)
     _positive_int(batch_size, "batch_size")
     splits = {}
@@ -176,6 +190,8 @@ def language_model_task(corpus: TextCorpus, tokenizer: Any, seq_len: int = 128,
         blocks = token_blocks(tokenizer, corpus.split(name).texts, seq_len)
         if not blocks:
             raise NaspruneError(f"corpus '{corpus.name}' has an empty {name} split")
+        if name != "train":
+            blocks = [blocks[i] for i in _held_out_order(len(blocks), seed)]
         splits[name] = TokenBatches(blocks, None, batch_size, seed if name == "train" else None)
     score = functools.partial(negative_perplexity, shift=True, ignore_index=IGNORE_INDEX)
     return Task(**splits, score=score, maximize=True, name=f"{corpus.name}-lm")

@@ -42,8 +42,9 @@ class Proxy:
     :class:`~nasprune.task.Task`, or any re-iterable of batches (a ``DataLoader``).
     ``bn_batches`` training batches re-estimate BatchNorm statistics; ``val_size``
     validation samples (a fixed seeded subset of a Dataset, or the first batches of the
-    task's validation batches holding that many samples) give the score; ``finetune_steps``
-    > 0 first runs that many fine-tuning steps on the training batches:
+    task's validation batches holding that many samples: shuffle an ordered split once)
+    give the score; ``finetune_steps`` > 0 first runs that many fine-tuning steps on the
+    training batches:
     ``finetune_optimizer`` at ``finetune_lr`` on the task's loss, with ``distill`` mixed
     with the unpruned model's soft targets (:class:`~.proxy_finetune.FinetuneRecipe`; the
     default, SGD at 0.01, was measured for CNNs). All these batches are drawn once and
