@@ -23,7 +23,8 @@ loaded back and re-scored: the score must match.
 
 Usage: ``nice .venv/bin/python bench/transformers_train.py [--models vit,bert,llama]
 [--fortunes data/fortunes] [--cifar ../shared/data/cifar10-jpg.tar.gz]
-[--out bench/results/transformers] [--threads 1] [--quick]``.
+[--bert-corpus supersense|topics] [--out bench/results/transformers] [--threads 1]
+[--quick]``.
 Prints one JSON line per model and writes it to ``OUT/<checkpoint>.json`` (the models can run
 as separate processes at once).
 """
