@@ -166,6 +166,12 @@ def architecture(model: torch.nn.Module, base: torch.nn.Module) -> list:
     return out
 
 
+def _proxy_fine_tunes(args: argparse.Namespace) -> bool:
+    """Whether the proxy fine-tunes candidates (``--proxy-steps``, or rungs: a top rung
+    with steps)."""
+    return bool(args.proxy_steps or args.proxy_rungs)
+
+
 def proxy(setup: Setup, args: argparse.Namespace, cache: dict) -> Proxy:
     """The proxy the search and the Minitron grid score on (built once per model): the
     task's score on ``--val-size`` validation samples, after ``--proxy-steps`` fine-tuning
@@ -173,7 +179,7 @@ def proxy(setup: Setup, args: argparse.Namespace, cache: dict) -> Proxy:
     fine-tune's own batches (seed 0: 64 images / 32 texts / 16 blocks); with
     ``--proxy-rungs``, in those multi-fidelity rungs (the same recipe)."""
     if "proxy" not in cache:
-        task = setup.finetune_task(0) if args.proxy_steps or args.proxy_rungs else setup.task
+        task = setup.finetune_task(0) if _proxy_fine_tunes(args) else setup.task
         cache["proxy"] = Proxy(setup.model, task, bn_batches=0, val_size=args.val_size,
                                example_inputs=setup.example, progress=False,
                                finetune_steps=args.proxy_steps,
@@ -255,7 +261,7 @@ def run_one(setup: Setup, method: str, seed: int, args: argparse.Namespace,
     record.update(proxy_recipe={"steps": args.proxy_steps, "rungs": args.proxy_rungs,
                                 "optimizer": args.proxy_optimizer, "lr": args.proxy_lr,
                                 "distill": args.proxy_distill}
-                  if args.proxy_steps or args.proxy_rungs else {"steps": 0})
+                  if _proxy_fine_tunes(args) else {"steps": 0})
     record.update(steps=args.steps, lr=args.lr, metric="test ppl" if setup.lm else "test top-1",
                   cpu_seconds=round(time.process_time() - cpu0, 1), load=os.getloadavg()[0])
     out.write_text(json.dumps(record, indent=1))

@@ -65,8 +65,11 @@ def load_hf(directory: str | os.PathLike) -> torch.nn.Module:
     return nasprune.load(directory, base=cls(config))
 
 
-def _save(model: torch.nn.Module, out: Path, meta: dict, tokenizer=None) -> None:
-    meta = {**meta, "hf_class": type(model).__name__,
+def _save(model: torch.nn.Module, out: Path, record: dict, meta: dict, tokenizer=None) -> None:
+    """Save the checkpoint under ``out``: ``meta``, the training ``record`` (which learns
+    the checkpoint's name) and the HF class and config that ``load_hf`` rebuilds it from."""
+    record["checkpoint"] = out.name
+    meta = {**meta, "seed": 0, **record, "hf_class": type(model).__name__,
             "hf_config_class": type(model.config).__name__,
             "hf_config": model.config.to_dict()}
     nasprune.save(model, out, meta=meta)
@@ -140,9 +143,8 @@ def train_vit(args: argparse.Namespace) -> dict:
               "params": _params(model), "steps": steps, "epochs": round(steps / len(task.train), 2),
               "batches_per_epoch": len(task.train), "train_seconds": round(seconds, 1),
               "val_top1": fit.history[-1]["val_score"], "test_top1": test["score"]}
-    record["checkpoint"] = out.name
-    _save(model, out, {"data": "cifar10", "seed": 0, "train_subset": n,
-                       "val_subset": len(data.val), "test_subset": len(data.test), **record})
+    _save(model, out, record, {"data": "cifar10", "train_subset": n,
+                               "val_subset": len(data.val), "test_subset": len(data.test)})
     _rescored(out, task, fit.history[-1]["val_score"], split="val")
     return record
 
@@ -186,8 +188,7 @@ def train_bert(args: argparse.Namespace) -> dict:
               "params": _params(model), "steps": steps, "epochs": round(steps / len(task.train), 2),
               "batches_per_epoch": len(task.train), "train_seconds": round(seconds, 1),
               "val_top1": fit.history[-1]["val_score"], "test_top1": test["score"]}
-    record["checkpoint"] = out.name
-    _save(model, out, {"data": corpus.name, "seed": 0, "max_len": max_len, **record}, tok)
+    _save(model, out, record, {"data": corpus.name, "max_len": max_len}, tok)
     _rescored(out, task, test["score"])
     return record
 
@@ -218,8 +219,7 @@ def train_llama(args: argparse.Namespace) -> dict:
               "batches_per_epoch": len(task.train), "train_seconds": round(seconds, 1),
               "val_ppl_init": before, "val_ppl": -fit.history[-1]["val_score"],
               "test_ppl": -test["score"]}
-    record["checkpoint"] = out.name
-    _save(model, out, {"data": "fortunes-en", "seed": 0, **record}, tok)
+    _save(model, out, record, {"data": "fortunes-en"}, tok)
     _rescored(out, task, test["score"])
     return record
 
