@@ -15,7 +15,8 @@ order and the search's seed. Each finished (model, method, seed) is written to
 Usage: ``nice .venv/bin/python bench/transformers_prune.py [--models vit,bert,llama]
 [--methods tp-uniform,uniform,minitron,blocks,searched] [--seeds 0,1,2] [--budget 0.5]
 [--trials 30] [--steps N] [--val-size N] [--space NAME] [--proxy-steps N
-[--proxy-optimizer adamw] [--proxy-lr 5e-4] [--proxy-distill]] [--table]``; ``--table``
+[--proxy-optimizer adamw] [--proxy-lr 5e-4] [--proxy-distill]] [--proxy-rungs VAL:STEPS,...
+[--proxy-eta 3]] [--table]``; ``--table``
 prints the markdown summary of the stored results.
 """
 
@@ -46,6 +47,7 @@ from nasprune.metrics.runtime import time_ms
 from nasprune.pruning.attention import transformer_layers
 from nasprune.search.config import DEFAULT_STRATEGY
 from nasprune.search.proxy import Proxy
+from nasprune.search.rungs import ETA, Rungs
 from nasprune.task import dataset_task, example_inputs
 
 CHECKPOINTS = {"vit": "vit-tiny-cifar10", "llama": "llama-fortunes-en"}  # bert: --bert-corpus
@@ -177,7 +179,8 @@ def proxy(setup: Setup, args: argparse.Namespace, cache: dict) -> Proxy:
     task's score on ``--val-size`` validation samples, after ``--proxy-steps`` fine-tuning
     steps (``--proxy-optimizer`` at ``--proxy-lr``, ``--proxy-distill``) on the
     fine-tune's own batches (seed 0: 64 images / 32 texts / 16 blocks); with
-    ``--proxy-rungs``, in those multi-fidelity rungs (the same recipe)."""
+    ``--proxy-rungs``, in those multi-fidelity rungs (the same recipe), the best
+    ``1/--proxy-eta`` of a rung advancing."""
     if "proxy" not in cache:
         task = setup.finetune_task(0) if _proxy_fine_tunes(args) else setup.task
         cache["proxy"] = Proxy(setup.model, task, bn_batches=0, val_size=args.val_size,
@@ -185,7 +188,8 @@ def proxy(setup: Setup, args: argparse.Namespace, cache: dict) -> Proxy:
                                finetune_steps=args.proxy_steps,
                                finetune_optimizer=args.proxy_optimizer,
                                finetune_lr=args.proxy_lr, distill=args.proxy_distill,
-                               rungs=args.proxy_rungs)
+                               rungs=Rungs.parse(args.proxy_rungs, args.proxy_eta)
+                               if args.proxy_rungs else None)
     return cache["proxy"]
 
 
@@ -259,6 +263,7 @@ def run_one(setup: Setup, method: str, seed: int, args: argparse.Namespace,
     record["after"] = test_score(setup, net)
     record["latency"] = latency(setup, setup.model, net)
     record.update(proxy_recipe={"steps": args.proxy_steps, "rungs": args.proxy_rungs,
+                                "eta": args.proxy_eta,
                                 "optimizer": args.proxy_optimizer, "lr": args.proxy_lr,
                                 "distill": args.proxy_distill}
                   if _proxy_fine_tunes(args) else {"steps": 0})
@@ -300,6 +305,9 @@ def main() -> None:
     p.add_argument("--proxy-rungs", default=None,
                    help="multi-fidelity rungs of the proxy, VAL:STEPS,... (e.g. 48:0,160:20): "
                         "the search scores in them, the Minitron grid at the top one")
+    p.add_argument("--proxy-eta", type=float, default=ETA,
+                   help=f"with --proxy-rungs: the best 1/eta of a rung advance "
+                        f"(default {ETA:g})")
     p.add_argument("--proxy-distill", action="store_true",
                    help="the proxy fine-tunes by distillation from the unpruned model")
     p.add_argument("--threads", type=int, default=1)
