@@ -93,7 +93,7 @@ def load_setup(name: str, args: argparse.Namespace) -> Setup:
         data = nasprune.load_dataset("cifar10", root=args.cifar, seed=0)
         data.train = data.train.subset(meta["train_subset"], seed=0)
         # Checkpoints saved before the sizes were recorded used 1,000 and 2,000.
-        data.val = data.val.subset(meta.get("val_subset", 1000), seed=0)
+        data.val = data.val.subset(args.vit_val or meta.get("val_subset", 1000), seed=0)
         data.test = data.test.subset(meta.get("test_subset", 2000), seed=0)
         return Setup(name, model, meta, dataset_task(data, batch_size=256), lambda seed: data.loader(
             "train", batch_size=64, shuffle=True, augment=True, seed=seed, drop_last=True),
@@ -284,6 +284,9 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("bench/results/transformers/prune"))
     p.add_argument("--fortunes", type=Path, default=Path("data/fortunes"))
     p.add_argument("--cifar", default="../shared/data/cifar10-jpg.tar.gz")
+    p.add_argument("--vit-val", type=int, default=None,
+                   help="validation images the ViT's proxy may score (of the 10,000 held "
+                        "out of training; default: the checkpoint's own val subset)")
     p.add_argument("--bert-corpus", choices=sorted(BERT_MAX_LEN), default="supersense",
                    help="the BERT-style model's task (as trained by transformers_train.py)")
     p.add_argument("--strategy", default=DEFAULT_STRATEGY,
