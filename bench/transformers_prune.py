@@ -16,7 +16,7 @@ Usage: ``nice .venv/bin/python bench/transformers_prune.py [--models vit,bert,ll
 [--methods tp-uniform,uniform,minitron,blocks,searched] [--seeds 0,1,2] [--budget 0.5]
 [--trials 30] [--steps N] [--val-size N] [--space NAME] [--proxy-steps N
 [--proxy-optimizer adamw] [--proxy-lr 5e-4] [--proxy-distill]] [--proxy-rungs VAL:STEPS,...
-[--proxy-eta 3]] [--table]``; ``--table``
+[--proxy-eta 3]] [--vit-val N] [--table]``; ``--table``
 prints the markdown summary of the stored results.
 """
 
