@@ -47,7 +47,7 @@ from nasprune.metrics.runtime import time_ms
 from nasprune.pruning.attention import transformer_layers
 from nasprune.search.config import DEFAULT_STRATEGY
 from nasprune.search.proxy import Proxy
-from nasprune.search.rungs import ETA, Rungs
+from nasprune.search.rungs import ETA, as_rungs
 from nasprune.task import dataset_task, example_inputs
 
 CHECKPOINTS = {"vit": "vit-tiny-cifar10", "llama": "llama-fortunes-en"}  # bert: --bert-corpus
@@ -188,8 +188,7 @@ def proxy(setup: Setup, args: argparse.Namespace, cache: dict) -> Proxy:
                                finetune_steps=args.proxy_steps,
                                finetune_optimizer=args.proxy_optimizer,
                                finetune_lr=args.proxy_lr, distill=args.proxy_distill,
-                               rungs=Rungs.parse(args.proxy_rungs, args.proxy_eta)
-                               if args.proxy_rungs else None)
+                               rungs=as_rungs(args.proxy_rungs, args.proxy_eta))
     return cache["proxy"]
 
 
